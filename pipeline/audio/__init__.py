@@ -1,0 +1,1 @@
+"""Audio: decode/resample/normalize, demo catalog synthesis, bad-input fixtures."""

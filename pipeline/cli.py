@@ -1,0 +1,173 @@
+"""`cloudtune` command line: one subcommand per pipeline step. Each calls a plain function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pipeline import __version__, config
+
+EXIT_FAILED = 1  # the command ran but its work failed
+EXIT_USAGE = 2  # bad input: arguments, config, files
+
+
+class CommandError(Exception):
+    """A whole command failed for a reason the user can act on: one line, exit code ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def cmd_demo_catalog(args: argparse.Namespace) -> int:
+    from pipeline.audio.synth import build_catalog
+    from pipeline.config import DemoCatalogSettings
+
+    s = config.section(DemoCatalogSettings, config.load(), "demo_catalog", tracks=args.tracks, seconds=args.seconds, seed=args.seed,
+                       sample_rate=args.sample_rate, channels=args.channels)
+    out = build_catalog(args.out, s.tracks, s.seconds, s.seed, s.sample_rate, s.channels, s.shared_motif_ratio, workers=args.workers or os.cpu_count() or 1)
+    print(f"demo-catalog: {s.tracks} tracks x {s.seconds:g} s (seed {s.seed}, {s.sample_rate} Hz, {s.channels} ch) in {out}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from pipeline.ingest import ingest
+
+    summary = ingest(args.sources, catalog=args.catalog, workers=args.workers)
+    print(summary.line())
+    if args.json:
+        print(json.dumps(summary.to_dict()))
+    if summary.ingested == 0:
+        print("ingest: error: nothing could be ingested", file=sys.stderr)
+        return EXIT_FAILED
+    if args.strict and (summary.errors or summary.known_errors):
+        print(f"ingest: error: --strict and {summary.errors + summary.known_errors} file(s) failed", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from pipeline.store import db
+
+    if args.action == "init":
+        engine = db.get_engine()
+        print(f"db: schema ready at {engine.url.render_as_string(hide_password=True)}")
+    elif args.action == "schema":
+        print(db.schema_sql(), end="")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.store import reports
+
+    if args.list or not args.name:
+        for name, desc in reports.available().items():
+            print(f"{name:28s} {desc}")
+        return 0
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CommandError(f"--param {item!r}: expected KEY=VALUE", EXIT_USAGE)
+        params[key] = value
+    print(reports.format_frame(reports.run_report(args.name, params), args.format))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.audio.synth import build_catalog
+    from pipeline.config import DemoCatalogSettings
+    from pipeline.ingest import ingest
+    from pipeline.store import reports
+
+    s = config.section(DemoCatalogSettings, config.load(), "demo_catalog", tracks=args.tracks, seconds=args.seconds, seed=args.seed)
+    out = config.home() / "demo" / f"catalog-seed{s.seed}-{s.tracks}x{s.seconds:g}s"
+    if not (out / "catalog.json").exists():
+        build_catalog(out, s.tracks, s.seconds, s.seed, s.sample_rate, s.channels, s.shared_motif_ratio, workers=os.cpu_count() or 1)
+    summary = ingest([out], catalog="demo")
+    print(summary.line())
+    print("\nCatalog summary (cloudtune report catalog_summary):")
+    print(reports.format_frame(reports.run_report("catalog_summary")))
+    return 0 if summary.ingested else EXIT_FAILED
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cloudtune", description="CloudTune audio ML pipeline. Artifacts in $CLOUDTUNE_HOME, metrics in $CLOUDTUNE_DB_URL.")
+    p.add_argument("--version", action="version", version=f"cloudtune {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("demo-catalog", help="synthesize a deterministic demo music catalog (FLAC)")
+    s.add_argument("--out", required=True, type=Path, help="output folder")
+    s.add_argument("--tracks", type=int, help="number of tracks (config demo_catalog.tracks)")
+    s.add_argument("--seconds", type=float, help="length of each track (config demo_catalog.seconds)")
+    s.add_argument("--seed", type=int, help="same seed and arguments give identical audio (config demo_catalog.seed)")
+    s.add_argument("--sample-rate", type=int, help="config demo_catalog.sample_rate")
+    s.add_argument("--channels", type=int, choices=(1, 2), help="config demo_catalog.channels")
+    s.add_argument("--workers", type=int, default=0, help="render processes (0 = one per core)")
+    s.set_defaults(func=cmd_demo_catalog)
+
+    s = sub.add_parser("ingest", help="decode audio files/folders into canonical FLAC + `tracks` rows")
+    s.add_argument("sources", nargs="+", metavar="SRC", help="audio files or folders (walked recursively)")
+    s.add_argument("--catalog", default="default", help="catalog name stored with new tracks (default: default)")
+    s.add_argument("--workers", type=int, help="decode processes (config ingest.workers; 0 = one per core)")
+    s.add_argument("--strict", action="store_true", help="exit non-zero if any file failed")
+    s.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("db", help="metrics database: init | schema")
+    s.add_argument("action", choices=("init", "schema"), help="init: create missing tables; schema: print the schema SQL")
+    s.set_defaults(func=cmd_db)
+
+    s = sub.add_parser("report", help="run a SQL report from sql/reports/ (no NAME: list them)")
+    s.add_argument("name", nargs="?", help="report name (file stem) or path to a .sql file")
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="bind :KEY in the SQL")
+    s.add_argument("--list", action="store_true", help="list the reports")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("demo", help="demo catalog + ingest + catalog summary (what `make demo` runs)")
+    s.add_argument("--tracks", type=int)
+    s.add_argument("--seconds", type=float)
+    s.add_argument("--seed", type=int)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"cloudtune {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if args.verbose:
+            raise
+        code = exc.code if isinstance(exc, CommandError) else EXIT_USAGE
+        print(f"cloudtune {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return code
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"cloudtune {args.command}: error: {type(exc).__name__}: {_one_line(exc)} (-v for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+# Errors a user can act on from the message alone: printed as one line, no traceback.
+USER_ERRORS = (CommandError, config.ConfigError, FileNotFoundError, ValueError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

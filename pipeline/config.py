@@ -1,0 +1,139 @@
+"""Configuration: YAML files under configs/ hold every default; the environment overrides them.
+
+- ``CLOUDTUNE_HOME``: artifact root (default ``./var``).
+- ``CLOUDTUNE_DB_URL``: metrics database (default ``sqlite:///$CLOUDTUNE_HOME/cloudtune.db``).
+- ``CLOUDTUNE_CONFIG_DIR``: where the YAML files live (default: the repository's ``configs/``).
+- ``CLOUDTUNE__<SECTION>__<KEY>=value``: overrides one key of ``pipeline.yaml``; the value is parsed as YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ENV_PREFIX = "CLOUDTUNE__"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the file/key."""
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("CLOUDTUNE_CONFIG_DIR", PROJECT_ROOT / "configs"))
+
+
+def home() -> Path:
+    """The artifact root, created on first use."""
+    path = Path(os.environ.get("CLOUDTUNE_HOME", "var")).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def db_url() -> str:
+    return os.environ.get("CLOUDTUNE_DB_URL") or f"sqlite:///{home() / 'cloudtune.db'}"
+
+
+def sql_dir() -> Path:
+    return PROJECT_ROOT / "sql"
+
+
+def load(name: str = "pipeline", env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Read ``configs/<name>.yaml`` and apply ``CLOUDTUNE__SECTION__KEY`` overrides (pipeline.yaml only)."""
+    path = config_dir() / f"{name}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    if name == "pipeline":
+        data = apply_env_overrides(data, os.environ if env is None else env)
+    return data
+
+
+def apply_env_overrides(data: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for var, raw in sorted(env.items()):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in var[len(ENV_PREFIX):].split("__")]
+        node = out
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise ConfigError(f"{var}: no config section {'.'.join(keys[:-1])!r}")
+            node = node[key]
+        if keys[-1] not in node:
+            raise ConfigError(f"{var}: unknown config key {'.'.join(keys)!r}")
+        try:
+            node[keys[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"{var}: value {raw!r} is not valid YAML") from None
+    return out
+
+
+T = TypeVar("T")
+
+
+def section(cls: type[T], data: dict[str, Any], name: str, **overrides: Any) -> T:
+    """Build a settings dataclass from one config section; unknown or ill-typed keys are errors."""
+    raw = dict(data.get(name) or {})
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"config {name}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for key, value in raw.items():
+        kind = known[key].type
+        try:
+            if kind in ("float", float):
+                value = float(value)
+            elif kind in ("int", int):
+                if isinstance(value, bool) or float(value) != int(value):
+                    raise ValueError
+                value = int(value)
+            elif kind in ("str", str):
+                value = str(value)
+            elif str(kind).startswith("tuple"):
+                value = tuple(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config {name}.{key}: expected {kind}, got {value!r}") from None
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    sample_rate: int = 24000
+    target_rms_dbfs: float = -20.0
+    peak_ceiling_dbfs: float = -1.0
+    silence_rms_dbfs: float = -90.0
+    resample_quality: str = "HQ"
+    flac_subtype: str = "PCM_16"
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    extensions: tuple = ("wav", "flac", "ogg", "oga", "mp3")
+    min_seconds: float = 0.5
+    max_seconds: float = 1800.0
+    workers: int = 0
+    commit_every: int = 64
+
+
+@dataclass(frozen=True)
+class DemoCatalogSettings:
+    tracks: int = 24
+    seconds: float = 30.0
+    seed: int = 0
+    sample_rate: int = 44100
+    channels: int = 2
+    shared_motif_ratio: float = 0.5

@@ -1,0 +1,341 @@
+"""Ingest: audio files -> canonical mono FLAC under $CLOUDTUNE_HOME/audio + one `tracks` row per unique content.
+
+- Files are decoded in parallel worker processes (decode, downmix, resample, normalise, FLAC encode);
+  the main process alone writes the database, in batches.
+- Identity is the SHA-256 of the decoded PCM, so a copy of a file, or a re-run, adds nothing.
+- Files already seen with the same size and mtime are not decoded again (`ingest_sources`).
+- A bad file becomes one `ingest_errors` row and a one-line warning; the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from sqlalchemy import Connection, select
+from tqdm import tqdm
+
+from pipeline import config
+from pipeline.audio import io as audio_io
+from pipeline.config import AudioSettings, IngestSettings
+from pipeline.store import db
+from pipeline.store.tables import ingest_errors, ingest_sources, tracks
+
+log = logging.getLogger(__name__)
+
+# error_kind values, in the order the checks run
+ERROR_KINDS = (
+    "empty_file",  # zero bytes
+    "not_audio",  # no known audio container signature
+    "unsupported_codec",  # a known container libsndfile cannot decode
+    "no_frames",  # a valid header with no audio frames
+    "too_long",  # longer than ingest.max_seconds (from the header, before decoding)
+    "decode_error",  # decoding failed part-way (truncated or corrupt data)
+    "too_short",  # shorter than ingest.min_seconds
+    "non_finite",  # NaN or Inf samples
+    "silent",  # below audio.silence_rms_dbfs
+    "io_error",  # the file vanished or could not be read or written
+)
+
+
+class IngestError(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class FileResult:
+    source_uri: str
+    size_bytes: int
+    mtime_ns: int
+    ok: bool = False
+    content_hash: str | None = None
+    duration_s: float = 0.0
+    sample_rate: int = 0
+    channels: int = 0
+    source_format: str = ""
+    audio_path: str | None = None  # relative to CLOUDTUNE_HOME
+    error_kind: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class IngestSummary:
+    run_id: str
+    added: int = 0
+    duplicates: int = 0
+    unchanged: int = 0
+    errors: int = 0
+    known_errors: int = 0  # unchanged files that failed in an earlier run
+    audio_seconds: float = 0.0  # decoded in this run (added + duplicates)
+    wall_seconds: float = 0.0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ingested(self) -> int:
+        """Good files: new, duplicate or unchanged."""
+        return self.added + self.duplicates + self.unchanged
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def line(self) -> str:
+        skipped = self.duplicates + self.unchanged
+        errs = f"{self.errors} errors" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.error_kinds.items()))})" if self.error_kinds else "")
+        known = f", {self.known_errors} known bad unchanged" if self.known_errors else ""
+        return (
+            f"ingest: {self.added} tracks added, {skipped} skipped ({self.duplicates} duplicate, {self.unchanged} unchanged), "
+            f"{errs}{known}; {self.audio_seconds / 3600:.3f} h of audio decoded in {self.wall_seconds:.1f} s "
+            f"({self.realtime_factor:.0f}x realtime) [run {self.run_id}]"
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ingested": self.ingested, "realtime_factor": self.realtime_factor}
+
+
+def find_audio_files(sources: Iterable[str | os.PathLike], extensions: Iterable[str]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted, de-duplicated list of files.
+
+    Files named explicitly are taken whatever their extension; inside folders only ``extensions`` count.
+    Hidden files and folders (``.name``, e.g. our own temp files) are skipped.
+    """
+    exts = {"." + e.lower().lstrip(".") for e in extensions}
+    found: dict[Path, None] = {}
+    for src in sources:
+        path = Path(src).expanduser()
+        if path.is_file():
+            found[path.resolve()] = None
+        elif path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith(".") and Path(name).suffix.lower() in exts:
+                        found[(Path(root) / name).resolve()] = None
+        else:
+            raise FileNotFoundError(f"ingest: source not found: {src}")
+    return sorted(found)
+
+
+def canonical_relpath(content_hash: str) -> str:
+    return f"audio/{content_hash[:2]}/{content_hash}.flac"
+
+
+NOT_AUDIO = "not an audio file (no WAV/FLAC/OGG/MP3/AIFF signature in its first bytes)"
+
+
+def _read_head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(16)
+
+
+def _classify_open_error(path: Path, exc: Exception) -> IngestError:
+    """libsndfile's open errors are vague ("Malformed 'fmt ' chunk", "File does not exist" for text named .mp3):
+    a file with no audio signature is `not_audio`; a known container it cannot open is `unsupported_codec`."""
+    container = audio_io.sniff_container(_read_head(path))
+    if container is None:
+        return IngestError("not_audio", NOT_AUDIO)
+    reason = str(exc).split(": ", 1)[-1].strip() if "Error opening" in str(exc) else str(exc)
+    return IngestError("unsupported_codec", f"{container} container with data libsndfile cannot decode: {reason}")
+
+
+def decode_file(path: Path, audio: AudioSettings, settings: IngestSettings) -> tuple[np.ndarray, int, int, str]:
+    """Decode and validate one file. Returns (frames [n, ch] float32, sample_rate, channels, format)."""
+    if path.stat().st_size == 0:
+        raise IngestError("empty_file", "file is empty (0 bytes)")
+    if path.suffix.lower() == ".mp3" and audio_io.sniff_container(_read_head(path)) != "MP3":
+        # mpg123 would scan the whole file for a frame sync, printing notes to stderr, then fail anyway
+        raise IngestError("not_audio", NOT_AUDIO)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise _classify_open_error(path, exc) from None
+    fmt = f"{info.format}/{info.subtype}"
+    if info.frames == 0:
+        raise IngestError("no_frames", f"{fmt} header with no audio frames")
+    if info.frames / info.samplerate > settings.max_seconds:
+        raise IngestError("too_long", f"{info.frames / info.samplerate:.1f} s is over the maximum of {settings.max_seconds:g} s (ingest.max_seconds)")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise IngestError("decode_error", f"{fmt} decoding failed: {exc}") from None
+    if data.shape[0] == 0:
+        raise IngestError("no_frames", f"{fmt} file decoded to no audio frames")
+    seconds = data.shape[0] / sr
+    if seconds < settings.min_seconds:
+        raise IngestError("too_short", f"{seconds:.3f} s is under the minimum of {settings.min_seconds:g} s (ingest.min_seconds)")
+    if not np.isfinite(data).all():
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise IngestError("non_finite", f"{bad} NaN/Inf sample(s)")
+    return data, sr, data.shape[1], fmt
+
+
+def content_hash(data: np.ndarray, sr: int) -> str:
+    """SHA-256 of the decoded PCM and its sample rate: the same audio in a copy, or as WAV and FLAC, hashes alike."""
+    h = hashlib.sha256(f"{sr}:{data.shape[1]}:".encode())
+    h.update(np.ascontiguousarray(data, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
+def process_file(path: Path, home: Path, audio: AudioSettings, settings: IngestSettings) -> FileResult:
+    """Worker: decode, hash, make the canonical FLAC (skipped when it exists). Never raises."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return FileResult(path.as_uri(), 0, 0, error_kind="io_error", message=str(exc))
+    result = FileResult(path.as_uri(), st.st_size, st.st_mtime_ns)
+    try:
+        data, sr, channels, fmt = decode_file(path, audio, settings)
+        digest = content_hash(data, sr)
+        mono = audio_io.to_mono(data)
+        level = audio_io.rms_dbfs(mono)
+        if level < audio.silence_rms_dbfs:
+            what = "digital silence" if level == -np.inf else f"level {level:.1f} dBFS"
+            raise IngestError("silent", f"{what} is below audio.silence_rms_dbfs={audio.silence_rms_dbfs:g}")
+        rel = canonical_relpath(digest)
+        dest = home / rel
+        if not dest.exists():
+            wave = audio_io.resample(mono, sr, audio.sample_rate, audio.resample_quality)
+            wave = audio_io.normalize(wave, audio.target_rms_dbfs, audio.peak_ceiling_dbfs)
+            audio_io.write_flac(dest, wave, audio.sample_rate, audio.flac_subtype)
+        result.ok, result.content_hash, result.audio_path = True, digest, rel
+        result.duration_s, result.sample_rate, result.channels, result.source_format = data.shape[0] / sr, sr, channels, fmt
+    except IngestError as exc:
+        result.error_kind, result.message = exc.kind, str(exc)
+    except OSError as exc:
+        result.error_kind, result.message = "io_error", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # an unforeseen failure of one file must not stop the run
+        result.error_kind, result.message = "decode_error", f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def _process_star(args: tuple) -> FileResult:
+    return process_file(*args)
+
+
+def _results(files: list[Path], home: Path, audio: AudioSettings, settings: IngestSettings, workers: int) -> Iterator[FileResult]:
+    jobs = [(f, home, audio, settings) for f in files]
+    if workers <= 1 or len(files) <= 1:
+        yield from map(_process_star, jobs)
+        return
+    # In-order results keep the DB insertion order (and the "first source wins" rule) deterministic.
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_process_star, jobs, chunksize=1)
+
+
+def _known_sources(conn: Connection, uris: list[str]) -> dict[str, tuple]:
+    known = {}
+    for i in range(0, len(uris), 500):
+        chunk = uris[i : i + 500]
+        q = select(ingest_sources.c.source_uri, ingest_sources.c.size_bytes, ingest_sources.c.mtime_ns, ingest_sources.c.status).where(
+            ingest_sources.c.source_uri.in_(chunk)
+        )
+        known.update({r.source_uri: (r.size_bytes, r.mtime_ns, r.status) for r in conn.execute(q)})
+    return known
+
+
+def _record(conn: Connection, r: FileResult, catalog: str, run_id: str, summary: IngestSummary) -> None:
+    now = db.utcnow()
+    source_row = {"source_uri": r.source_uri, "size_bytes": r.size_bytes, "mtime_ns": r.mtime_ns, "seen_at": now, "track_id": None, "error_kind": None}
+    if not r.ok:
+        summary.errors += 1
+        summary.error_kinds[r.error_kind] = summary.error_kinds.get(r.error_kind, 0) + 1
+        conn.execute(
+            ingest_errors.insert().values(
+                error_id=uuid.uuid4().hex, run_id=run_id, source_uri=r.source_uri, error_kind=r.error_kind, message=r.message, occurred_at=now
+            )
+        )
+        db.upsert(conn, ingest_sources, [{**source_row, "status": "error", "error_kind": r.error_kind}])
+        tqdm.write(f"warning: ingest: {r.source_uri}: {r.error_kind}: {r.message}")
+        return
+    summary.audio_seconds += r.duration_s
+    track_id = conn.execute(select(tracks.c.track_id).where(tracks.c.content_hash == r.content_hash)).scalar()
+    if track_id is None:
+        track_id = r.content_hash[:16]
+        conn.execute(
+            tracks.insert().values(
+                track_id=track_id, catalog=catalog, source_uri=r.source_uri, content_hash=r.content_hash, duration_s=r.duration_s,
+                sample_rate=r.sample_rate, channels=r.channels, source_format=r.source_format, audio_path=r.audio_path,
+                ingest_run_id=run_id, ingested_at=now,
+            )
+        )
+        summary.added += 1
+        status = "track"
+    else:
+        summary.duplicates += 1
+        status = "duplicate"
+    db.upsert(conn, ingest_sources, [{**source_row, "status": status, "track_id": track_id}])
+
+
+def ingest(
+    sources: Iterable[str | os.PathLike],
+    catalog: str = "default",
+    workers: int | None = None,
+    *,
+    url: str | None = None,
+    audio: AudioSettings | None = None,
+    settings: IngestSettings | None = None,
+    run_id: str | None = None,
+    progress: bool = True,
+) -> IngestSummary:
+    """Ingest files and folders into the catalog. Returns the run's summary; bad files never raise."""
+    cfg = config.load()
+    audio = audio or config.section(AudioSettings, cfg, "audio")
+    settings = settings or config.section(IngestSettings, cfg, "ingest")
+    workers = workers if workers is not None else settings.workers
+    workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
+    sources = [str(s) for s in sources]
+    home = config.home()
+    files = find_audio_files(sources, settings.extensions)
+    started = time.perf_counter()
+    engine = db.get_engine(url)
+    with engine.connect() as conn:
+        run_id = db.start_run(
+            conn, "ingest", {"sources": sources, "catalog": catalog, "workers": workers, "audio": asdict(audio), "ingest": asdict(settings)}, run_id
+        )
+        summary = IngestSummary(run_id=run_id)
+        try:
+            known = _known_sources(conn, [f.as_uri() for f in files])
+            todo = []
+            for f in files:
+                prev = known.get(f.as_uri())
+                try:
+                    st = f.stat()
+                except OSError:  # vanished since the walk: the worker records it as io_error
+                    todo.append(f)
+                    continue
+                if prev and prev[0] == st.st_size and prev[1] == st.st_mtime_ns:
+                    if prev[2] == "error":
+                        summary.known_errors += 1
+                    else:
+                        summary.unchanged += 1
+                else:
+                    todo.append(f)
+            bar = tqdm(total=len(todo), desc="ingest", unit="file", disable=not progress or not todo)
+            for i, result in enumerate(_results(todo, home, audio, settings, workers), 1):
+                _record(conn, result, catalog, run_id, summary)
+                bar.update()
+                if i % settings.commit_every == 0:
+                    conn.commit()
+            bar.close()
+            conn.commit()
+        except BaseException as exc:
+            conn.rollback()
+            db.finish_run(conn, run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        summary.wall_seconds = time.perf_counter() - started
+        if not files:
+            db.finish_run(conn, run_id, "failed", f"no audio files ({', '.join(settings.extensions)}) under {', '.join(sources)}")
+        else:
+            db.finish_run(conn, run_id, "succeeded" if summary.ingested else "failed", summary.line())
+    return summary

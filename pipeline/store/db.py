@@ -1,0 +1,125 @@
+"""Engine creation, schema initialisation, portable upsert and run bookkeeping."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from pipeline import config
+from pipeline.store.tables import metadata, runs
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def normalize_url(url: str) -> str:
+    """Accept the URLs people paste (postgres://, postgresql://) and use the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (reports, the UI) never block the writer
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for ``url`` (default: CLOUDTUNE_DB_URL), with the schema created on first use."""
+    url = normalize_url(url or config.db_url())
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    init_db(engine)
+    return engine
+
+
+def connect(url: str | None = None) -> Connection:
+    return get_engine(url).connect()
+
+
+def init_db(engine: Engine) -> None:
+    """Create missing tables and indexes; existing ones are left as they are."""
+    metadata.create_all(engine, checkfirst=True)
+
+
+def schema_sql() -> str:
+    """The schema as plain SQL that runs unchanged on SQLite and PostgreSQL (sql/schema.sql)."""
+    out = [
+        "-- CloudTune metrics schema. Generated from pipeline/store/tables.py by `cloudtune db schema`;",
+        "-- tests/test_store.py keeps this file identical to the code. Runs unchanged on SQLite and PostgreSQL 15+.",
+        "",
+    ]
+    dialect = postgresql.dialect()
+    for table in metadata.sorted_tables:
+        if table.comment:
+            out.append(f"-- {table.name}: {table.comment}")
+        ddl = str(CreateTable(table).compile(dialect=dialect)).strip().replace("\t", "    ")
+        out.append("\n".join(line.rstrip() for line in ddl.splitlines()) + ";")
+        for index in sorted(table.indexes, key=lambda i: i.name):
+            out.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";")
+        out.append("")
+    return "\n".join(out)
+
+
+def upsert(conn: Connection, table, rows: Iterable[Mapping[str, Any]], key: Iterable[str] | None = None) -> int:
+    """Insert rows, replacing those whose primary key (or ``key`` columns) already exists.
+
+    Idempotent re-runs rely on this: writing the same metric twice leaves one row.
+    """
+    rows = [dict(r) for r in rows]
+    if not rows:
+        return 0
+    key = list(key or [c.name for c in table.primary_key.columns])
+    dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(conn.dialect.name)
+    if dialect is None:
+        raise NotImplementedError(f"upsert: unsupported database dialect {conn.dialect.name!r}")
+    stmt = dialect.insert(table)
+    updates = {c: stmt.excluded[c] for c in rows[0] if c not in key}
+    stmt = stmt.on_conflict_do_update(index_elements=key, set_=updates) if updates else stmt.on_conflict_do_nothing(index_elements=key)
+    conn.execute(stmt, rows)
+    return len(rows)
+
+
+def new_run_id(kind: str) -> str:
+    return f"{kind}-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def start_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None) -> str:
+    """Record a run as running (or mark an existing run_id as running again, for resumed runs)."""
+    run_id = run_id or new_run_id(kind)
+    cfg = json.loads(json.dumps(run_config, default=str))  # JSON-safe copy (paths, tuples)
+    upsert(
+        conn,
+        runs,
+        [{"run_id": run_id, "kind": kind, "status": "running", "config": cfg, "started_at": utcnow(), "finished_at": None, "message": None}],
+    )
+    conn.commit()
+    return run_id
+
+
+def finish_run(conn: Connection, run_id: str, status: str = "succeeded", message: str | None = None) -> None:
+    conn.execute(update(runs).where(runs.c.run_id == run_id).values(status=status, finished_at=utcnow(), message=message))
+    conn.commit()
+
+
+__all__ = ["connect", "finish_run", "get_engine", "init_db", "new_run_id", "schema_sql", "start_run", "upsert", "utcnow"]
