@@ -118,6 +118,7 @@ class AudioSettings:
     silence_rms_dbfs: float = -90.0
     resample_quality: str = "HQ"
     flac_subtype: str = "PCM_16"
+    flac_compression_level: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ tracks = Table(
     Column("track_id", Text, primary_key=True),  # first 16 hex digits of content_hash
     Column("catalog", Text, nullable=False),
     Column("source_uri", Text, nullable=False),  # the first file this content was found in
-    Column("content_hash", Text, nullable=False, unique=True),  # sha256 of the decoded PCM
+    Column("content_hash", Text, nullable=False, unique=True),  # XXH3-128 of the decoded PCM and its rate (hex)
     Column("duration_s", Double, nullable=False),
     Column("sample_rate", Integer, nullable=False),  # of the source file
     Column("channels", Integer, nullable=False),  # of the source file
