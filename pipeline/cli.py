@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
+        config.validate()
         return args.func(args)
     except KeyboardInterrupt:
         print(f"cloudtune {args.command}: interrupted", file=sys.stderr)

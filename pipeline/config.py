@@ -138,3 +138,14 @@ class DemoCatalogSettings:
     sample_rate: int = 44100
     channels: int = 2
     shared_motif_ratio: float = 0.5
+
+
+SECTIONS: dict[str, type] = {"audio": AudioSettings, "ingest": IngestSettings, "demo_catalog": DemoCatalogSettings}
+
+
+def validate(data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load (unless given) and check every known section, so a typo fails any command at once."""
+    data = load() if data is None else data
+    for name, cls in SECTIONS.items():
+        section(cls, data, name)
+    return data

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -221,7 +222,7 @@ def decode_file(path: Path, audio: AudioSettings, settings: IngestSettings) -> D
         parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
     if frames == 0:
         raise IngestError("no_frames", f"{fmt} file decoded to no audio frames")
-    if frames < expected and f.format != "MPEG":  # MPEG frame counts in headers are estimates
+    if frames < expected and f.format != "MP3":  # MP3 frame counts in headers are estimates
         raise IngestError("decode_error", f"{fmt} truncated: decoded {frames} of the {expected} frames its header declares")
     if frames / sr < settings.min_seconds:
         raise IngestError("too_short", f"{frames / sr:.3f} s is under the minimum of {settings.min_seconds:g} s (ingest.min_seconds)")
@@ -304,7 +305,7 @@ def _record(conn: Connection, r: FileResult, catalog: str, run_id: str, summary:
             )
         )
         db.upsert(conn, ingest_sources, [{**source_row, "status": "error", "error_kind": r.error_kind}])
-        tqdm.write(f"warning: ingest: {r.source_uri}: {r.error_kind}: {r.message}")
+        tqdm.write(f"warning: ingest: {r.source_uri}: {r.error_kind}: {r.message}", file=sys.stderr)
         return
     summary.audio_seconds += r.duration_s
     track_id = conn.execute(select(tracks.c.track_id).where(tracks.c.content_hash == r.content_hash)).scalar()

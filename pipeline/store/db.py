@@ -6,7 +6,6 @@ import json
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +38,24 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-@lru_cache(maxsize=8)
+_ENGINES: dict[str, Engine] = {}
+
+
 def get_engine(url: str | None = None) -> Engine:
-    """The engine for ``url`` (default: CLOUDTUNE_DB_URL), with the schema created on first use."""
+    """The engine for ``url`` (default: CLOUDTUNE_DB_URL), one per URL, with the schema created on first use."""
     url = normalize_url(url or config.db_url())
+    if url not in _ENGINES:
+        _ENGINES[url] = _create(url)
+    return _ENGINES[url]
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests, forked workers)."""
+    while _ENGINES:
+        _ENGINES.popitem()[1].dispose()
+
+
+def _create(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -122,4 +135,4 @@ def finish_run(conn: Connection, run_id: str, status: str = "succeeded", message
     conn.commit()
 
 
-__all__ = ["connect", "finish_run", "get_engine", "init_db", "new_run_id", "schema_sql", "start_run", "upsert", "utcnow"]
+__all__ = ["connect", "dispose_engines", "finish_run", "get_engine", "init_db", "new_run_id", "schema_sql", "start_run", "upsert", "utcnow"]

@@ -1,0 +1,32 @@
+# README's two commands: `make demo` and `make test`. Both bootstrap .venv once through `make install`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench-ingest schema clean
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; the package is installed editable.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "need Python 3.11+, found " + sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+demo: install
+	$(BIN)/cloudtune demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench-ingest: install
+	$(BIN)/python bench/ingest.py --workers 2
+
+# Regenerate sql/schema.sql after changing pipeline/store/tables.py (a test checks they agree).
+schema: install
+	$(BIN)/cloudtune db schema > sql/schema.sql
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

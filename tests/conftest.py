@@ -1,0 +1,87 @@
+"""Shared fixtures: an isolated CLOUDTUNE_HOME per test, and metrics DBs on real SQLite and real PostgreSQL.
+
+PostgreSQL tests run whenever CLOUDTUNE_TEST_PG_URL is set; each test gets its own schema, dropped
+afterwards. In CI (CI=true) the URL must be set and reachable: the tests fail rather than skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from urllib.parse import quote
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pipeline.store import db
+
+PG_URL = os.environ.get("CLOUDTUNE_TEST_PG_URL")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_configure(config):
+    if IN_CI and not PG_URL:
+        raise pytest.UsageError("CI=true but CLOUDTUNE_TEST_PG_URL is not set: the PostgreSQL tests must run in CI (see .ci/run)")
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    """Every test gets its own CLOUDTUNE_HOME and default SQLite DB; no env override leaks in."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(path))
+    monkeypatch.delenv("CLOUDTUNE_DB_URL", raising=False)
+    for var in list(os.environ):
+        if var.startswith("CLOUDTUNE__"):
+            monkeypatch.delenv(var)
+    yield path
+    db.dispose_engines()
+
+
+@pytest.fixture(scope="session")
+def pg_admin():
+    if not PG_URL:
+        if IN_CI:
+            pytest.fail("CLOUDTUNE_TEST_PG_URL is not set in CI")
+        pytest.skip("CLOUDTUNE_TEST_PG_URL not set")
+    engine = create_engine(db.normalize_url(PG_URL), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the server
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at CLOUDTUNE_TEST_PG_URL is not reachable in CI: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    yield engine
+    engine.dispose()
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{db.normalize_url(url)}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+@pytest.fixture
+def pg_url(pg_admin):
+    """A PostgreSQL URL whose search_path is a fresh schema of this test."""
+    schema = f"ct_test_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = _with_search_path(PG_URL, schema)
+    yield url
+    db.dispose_engines()
+    with pg_admin.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def sqlite_url(home):
+    return f"sqlite:///{home / 'test.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, monkeypatch):
+    """Run the test once on SQLite and once on PostgreSQL; CLOUDTUNE_DB_URL points at it."""
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    monkeypatch.setenv("CLOUDTUNE_DB_URL", url)
+    yield url
+    db.dispose_engines()
