@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench-ingest schema clean
+.PHONY: install demo test bench-ingest schema lint clean
 
 install: $(STAMP)
 
@@ -30,3 +30,6 @@ schema: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+lint: install
+	$(BIN)/python -m pip install --quiet ruff==0.17.6 && $(BIN)/ruff check pipeline tests bench

@@ -39,7 +39,10 @@ def test_rms_dbfs_flags_silence_and_non_finite():
 
 @pytest.mark.parametrize(
     "head,expected",
-    [(b"RIFF\x00\x00\x00\x00WAVE", "WAV"), (b"fLaC\x00", "FLAC"), (b"OggS\x00", "OGG"), (b"ID3\x04", "MP3"), (b"\xff\xfb\x90", "MP3"), (b"hello", None), (b"", None)],
+    [
+        (b"RIFF\x00\x00\x00\x00WAVE", "WAV"), (b"fLaC\x00", "FLAC"), (b"OggS\x00", "OGG"), (b"ID3\x04", "MP3"),
+        (b"\xff\xfb\x90", "MP3"), (b"hello", None), (b"", None),
+    ],
 )
 def test_sniff_container(head, expected):
     assert audio_io.sniff_container(head) == expected

@@ -5,7 +5,7 @@ from sqlalchemy import create_engine, func, inspect, select, text
 
 from pipeline import config
 from pipeline.store import db, reports
-from pipeline.store.tables import metadata, retrieval_metrics, runs
+from pipeline.store.tables import retrieval_metrics, runs, tracks
 
 EXPECTED_TABLES = {"runs", "tracks", "ingest_sources", "ingest_errors", "splits", "training_epochs", "index_builds", "retrieval_metrics", "asr_results"}
 
@@ -111,10 +111,13 @@ def _seed_rows(url):
     with db.connect(url) as conn:
         run_id = db.start_run(conn, "ingest", {})
         now = db.utcnow()
-        conn.execute(text(
-            "INSERT INTO tracks (track_id, catalog, source_uri, content_hash, duration_s, sample_rate, channels, source_format, audio_path, ingest_run_id, ingested_at) "
-            "VALUES ('t1', 'demo', 'file:///a.wav', 'h1', 7200.0, 44100, 2, 'WAV/PCM_16', 'audio/h1.flac', :r, :now), "
-            "('t2', 'demo', 'file:///b.wav', 'h2', 1800.0, 44100, 2, 'OGG/VORBIS', 'audio/h2.flac', :r, :now)"), {"r": run_id, "now": now})
+        common = {"catalog": "demo", "sample_rate": 44100, "channels": 2, "ingest_run_id": run_id, "ingested_at": now}
+        rows = [("t1", "a.wav", 7200.0, "WAV/PCM_16"), ("t2", "b.wav", 1800.0, "OGG/VORBIS")]
+        conn.execute(tracks.insert(), [
+            {**common, "track_id": t, "source_uri": f"file:///{name}", "content_hash": f"h{t}", "duration_s": secs, "source_format": fmt,
+             "audio_path": f"audio/{t}.flac"}
+            for t, name, secs, fmt in rows
+        ])
         conn.execute(text("INSERT INTO ingest_errors VALUES ('e1', :r, 'file:///bad.wav', 'not_audio', 'not an audio file', :now)"), {"r": run_id, "now": now})
         conn.commit()
 

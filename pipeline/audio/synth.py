@@ -157,7 +157,7 @@ def render_note(freq: float, seconds: float, timbre: Timbre, sr: int, velocity: 
     release[n_body:] = np.linspace(1.0, 0.0, n - n_body, dtype=np.float32)
     out = np.zeros(n, dtype=np.float32)
     nyquist = sr / 2
-    for i, (ratio, amp) in enumerate(zip(timbre.partials, timbre.amps)):
+    for i, (ratio, amp) in enumerate(zip(timbre.partials, timbre.amps, strict=True)):
         f = freq * ratio
         if f >= nyquist * 0.95:
             break
