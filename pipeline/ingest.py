@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -32,9 +31,7 @@ from pipeline.config import AudioSettings, IngestSettings
 from pipeline.store import db
 from pipeline.store.tables import ingest_errors, ingest_sources, tracks
 
-log = logging.getLogger(__name__)
-
-# error_kind values, in the order the checks run
+# Every error_kind an `ingest_errors` row can carry (README lists them for users).
 ERROR_KINDS = (
     "empty_file",  # zero bytes
     "not_audio",  # no known audio container signature

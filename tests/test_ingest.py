@@ -98,6 +98,7 @@ def test_every_bad_file_is_one_error_row_and_the_run_goes_on(db_url, music, bad,
     with db.connect(db_url) as conn:
         got = {r.source_uri.rsplit("/", 1)[1]: r for r in conn.execute(select(ingest_errors)).all()}
     assert {name: r.error_kind for name, r in got.items()} == expected
+    assert set(expected.values()) <= set(ingest_mod.ERROR_KINDS)
     assert all(r.run_id == s.run_id and r.message and "\n" not in r.message for r in got.values())
     assert "digital silence" in got["silence.wav"].message and "6.0 s is over the maximum of 5 s" in got["too_long.wav"].message
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ingest:")]
