@@ -81,6 +81,38 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokenizer(args: argparse.Namespace) -> int:
+    from pipeline.config import RVQSettings
+    from pipeline.tokenize.run import train_tokenizer
+
+    settings = config.section(RVQSettings, config.load(), "rvq", levels=args.levels, codebook_size=args.codebook_size)
+    folder, report = train_tokenizer(args.catalog, args.input_root, settings=settings)
+    snr = ", ".join(f"{q + 1}: {v:.2f}" for q, v in enumerate(report["mel_snr_db_by_level"]))
+    print(f"tokenizer: {report['version']} in {folder}\n  trained on {report['train_tracks']} tracks ({report['train_hours']:.2f} h, "
+          f"{report['train_frames']} frames) in {report['train_seconds']:.1f} s\n  mel SNR dB by levels on {report['holdout_tracks']} "
+          f"held-out tracks: {snr}")
+    return 0
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from pipeline.tokenize.run import tokenize
+
+    summary = tokenize(args.backend, args.catalog, args.input_root, args.output_root, device=args.device, max_files=args.max_files,
+                       chunk_seconds=args.chunk_seconds, save_format=args.save_format, overwrite=args.overwrite, fail_fast=args.fail_fast,
+                       model_dir=args.model_dir, num_quantizers=args.num_quantizers)
+    print(summary.line())
+    if summary.failed and not (summary.written or summary.skipped):
+        print("tokenize: error: no track could be tokenized", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _add_source_args(s: argparse.ArgumentParser) -> None:
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--catalog", help="tracks of this catalog in the metrics DB (canonical audio)")
+    src.add_argument("--input-root", type=Path, help="audio files under this folder instead of a catalog")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.audio.synth import build_catalog
     from pipeline.config import DemoCatalogSettings
@@ -136,6 +168,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--list", action="store_true", help="list the reports")
     s.set_defaults(func=cmd_report)
 
+    s = sub.add_parser("tokenizer", help="tokenizer train: fit the built-in rvq codec on a catalog")
+    s.add_argument("action", choices=("train",))
+    _add_source_args(s)
+    s.add_argument("--levels", type=int, help="residual levels Q (config rvq.levels)")
+    s.add_argument("--codebook-size", type=int, help="codes per level (config rvq.codebook_size)")
+    s.set_defaults(func=cmd_tokenizer)
+
+    s = sub.add_parser("tokenize", help="turn a catalog (or folder) into token files [Q, T]")
+    s.add_argument("--backend", choices=("rvq", "moss"), help="config tokenize.backend (rvq trains a codec first when none exists)")
+    _add_source_args(s)
+    s.add_argument("--output-root", type=Path, help="default: $CLOUDTUNE_HOME/tokens/<catalog>/<codec version>")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    s.add_argument("--max-files", type=int, help="tokenize at most N tracks")
+    s.add_argument("--chunk-seconds", type=float, help="one file per chunk of S seconds (config tokenize.chunk_seconds; 0 = per track)")
+    s.add_argument("--save-format", choices=("npz", "pt"), help="config tokenize.save_format")
+    s.add_argument("--overwrite", action="store_true", help="re-tokenize tracks that already have token files")
+    s.add_argument("--fail-fast", action="store_true", help="stop at the first track that fails")
+    s.add_argument("--model-dir", help="moss: local MOSS-Audio-Tokenizer directory or hub id (config moss.model_dir)")
+    s.add_argument("--num-quantizers", type=int, help="keep the first N levels")
+    s.set_defaults(func=cmd_tokenize)
+
     s = sub.add_parser("demo", help="demo catalog + ingest + catalog summary (what `make demo` runs)")
     s.add_argument("--tracks", type=int)
     s.add_argument("--seconds", type=float)
@@ -146,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # other libraries' INFO logs (faiss's loader, transformers) stay quiet unless -v
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("pipeline").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         config.validate()
         return args.func(args)

@@ -92,17 +92,24 @@ def section(cls: type[T], data: dict[str, Any], name: str, **overrides: Any) -> 
         raise ConfigError(f"config {name}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
     kwargs = {}
     for key, value in raw.items():
-        kind = known[key].type
+        kind = str(known[key].type)
+        if value is None and kind.endswith("| None"):
+            kwargs[key] = None
+            continue
+        kind = kind.removesuffix(" | None")
         try:
-            if kind in ("float", float):
+            if kind == "float":
                 value = float(value)
-            elif kind in ("int", int):
+            elif kind == "int":
                 if isinstance(value, bool) or float(value) != int(value):
                     raise ValueError
                 value = int(value)
-            elif kind in ("str", str):
+            elif kind == "str":
                 value = str(value)
-            elif str(kind).startswith("tuple"):
+            elif kind == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError
+            elif kind.startswith("tuple"):
                 value = tuple(value)
         except (TypeError, ValueError):
             raise ConfigError(f"config {name}.{key}: expected {kind}, got {value!r}") from None
@@ -140,7 +147,47 @@ class DemoCatalogSettings:
     shared_motif_ratio: float = 0.5
 
 
-SECTIONS: dict[str, type] = {"audio": AudioSettings, "ingest": IngestSettings, "demo_catalog": DemoCatalogSettings}
+@dataclass(frozen=True)
+class RVQSettings:
+    frame_rate: float = 12.5  # token frames per second (MOSS-Audio-Tokenizer: 12.5)
+    n_mels: int = 64
+    stack: int = 2  # log-mel sub-frames per token frame
+    n_fft: int = 1024
+    f_min: float = 20.0
+    f_max: float = 12000.0
+    levels: int = 8
+    codebook_size: int = 1024
+    kmeans_iters: int = 20
+    max_train_frames: int = 262144
+    holdout_ratio: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MossSettings:
+    model_dir: str | None = None
+    num_quantizers: int | None = None
+    chunk_seconds: float = 8.0
+    batch_size: int = 8
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class TokenizeSettings:
+    backend: str = "rvq"
+    save_format: str = "npz"
+    chunk_seconds: float = 0.0
+    batch_seconds: float = 600.0
+
+
+SECTIONS: dict[str, type] = {
+    "audio": AudioSettings,
+    "ingest": IngestSettings,
+    "demo_catalog": DemoCatalogSettings,
+    "tokenize": TokenizeSettings,
+    "rvq": RVQSettings,
+    "moss": MossSettings,
+}
 
 
 def validate(data: dict[str, Any] | None = None) -> dict[str, Any]:

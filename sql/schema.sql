@@ -85,6 +85,32 @@ CREATE TABLE retrieval_metrics (
     FOREIGN KEY(run_id) REFERENCES runs (run_id)
 );
 
+-- run_errors: One row per item that failed in a step other than ingest; the step went on.
+CREATE TABLE run_errors (
+    error_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    item TEXT NOT NULL,
+    error_kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    occurred_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    PRIMARY KEY (error_id),
+    FOREIGN KEY(run_id) REFERENCES runs (run_id)
+);
+CREATE INDEX ix_run_errors_run ON run_errors (run_id);
+
+-- run_metrics: Long-format metrics of any stage other than retrieval (codec quality, throughput).
+CREATE TABLE run_metrics (
+    run_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    k INTEGER NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    recorded_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    PRIMARY KEY (run_id, stage, metric, k),
+    FOREIGN KEY(run_id) REFERENCES runs (run_id)
+);
+
 -- splits: Track-level train/val/test assignment of a run.
 CREATE TABLE splits (
     run_id TEXT NOT NULL,

@@ -7,7 +7,10 @@ from pipeline import config
 from pipeline.store import db, reports
 from pipeline.store.tables import retrieval_metrics, runs, tracks
 
-EXPECTED_TABLES = {"runs", "tracks", "ingest_sources", "ingest_errors", "splits", "training_epochs", "index_builds", "retrieval_metrics", "asr_results"}
+EXPECTED_TABLES = {
+    "runs", "tracks", "ingest_sources", "ingest_errors", "splits", "training_epochs", "index_builds", "retrieval_metrics", "asr_results",
+    "run_metrics", "run_errors",
+}
 
 
 def test_schema_sql_is_generated_from_the_code():

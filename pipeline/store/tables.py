@@ -143,6 +143,32 @@ retrieval_metrics = Table(
     comment="Long-format evaluation metrics: pivot with SQL.",
 )
 
+run_metrics = Table(
+    "run_metrics",
+    metadata,
+    run_fk(key=True),
+    Column("stage", Text, primary_key=True),  # tokenizer | tokenize | train | ...
+    Column("metric", Text, primary_key=True),  # e.g. mel_snr_db, x_realtime
+    Column("k", Integer, primary_key=True),  # e.g. the number of quantizer levels; 0 where none
+    Column("value", Double, nullable=False),
+    Column("recorded_at", TS, nullable=False),
+    comment="Long-format metrics of any stage other than retrieval (codec quality, throughput).",
+)
+
+run_errors = Table(
+    "run_errors",
+    metadata,
+    Column("error_id", Text, primary_key=True),
+    run_fk(),
+    Column("stage", Text, nullable=False),
+    Column("item", Text, nullable=False),  # the track, file or chunk that failed
+    Column("error_kind", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("occurred_at", TS, nullable=False),
+    Index("ix_run_errors_run", "run_id"),
+    comment="One row per item that failed in a step other than ingest; the step went on.",
+)
+
 asr_results = Table(
     "asr_results",
     metadata,
