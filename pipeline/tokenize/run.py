@@ -84,6 +84,33 @@ def read_audio(item: Item, sample_rate: int) -> np.ndarray:
     return audio_io.load(item.path, sr=sample_rate)[0]
 
 
+def prefetch(fn, items: list, depth: int = 4, workers: int = 2):
+    """Yield ``(item, fn(item) or the exception it raised)`` in order, computing up to ``depth`` ahead in threads.
+
+    Audio decoding (libsndfile via cffi) releases the GIL, so reading the next tracks overlaps with
+    encoding the current ones; memory stays bounded by ``depth`` tracks.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    def call(item):
+        try:
+            return fn(item)
+        except Exception as exc:  # handed to the caller, which records it per item
+            return exc
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append((item, pool.submit(call, item)))
+            if len(pending) >= depth:
+                head, fut = pending.popleft()
+                yield head, fut.result()
+        while pending:
+            head, fut = pending.popleft()
+            yield head, fut.result()
+
+
 def holdout_split(ids: list[str], ratio: float, seed: int) -> tuple[list[str], list[str]]:
     """Deterministic track-level holdout (by a hash of the id): (train, holdout); both non-empty from 2 tracks."""
     ranked = sorted(ids, key=lambda i: xxhash.xxh3_64_intdigest(f"{seed}:{i}".encode()))
@@ -301,11 +328,9 @@ def tokenize(backend: str | None = None, catalog: str | None = None, input_root:
                 bar.update(len(batch))
                 batch.clear()
 
-            for item in todo:
-                try:
-                    wave = read_audio(item, tok.sample_rate)
-                except Exception as exc:
-                    fail(item, "read_error", exc)
+            for item, wave in prefetch(lambda i: read_audio(i, tok.sample_rate), todo):
+                if isinstance(wave, Exception):
+                    fail(item, "read_error", wave)
                     bar.update()
                     continue
                 batch.append((item, wave))
