@@ -125,9 +125,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         build_catalog(out, s.tracks, s.seconds, s.seed, s.sample_rate, s.channels, s.shared_motif_ratio, workers=os.cpu_count() or 1)
     summary = ingest([out], catalog="demo")
     print(summary.line())
+    if not summary.ingested:
+        return EXIT_FAILED
+    from pipeline.tokenize.run import tokenize
+
+    print(tokenize(catalog="demo").line())
     print("\nCatalog summary (cloudtune report catalog_summary):")
     print(reports.format_frame(reports.run_report("catalog_summary")))
-    return 0 if summary.ingested else EXIT_FAILED
+    print("\nTokenizer quality (cloudtune report tokenizer_quality):")
+    print(reports.format_frame(reports.run_report("tokenizer_quality")))
+    return 0
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -189,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-quantizers", type=int, help="keep the first N levels")
     s.set_defaults(func=cmd_tokenize)
 
-    s = sub.add_parser("demo", help="demo catalog + ingest + catalog summary (what `make demo` runs)")
+    s = sub.add_parser("demo", help="demo catalog + ingest + tokenize + summaries (what `make demo` runs)")
     s.add_argument("--tracks", type=int)
     s.add_argument("--seconds", type=float)
     s.add_argument("--seed", type=int)
