@@ -345,43 +345,36 @@ def ingest(
     files = find_audio_files(sources, settings.extensions)
     started = time.perf_counter()
     engine = db.get_engine(url)
-    with engine.connect() as conn:
-        run_id = db.start_run(
-            conn, "ingest", {"sources": sources, "catalog": catalog, "workers": workers, "audio": asdict(audio), "ingest": asdict(settings)}, run_id
-        )
-        summary = IngestSummary(run_id=run_id)
-        try:
-            known = _known_sources(conn, [f.as_uri() for f in files])
-            todo = []
-            for f in files:
-                prev = known.get(f.as_uri())
-                try:
-                    st = f.stat()
-                except OSError:  # vanished since the walk: the worker records it as io_error
-                    todo.append(f)
-                    continue
-                if prev and prev[0] == st.st_size and prev[1] == st.st_mtime_ns:
-                    if prev[2] == "error":
-                        summary.known_errors += 1
-                    else:
-                        summary.unchanged += 1
+    run_config = {"sources": sources, "catalog": catalog, "workers": workers, "audio": asdict(audio), "ingest": asdict(settings)}
+    with engine.connect() as conn, db.recorded_run(conn, "ingest", run_config, run_id) as run:
+        summary = IngestSummary(run_id=run.run_id)
+        known = _known_sources(conn, [f.as_uri() for f in files])
+        todo = []
+        for f in files:
+            prev = known.get(f.as_uri())
+            try:
+                st = f.stat()
+            except OSError:  # vanished since the walk: the worker records it as io_error
+                todo.append(f)
+                continue
+            if prev and prev[0] == st.st_size and prev[1] == st.st_mtime_ns:
+                if prev[2] == "error":
+                    summary.known_errors += 1
                 else:
-                    todo.append(f)
-            bar = tqdm(total=len(todo), desc="ingest", unit="file", disable=not progress or not todo)
-            for i, result in enumerate(_results(todo, home, audio, settings, workers), 1):
-                _record(conn, result, catalog, run_id, summary)
-                bar.update()
-                if i % settings.commit_every == 0:
-                    conn.commit()
-            bar.close()
-            conn.commit()
-        except BaseException as exc:
-            conn.rollback()
-            db.finish_run(conn, run_id, "failed", f"{type(exc).__name__}: {exc}")
-            raise
+                    summary.unchanged += 1
+            else:
+                todo.append(f)
+        bar = tqdm(total=len(todo), desc="ingest", unit="file", disable=not progress or not todo)
+        for i, result in enumerate(_results(todo, home, audio, settings, workers), 1):
+            _record(conn, result, catalog, run.run_id, summary)
+            bar.update()
+            if i % settings.commit_every == 0:
+                conn.commit()
+        bar.close()
+        conn.commit()
         summary.wall_seconds = time.perf_counter() - started
         if not files:
-            db.finish_run(conn, run_id, "failed", f"no audio files ({', '.join(settings.extensions)}) under {', '.join(sources)}")
+            run.status, run.message = "failed", f"no audio files ({', '.join(settings.extensions)}) under {', '.join(sources)}"
         else:
-            db.finish_run(conn, run_id, "succeeded" if summary.ingested else "failed", summary.line())
+            run.status, run.message = ("succeeded" if summary.ingested else "failed"), summary.line()
     return summary

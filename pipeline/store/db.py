@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -135,4 +137,31 @@ def finish_run(conn: Connection, run_id: str, status: str = "succeeded", message
     conn.commit()
 
 
-__all__ = ["connect", "dispose_engines", "finish_run", "get_engine", "init_db", "new_run_id", "schema_sql", "start_run", "upsert", "utcnow"]
+@dataclass
+class Run:
+    """What a step sets on its run before it ends: the final status and a one-line message."""
+
+    run_id: str
+    status: str = "succeeded"
+    message: str | None = None
+
+
+@contextmanager
+def recorded_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None) -> Iterator[Run]:
+    """A `runs` row around a step: running, then the step's status, or `failed` with the exception.
+
+    On an exception (Ctrl-C included) the uncommitted work is rolled back, the run is marked failed
+    with the reason, and the exception propagates.
+    """
+    run = Run(start_run(conn, kind, run_config, run_id))
+    try:
+        yield run
+    except BaseException as exc:
+        conn.rollback()
+        finish_run(conn, run.run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finish_run(conn, run.run_id, run.status, run.message)
+
+
+__all__ = ["Run", "connect", "dispose_engines", "finish_run", "get_engine", "init_db", "new_run_id", "recorded_run", "schema_sql", "start_run", "upsert",
+           "utcnow"]

@@ -151,41 +151,38 @@ def train_tokenizer(catalog: str | None = None, input_root: str | Path | None = 
     train_ids, hold_ids = holdout_split([i.track_id for i in items], settings.holdout_ratio, settings.seed)
     version = codec_version(settings, sample_rate, train_ids)
     folder = codec_dir(scope) / version
-    with db.connect(url) as conn:
-        run_id = db.start_run(conn, "tokenizer_train", {"scope": scope, "version": version, "rvq": asdict(settings),
-                                                         "train_tracks": len(train_ids), "holdout_tracks": len(hold_ids)}, run_id)
-        try:
-            if (folder / "codec.json").exists():
-                codec = RVQCodec.load(folder)
-                report = codec.info
-                print(f"tokenizer: {version} already trained for {scope} ({folder})", file=sys.stderr)
-            else:
-                by_id = {i.track_id: i for i in items}
-                started = time.perf_counter()
-                waves = [read_audio(by_id[t], sample_rate) for t in tqdm(train_ids, desc="tokenizer: read", unit="track", disable=not progress)]
-                bar = tqdm(total=settings.levels, desc="tokenizer: k-means", unit="level", disable=not progress)
-                codec = RVQCodec.train(waves, sample_rate, settings, train_ids, progress=lambda _: bar.update())
-                bar.close()
-                train_seconds = time.perf_counter() - started
-                hold_waves = [read_audio(by_id[t], sample_rate) for t in hold_ids] or waves[:1]
-                z = np.concatenate([codec.normalized_frames(w) for w in hold_waves])
-                snr = codec.snr_by_level(z)
-                report = {**codec.info, "train_hours": sum(w.shape[0] for w in waves) / sample_rate / 3600, "train_seconds": train_seconds,
-                          "holdout_tracks": len(hold_ids), "holdout_frames": int(z.shape[0]), "mel_snr_db_by_level": snr}
-                codec.info = report
-                codec.save(folder)
-            write_text(codec_dir(scope) / "current", version + "\n")
-            metrics = {("mel_snr_db", q + 1): v for q, v in enumerate(report["mel_snr_db_by_level"])}
-            metrics.update({("train_seconds", 0): report["train_seconds"], ("train_hours", 0): report["train_hours"]})
-            _record_metrics(conn, run_id, "tokenizer", metrics)
-            conn.commit()
-        except BaseException as exc:
-            conn.rollback()
-            db.finish_run(conn, run_id, "failed", f"{type(exc).__name__}: {exc}")
-            raise
-        snr_text = ", ".join(f"{q + 1}:{v:.1f}" for q, v in enumerate(report["mel_snr_db_by_level"]))
-        db.finish_run(conn, run_id, "succeeded", f"{version}: mel SNR dB by levels {snr_text}")
-    return folder, {**report, "version": version, "run_id": run_id, "path": str(folder)}
+    run_config = {"scope": scope, "version": version, "rvq": asdict(settings), "train_tracks": len(train_ids), "holdout_tracks": len(hold_ids)}
+    with db.connect(url) as conn, db.recorded_run(conn, "tokenizer_train", run_config, run_id) as run:
+        if (folder / "codec.json").exists():
+            report = RVQCodec.load(folder).info
+            print(f"tokenizer: {version} already trained for {scope} ({folder})", file=sys.stderr)
+        else:
+            report = _train_and_save(items, train_ids, hold_ids, sample_rate, settings, folder, progress)
+        write_text(codec_dir(scope) / "current", version + "\n")
+        metrics = {("mel_snr_db", q + 1): v for q, v in enumerate(report["mel_snr_db_by_level"])}
+        metrics.update({("train_seconds", 0): report["train_seconds"], ("train_hours", 0): report["train_hours"]})
+        _record_metrics(conn, run.run_id, "tokenizer", metrics)
+        conn.commit()
+        run.message = f"{version}: mel SNR dB by levels " + ", ".join(f"{q + 1}:{v:.1f}" for q, v in enumerate(report["mel_snr_db_by_level"]))
+    return folder, {**report, "version": version, "run_id": run.run_id, "path": str(folder)}
+
+
+def _train_and_save(items: list[Item], train_ids: list[str], hold_ids: list[str], sample_rate: int, settings: RVQSettings, folder: Path,
+                    progress: bool) -> dict:
+    by_id = {i.track_id: i for i in items}
+    started = time.perf_counter()
+    waves = [read_audio(by_id[t], sample_rate) for t in tqdm(train_ids, desc="tokenizer: read", unit="track", disable=not progress)]
+    bar = tqdm(total=settings.levels, desc="tokenizer: k-means", unit="level", disable=not progress)
+    codec = RVQCodec.train(waves, sample_rate, settings, train_ids, progress=lambda _: bar.update())
+    bar.close()
+    train_seconds = time.perf_counter() - started
+    hold_waves = [read_audio(by_id[t], sample_rate) for t in hold_ids] or waves[:1]  # one track only: report on it
+    z = np.concatenate([codec.normalized_frames(w) for w in hold_waves])
+    codec.info = {**codec.info, "train_hours": sum(w.shape[0] for w in waves) / sample_rate / 3600, "train_seconds": train_seconds,
+                  "holdout_tracks": len(hold_ids), "holdout_frames": int(z.shape[0]), "mel_snr_db_by_level": codec.snr_by_level(z)}
+    codec.save(folder)
+    return codec.info
+
 
 
 def load_tokenizer(backend: str, scope: str, device: str = "auto", model_dir: str | None = None, num_quantizers: int | None = None,
@@ -283,9 +280,9 @@ def tokenize(backend: str | None = None, catalog: str | None = None, input_root:
     if s.chunk_seconds and chunk_frames < 1:
         raise ValueError(f"--chunk-seconds {s.chunk_seconds:g}: shorter than one token frame ({1 / tok.frame_rate:g} s)")
     started = time.perf_counter()
-    with db.connect(url) as conn:
-        run_id = db.start_run(conn, "tokenize", {"scope": scope, "backend": tok.name, "codec_version": tok.version, "output_root": str(out),
-                                                  "device": device, **asdict(s)}, run_id)
+    run_config = {"scope": scope, "backend": tok.name, "codec_version": tok.version, "output_root": str(out), "device": device, **asdict(s)}
+    with db.connect(url) as conn, db.recorded_run(conn, "tokenize", run_config, run_id) as run:
+        run_id = run.run_id
         summary = TokenizeSummary(run_id, str(out), tok.name, tok.version)
         todo = [i for i in items if overwrite or not _done_marker(out, i.track_id, s.save_format, bool(chunk_frames)).exists()]
         summary.skipped = len(items) - len(todo)
@@ -301,52 +298,47 @@ def tokenize(backend: str | None = None, catalog: str | None = None, input_root:
             if fail_fast:
                 raise exc
 
-        try:
-            bar = tqdm(total=len(todo), desc=f"tokenize ({tok.name})", unit="track", disable=not progress or not todo)
-            batch: list[tuple[Item, np.ndarray]] = []
-            batch_samples = s.batch_seconds * tok.sample_rate
+        bar = tqdm(total=len(todo), desc=f"tokenize ({tok.name})", unit="track", disable=not progress or not todo)
+        batch: list[tuple[Item, np.ndarray]] = []
+        batch_samples = s.batch_seconds * tok.sample_rate
 
-            def flush() -> None:
-                if not batch:
-                    return
-                try:
-                    all_codes = tok.encode_batch([w for _, w in batch], tok.sample_rate)
-                except Exception:  # find the clip that breaks the batch: encode one by one
-                    all_codes = []
-                    for item, wave in batch:
-                        try:
-                            all_codes.append(tok.encode(wave, tok.sample_rate))
-                        except Exception as exc:
-                            fail(item, "encode_error", exc)
-                            all_codes.append(None)
-                for (item, wave), codes in zip(batch, all_codes, strict=True):
-                    if codes is None:
-                        continue
-                    summary.files += _write_track(out, item, codes, tok, s.save_format, chunk_frames, wave.shape[0] / tok.sample_rate)
-                    summary.written += 1
-                    summary.audio_seconds += wave.shape[0] / tok.sample_rate
-                bar.update(len(batch))
-                batch.clear()
-
-            for item, wave in prefetch(lambda i: read_audio(i, tok.sample_rate), todo):
-                if isinstance(wave, Exception):
-                    fail(item, "read_error", wave)
-                    bar.update()
+        def flush() -> None:
+            if not batch:
+                return
+            try:
+                all_codes = tok.encode_batch([w for _, w in batch], tok.sample_rate)
+            except Exception:  # find the clip that breaks the batch: encode one by one
+                all_codes = []
+                for item, wave in batch:
+                    try:
+                        all_codes.append(tok.encode(wave, tok.sample_rate))
+                    except Exception as exc:
+                        fail(item, "encode_error", exc)
+                        all_codes.append(None)
+            for (item, wave), codes in zip(batch, all_codes, strict=True):
+                if codes is None:
                     continue
-                batch.append((item, wave))
-                if sum(w.shape[0] for _, w in batch) >= batch_samples:
-                    flush()
-            flush()
-            bar.close()
-            summary.wall_seconds = time.perf_counter() - started
-            write_json(out / "summary.json", {**asdict(summary), "realtime_factor": summary.realtime_factor})
-            _record_metrics(conn, run_id, "tokenize", {("x_realtime", 0): summary.realtime_factor, ("tracks", 0): summary.written,
-                                                       ("failed", 0): summary.failed})
-            conn.commit()
-        except BaseException as exc:
-            conn.rollback()
-            db.finish_run(conn, run_id, "failed", f"{type(exc).__name__}: {exc}")
-            raise
+                summary.files += _write_track(out, item, codes, tok, s.save_format, chunk_frames, wave.shape[0] / tok.sample_rate)
+                summary.written += 1
+                summary.audio_seconds += wave.shape[0] / tok.sample_rate
+            bar.update(len(batch))
+            batch.clear()
+
+        for item, wave in prefetch(lambda i: read_audio(i, tok.sample_rate), todo):
+            if isinstance(wave, Exception):
+                fail(item, "read_error", wave)
+                bar.update()
+                continue
+            batch.append((item, wave))
+            if sum(w.shape[0] for _, w in batch) >= batch_samples:
+                flush()
+        flush()
+        bar.close()
+        summary.wall_seconds = time.perf_counter() - started
+        write_json(out / "summary.json", {**asdict(summary), "realtime_factor": summary.realtime_factor})
+        _record_metrics(conn, run_id, "tokenize", {("x_realtime", 0): summary.realtime_factor, ("tracks", 0): summary.written,
+                                                   ("failed", 0): summary.failed})
+        conn.commit()
         nothing_usable = summary.failed and not (summary.written or summary.skipped)
-        db.finish_run(conn, run_id, "failed" if nothing_usable else "succeeded", summary.line())
+        run.status, run.message = ("failed" if nothing_usable else "succeeded"), summary.line()
     return summary
