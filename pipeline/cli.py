@@ -88,9 +88,9 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     settings = config.section(RVQSettings, config.load(), "rvq", levels=args.levels, codebook_size=args.codebook_size)
     folder, report = train_tokenizer(args.catalog, args.input_root, settings=settings)
     snr = ", ".join(f"{q + 1}: {v:.2f}" for q, v in enumerate(report["mel_snr_db_by_level"]))
+    measured_on = f"{report['holdout_tracks']} held-out tracks" if report["holdout_tracks"] else "a training track (nothing held out)"
     print(f"tokenizer: {report['version']} in {folder}\n  trained on {report['train_tracks']} tracks ({report['train_hours']:.2f} h, "
-          f"{report['train_frames']} frames) in {report['train_seconds']:.1f} s\n  mel SNR dB by levels on {report['holdout_tracks']} "
-          f"held-out tracks: {snr}")
+          f"{report['train_frames']} frames) in {report['train_seconds']:.1f} s\n  mel SNR dB by levels on {measured_on}: {snr}")
     return 0
 
 
