@@ -107,6 +107,14 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_splits(args: argparse.Namespace) -> int:
+    from pipeline.data.splits import build_splits
+
+    summary = build_splits(args.tokens_root, args.output_root, args.val_ratio, args.test_ratio, args.seed, args.group_by)
+    print(summary.line())
+    return 0
+
+
 def _add_source_args(s: argparse.ArgumentParser) -> None:
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--catalog", help="tracks of this catalog in the metrics DB (canonical audio)")
@@ -195,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-dir", help="moss: local MOSS-Audio-Tokenizer directory or hub id (config moss.model_dir)")
     s.add_argument("--num-quantizers", type=int, help="keep the first N levels")
     s.set_defaults(func=cmd_tokenize)
+
+    s = sub.add_parser("splits", help="track-level train/val/test lists of a folder of token files")
+    s.add_argument("--tokens-root", required=True, type=Path, help="folder of token files (cloudtune tokenize's output)")
+    s.add_argument("--output-root", required=True, type=Path, help="where train.txt, val.txt, test.txt and summary.json go")
+    s.add_argument("--val-ratio", type=float, default=0.1)
+    s.add_argument("--test-ratio", type=float, default=0.1)
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--group-by", metavar="FIELD", help="keep tracks with the same value together: folder, or a token metadata field")
+    s.set_defaults(func=cmd_splits)
 
     s = sub.add_parser("demo", help="demo catalog + ingest + tokenize + summaries (what `make demo` runs)")
     s.add_argument("--tracks", type=int)
