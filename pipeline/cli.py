@@ -115,6 +115,26 @@ def cmd_splits(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline.tokenize.run import current_rvq
+    from pipeline.train.contrastive import train_embedder
+
+    tokens_root = args.tokens_root
+    if tokens_root is None:
+        codec = current_rvq(args.catalog)
+        if codec is None:
+            raise CommandError(f"--catalog {args.catalog}: no rvq tokens yet (run: cloudtune tokenize --catalog {args.catalog})", EXIT_USAGE)
+        tokens_root = config.home() / "tokens" / args.catalog / codec.name
+    if not Path(tokens_root).is_dir():
+        raise CommandError(f"--tokens-root {tokens_root}: not a folder", EXIT_USAGE)
+    summary = train_embedder(tokens_root, args.splits_dir, run_id=args.run_id, config_path=args.config, device=args.device, epochs=args.epochs,
+                             resume=args.resume)
+    last = summary["history"][-1] if summary["history"] else {}
+    print(f"train: embedder {summary['run_id']}: {len(summary['history'])} epochs, loss {last.get('train_loss', float('nan')):.4f}, "
+          f"val R@1 {last.get('val_recall_at_1', float('nan')):.3f} -> {summary['checkpoint']}")
+    return 0
+
+
 def _add_source_args(s: argparse.ArgumentParser) -> None:
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--catalog", help="tracks of this catalog in the metrics DB (canonical audio)")
@@ -212,6 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--group-by", metavar="FIELD", help="keep tracks with the same value together: folder, or a token metadata field")
     s.set_defaults(func=cmd_splits)
+
+    s = sub.add_parser("train", help="train embedder: contrastive training of the token embedder")
+    s.add_argument("model", choices=("embedder",))
+    s.add_argument("--config", type=Path, help="training config (default configs/train.yaml)")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tokens-root", type=Path, help="folder of token files (cloudtune tokenize's output)")
+    src.add_argument("--catalog", help="use the catalog's current rvq tokens")
+    s.add_argument("--splits-dir", type=Path, help="train/val/test lists (default: the run's, built from the config when missing)")
+    s.add_argument("--run-id", help="run id (default: a new one); artifacts in $CLOUDTUNE_HOME/runs/<run_id>/")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    s.add_argument("--epochs", type=int, help="config training.epochs")
+    s.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("demo", help="demo catalog + ingest + tokenize + summaries (what `make demo` runs)")
     s.add_argument("--tracks", type=int)

@@ -43,9 +43,10 @@ def sql_dir() -> Path:
     return PROJECT_ROOT / "sql"
 
 
-def load(name: str = "pipeline", env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Read ``configs/<name>.yaml`` and apply ``CLOUDTUNE__SECTION__KEY`` overrides (pipeline.yaml only)."""
-    path = config_dir() / f"{name}.yaml"
+def load(name: str = "pipeline", env: dict[str, str] | None = None, path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Read ``configs/<name>.yaml`` (or ``path``) and apply environment overrides:
+    ``CLOUDTUNE__SECTION__KEY`` for pipeline.yaml, ``CLOUDTUNE_<NAME>__SECTION__KEY`` for the others."""
+    path = Path(path) if path else config_dir() / f"{name}.yaml"
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -54,17 +55,16 @@ def load(name: str = "pipeline", env: dict[str, str] | None = None) -> dict[str,
         raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
-    if name == "pipeline":
-        data = apply_env_overrides(data, os.environ if env is None else env)
-    return data
+    prefix = ENV_PREFIX if name == "pipeline" else f"CLOUDTUNE_{name.upper()}__"
+    return apply_env_overrides(data, os.environ if env is None else env, prefix)
 
 
-def apply_env_overrides(data: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+def apply_env_overrides(data: dict[str, Any], env: dict[str, str], prefix: str = ENV_PREFIX) -> dict[str, Any]:
     out = copy.deepcopy(data)
     for var, raw in sorted(env.items()):
-        if not var.startswith(ENV_PREFIX):
+        if not var.startswith(prefix):
             continue
-        keys = [k.lower() for k in var[len(ENV_PREFIX):].split("__")]
+        keys = [k.lower() for k in var[len(prefix):].split("__")]
         node = out
         for key in keys[:-1]:
             if not isinstance(node.get(key), dict):
@@ -180,6 +180,47 @@ class TokenizeSettings:
     batch_seconds: float = 600.0
 
 
+@dataclass(frozen=True)
+class EmbedderSettings:
+    embedding_dim: int = 256
+    hidden: int = 256
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+    max_frames: int = 256
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    temperature: float = 0.07
+    warmup_ratio: float = 0.05
+    grad_clip: float = 1.0
+    clip_seconds: float = 5.0
+    min_crop: float = 0.6
+    token_dropout: float = 0.1
+    clips_per_track: int = 16
+    augment_audio: bool = True
+    degrade_p: float = 0.5
+    val_queries_per_track: int = 4
+    num_workers: int = 0
+    seed: int = 0
+    amp: bool = True
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    val_ratio: float = 0.1
+    test_ratio: float = 0.1
+    seed: int = 42
+    group_by: str | None = None
+
+
+TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": TrainSettings, "splits": SplitSettings}
+
 SECTIONS: dict[str, type] = {
     "audio": AudioSettings,
     "ingest": IngestSettings,
@@ -196,3 +237,12 @@ def validate(data: dict[str, Any] | None = None) -> dict[str, Any]:
     for name, cls in SECTIONS.items():
         section(cls, data, name)
     return data
+
+
+def load_train(path: str | os.PathLike | None = None) -> tuple[EmbedderSettings, TrainSettings, SplitSettings, dict[str, Any]]:
+    """configs/train.yaml (or ``path``) with CLOUDTUNE_TRAIN__ overrides, as checked settings + the raw dict."""
+    data = load("train", path=path)
+    unknown = sorted(set(data) - set(TRAIN_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path or config_dir() / 'train.yaml'}: unknown section {unknown[0]!r} (known: {', '.join(TRAIN_SECTIONS)})")
+    return (section(EmbedderSettings, data, "embedder"), section(TrainSettings, data, "training"), section(SplitSettings, data, "splits"), data)

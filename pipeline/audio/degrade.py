@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import soxr
+from scipy import fft as sp_fft
 from scipy import signal
 
 
@@ -22,16 +23,18 @@ def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
 def colored_noise(n: int, color: str = "white", rng=None) -> np.ndarray:
     """Unit-RMS noise: white (flat), pink (1/f power) or brown (1/f^2 power)."""
     rng = _rng(rng)
-    white = rng.standard_normal(n)
-    if color != "white":
+    if color == "white":
+        noise = rng.standard_normal(n)
+    else:
         exponent = {"pink": 0.5, "brown": 1.0}.get(color)
         if exponent is None:
             raise ValueError(f"noise color {color!r}: expected white, pink or brown")
-        spectrum = np.fft.rfft(white)
-        freqs = np.fft.rfftfreq(n)
-        freqs[0] = freqs[1] if n > 1 else 1.0
-        white = np.fft.irfft(spectrum / freqs**exponent, n)
-    return (white / (np.sqrt(np.mean(white**2)) + 1e-12)).astype(np.float32)
+        size = sp_fft.next_fast_len(n, real=True)  # an FFT of an awkward length (large primes) is many times slower
+        spectrum = sp_fft.rfft(rng.standard_normal(size))
+        freqs = sp_fft.rfftfreq(size)
+        freqs[0] = freqs[1] if size > 1 else 1.0
+        noise = sp_fft.irfft(spectrum / freqs**exponent, size)[:n]
+    return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
 
 
 def add_noise(wave: np.ndarray, snr_db: float, color: str = "white", rng=None) -> np.ndarray:
@@ -74,7 +77,7 @@ def reverb(wave: np.ndarray, sr: int, rt60: float = 0.5, wet: float = 0.35, rng=
     t = np.arange(n) / sr
     ir = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60)  # ln(1000) = 6.9078: -60 dB at rt60
     ir /= np.sqrt(np.sum(ir**2)) + 1e-12
-    tail = signal.fftconvolve(wave, ir)[: wave.shape[0]]
+    tail = signal.oaconvolve(wave, ir)[: wave.shape[0]]
     out = (1 - wet) * wave + wet * tail
     scale = np.sqrt(np.mean(wave**2) / (np.mean(out**2) + 1e-12))
     return (out * scale).astype(np.float32)

@@ -1,0 +1,1 @@
+"""Training loops: contrastive embedder (later: VAE)."""

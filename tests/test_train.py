@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+import torch
+import yaml
+from sqlalchemy import select
+
+from pipeline.audio.synth import build_catalog
+from pipeline.cli import main
+from pipeline.config import EmbedderSettings, TrainSettings
+from pipeline.data.dataset import AudioView, PairCollator, TokenPairDataset, TrackSource, pad_codes, token_dropout
+from pipeline.ingest import ingest
+from pipeline.models.embedder import TokenEmbedder, info_nce
+from pipeline.store import db
+from pipeline.store.tables import training_epochs
+from pipeline.tokenize import mask_id, pad_id
+from pipeline.tokenize.files import save_tokens
+from pipeline.tokenize.run import tokenize
+from pipeline.train.contrastive import load_embedder, train_embedder
+
+TINY_MODEL = EmbedderSettings(embedding_dim=32, hidden=64, layers=1, heads=2, dropout=0.1, max_frames=64)
+
+
+@pytest.fixture
+def tiny_config(tmp_path, monkeypatch):
+    for key, value in {"LEVELS": "3", "CODEBOOK_SIZE": "16", "KMEANS_ITERS": "8"}.items():
+        monkeypatch.setenv(f"CLOUDTUNE__RVQ__{key}", value)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump({
+        "embedder": TINY_MODEL.__dict__,
+        "training": {"epochs": 3, "batch_size": 16, "lr": 2e-3, "clip_seconds": 2.0, "clips_per_track": 8, "val_queries_per_track": 3,
+                     "warmup_ratio": 0.1, "degrade_p": 0.5},
+        "splits": {"val_ratio": 0.2, "test_ratio": 0.2, "seed": 1, "group_by": None},
+    }))
+    return path
+
+
+@pytest.fixture
+def tokens(tmp_path, tiny_config):
+    src = build_catalog(tmp_path / "src", tracks=10, seconds=8, seed=4)
+    ingest([src], catalog="c", workers=1, progress=False)
+    return tokenize("rvq", "c", progress=False).output_root
+
+
+def test_embedder_output_is_unit_norm_and_ignores_padding():
+    torch.manual_seed(0)
+    model = TokenEmbedder(3, 16, TINY_MODEL).eval()
+    clip = torch.randint(0, 16, (1, 3, 10))
+    clip[0, :, 0] = 0  # code 0 is a real code
+    alone = model(clip, torch.ones(1, 10, dtype=torch.bool))
+    longer = torch.randint(0, 16, (1, 3, 20))
+    batch, mask = pad_codes([clip[0].numpy(), longer[0].numpy()], 16)
+    assert batch[0, 0, 15] == pad_id(16) and mask.tolist()[0] == [True] * 10 + [False] * 10
+    together = model(batch, mask)
+    assert torch.allclose(alone[0], together[0], atol=1e-5)
+    assert torch.allclose(together.norm(dim=-1), torch.ones(2), atol=1e-5)
+    with pytest.raises(ValueError, match="at most 64"):
+        model(torch.zeros(1, 3, 65, dtype=torch.long), torch.ones(1, 65, dtype=torch.bool))
+
+
+def test_info_nce_ignores_other_clips_of_the_same_track():
+    a = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    plain = info_nce(a, a, 0.1)
+    same_track = info_nce(a, a, 0.1, torch.tensor([0, 0, 1, 2]))
+    assert same_track < plain  # the false negative no longer counts against row 0 and 1
+    assert torch.isfinite(same_track)
+
+
+def test_token_dropout_uses_the_mask_id_and_keeps_a_frame():
+    codes = np.zeros((2, 50), np.int64)
+    out = token_dropout(codes, 0.5, 16, np.random.default_rng(0))
+    dropped = (out == mask_id(16)).all(axis=0)
+    assert 10 < dropped.sum() < 40 and (out[:, ~dropped] == 0).all()
+    assert (token_dropout(codes[:, :1], 1.0, 16, np.random.default_rng(0)) == 0).all()
+
+
+def test_pair_dataset_views_are_random_crops_and_reproducible(tmp_path):
+    files = [save_tokens(tmp_path / f"t{i}.npz", np.full((2, 100), i, np.int64), {
+        "track_id": f"t{i}", "source": "s", "sample_rate": 24000, "duration_s": 8.0, "chunk_index": 0, "num_chunks": 1, "token_shape": [],
+        "backend": "rvq", "codec_version": "v"}) for i in range(3)]
+    s = TrainSettings(clip_seconds=4.0, clips_per_track=2, token_dropout=0.0)
+    ds = TokenPairDataset([TrackSource(f"t{i}", (f,)) for i, f in enumerate(files)], s, 16, 12.5)
+    assert len(ds) == 6
+    a, b, t = ds[4]
+    assert t == 1 and (a == 1).all() and 30 <= a.shape[1] <= 50 and 30 <= b.shape[1] <= 50
+    assert all(np.array_equal(x, y) for x, y in zip(ds[4][:2], ds[4][:2], strict=True))
+    ds.set_epoch(1)
+    assert any(x.shape != y.shape for x, y in ((ds[i][0], ds[i][1]) for i in range(6))) or not np.array_equal(ds[4][0], a)
+    batch = PairCollator(16)([ds[i] for i in range(6)])
+    assert batch["a"].shape[:2] == (6, 2) and batch["a_mask"].sum(1).min() >= 30 and batch["track"].tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_training_learns_and_a_killed_run_resumes_to_the_same_weights(db_url, tokens, tiny_config, home):
+    straight = train_embedder(tokens, run_id="straight", config_path=tiny_config, device="cpu", progress=False)
+    hist = straight["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3] and straight["online_augmentation"] is True
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert all(0.0 <= h["val_recall_at_1"] <= 1.0 for h in hist)
+    with db.connect(db_url) as conn:
+        rows = conn.execute(select(training_epochs).where(training_epochs.c.run_id == "straight").order_by(training_epochs.c.epoch)).all()
+    assert [r.epoch for r in rows] == [1, 2, 3] and rows[0].train_loss == pytest.approx(hist[0]["train_loss"])
+
+    def kill_after_two(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_embedder(tokens, run_id="killed", config_path=tiny_config, device="cpu", progress=False, on_epoch_end=kill_after_two)
+    resumed = train_embedder(tokens, run_id="killed", config_path=tiny_config, device="cpu", progress=False, resume=True)
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in hist]
+    a, _ = load_embedder(straight["checkpoint"])
+    b, meta = load_embedder(resumed["checkpoint"])
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert meta["epoch"] == 2 and not list((home / "runs" / "killed" / "models").glob(".*"))
+    splits_dir = home / "runs" / "straight" / "splits"
+    sets = {s: {line.split(".")[0] for line in (splits_dir / f"{s}.txt").read_text().split()} for s in ("train", "val", "test")}
+    assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
+
+
+def test_audio_views_are_tokenized_together_in_the_collator(tokens, tiny_config):
+    from pathlib import Path
+
+    from pipeline.train.contrastive import find_codec, read_split
+
+    root = Path(tokens)
+    from pipeline.data.splits import build_splits
+
+    build_splits(root, root.parent / "sp", 0.2, 0.2, progress=False)
+    tracks = read_split(root.parent / "sp", "train", root)
+    codec = find_codec(root.name)
+    ds = TokenPairDataset(tracks, TrainSettings(clip_seconds=2.0, clips_per_track=2), 16, 12.5, codec)
+    a, b, _ = ds[0]
+    assert isinstance(a, AudioView) and isinstance(b, AudioView)
+    batch = ds.collator()([ds[i] for i in range(4)])
+    assert batch["a"].shape[1] == 3 and batch["a"].shape[2] <= 25 and (batch["a"][batch["a_mask"].unsqueeze(1).expand_as(batch["a"])] < 18).all()
+
+
+def test_train_cli(tokens, tiny_config, capsys):
+    assert main(["train", "embedder", "--config", str(tiny_config), "--tokens-root", tokens, "--epochs", "1", "--run-id", "cli", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "train: embedder" in out and "val R@1" in out
+    assert main(["train", "embedder", "--config", str(tiny_config), "--tokens-root", "/no/such", "--run-id", "x"]) == 2
