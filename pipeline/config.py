@@ -194,7 +194,7 @@ class EmbedderSettings:
 class TrainSettings:
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 3e-4
+    lr: float = 1e-3
     weight_decay: float = 0.01
     temperature: float = 0.07
     warmup_ratio: float = 0.05
@@ -205,7 +205,7 @@ class TrainSettings:
     clips_per_track: int = 16
     augment_audio: bool = True
     degrade_p: float = 0.5
-    val_queries_per_track: int = 4
+    val_queries_per_track: int = 16
     num_workers: int = 0
     seed: int = 0
     amp: bool = True
