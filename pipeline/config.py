@@ -202,7 +202,7 @@ class TrainSettings:
     clip_seconds: float = 5.0
     min_crop: float = 0.6
     token_dropout: float = 0.1
-    clips_per_track: int = 16
+    clips_per_track: int = 32
     augment_audio: bool = True
     degrade_p: float = 0.5
     val_queries_per_track: int = 16
