@@ -74,19 +74,29 @@ def test_token_dropout_uses_the_mask_id_and_keeps_a_frame():
 
 
 def test_pair_dataset_views_are_random_crops_and_reproducible(tmp_path):
-    files = [save_tokens(tmp_path / f"t{i}.npz", np.full((2, 100), i, np.int64), {
+    # frame f of track i holds code 100 * i + f (mod 1000) on both levels: a view shows where it was cut
+    files = [save_tokens(tmp_path / f"t{i}.npz", np.tile((100 * i + np.arange(100)) % 1000, (2, 1)), {
         "track_id": f"t{i}", "source": "s", "sample_rate": 24000, "duration_s": 8.0, "chunk_index": 0, "num_chunks": 1, "token_shape": [],
         "backend": "rvq", "codec_version": "v"}) for i in range(3)]
     s = TrainSettings(clip_seconds=4.0, clips_per_track=2, token_dropout=0.0)
-    ds = TokenPairDataset([TrackSource(f"t{i}", (f,)) for i, f in enumerate(files)], s, 16, 12.5)
-    assert len(ds) == 6
+    ds = TokenPairDataset([TrackSource(f"t{i}", (f,)) for i, f in enumerate(files)], s, 1024, 12.5)
+    assert len(ds) == 6 and ds.clip_frames == 50
     a, b, t = ds[4]
-    assert t == 1 and (a == 1).all() and 30 <= a.shape[1] <= 50 and 30 <= b.shape[1] <= 50
-    assert all(np.array_equal(x, y) for x, y in zip(ds[4][:2], ds[4][:2], strict=True))
+    assert t == 1
+    for view in (a, b):
+        assert 30 <= view.shape[1] <= 50  # 0.6-1.0 of the clip
+        start = view[0, 0] - 100
+        assert np.array_equal(view[0], 100 + start + np.arange(view.shape[1]))  # a contiguous slice of track 1
+    again = ds[4]
+    assert np.array_equal(again[0], a) and np.array_equal(again[1], b)  # same (seed, epoch, item): same views
     ds.set_epoch(1)
-    assert any(x.shape != y.shape for x, y in ((ds[i][0], ds[i][1]) for i in range(6))) or not np.array_equal(ds[4][0], a)
-    batch = PairCollator(16)([ds[i] for i in range(6)])
+    epoch1 = [ds[i][0] for i in range(6)]
+    ds.set_epoch(0)
+    epoch0 = [ds[i][0] for i in range(6)]
+    assert any(x.shape != y.shape or not np.array_equal(x, y) for x, y in zip(epoch0, epoch1, strict=True))
+    batch = PairCollator(1024)([ds[i] for i in range(6)])
     assert batch["a"].shape[:2] == (6, 2) and batch["a_mask"].sum(1).min() >= 30 and batch["track"].tolist() == [0, 1, 2, 0, 1, 2]
+    assert (batch["a"][~batch["a_mask"].unsqueeze(1).expand_as(batch["a"])] == pad_id(1024)).all()
 
 
 def test_training_learns_and_a_killed_run_resumes_to_the_same_weights(db_url, tokens, tiny_config, home):
