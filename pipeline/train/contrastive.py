@@ -72,6 +72,7 @@ def lr_lambda(step: int, total: int, warmup: int) -> float:
 
 
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    """Seed dropout and shuffling from (seed, epoch) alone, so a resumed epoch replays exactly."""
     torch.manual_seed(seed * 100_003 + epoch)
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
@@ -110,7 +111,8 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
     torch.manual_seed(train_s.seed)
     model = TokenEmbedder(num_quantizers, codebook_size, emb_s).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_s.lr, weight_decay=train_s.weight_decay)
-    steps_per_epoch = math.ceil(len(train_ds) / train_s.batch_size)
+    drop_last = len(train_ds) > train_s.batch_size  # a last, smaller batch would weaken in-batch negatives
+    steps_per_epoch = len(train_ds) // train_s.batch_size if drop_last else 1
     total = steps_per_epoch * train_s.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_lambda, total=total, warmup=max(1, int(train_s.warmup_ratio * total))))
     ckpt_path = out / "models" / "embedder.pt"
@@ -136,7 +138,7 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
             generator = _seed_epoch(train_s.seed, epoch)
             train_ds.set_epoch(epoch)
             loader = DataLoader(train_ds, batch_size=train_s.batch_size, shuffle=True, generator=generator, num_workers=train_s.num_workers,
-                                collate_fn=train_ds.collator(), drop_last=len(train_ds) > train_s.batch_size)
+                                collate_fn=train_ds.collator(), drop_last=drop_last)
             model.train()
             losses = []
             bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{train_s.epochs}", unit="batch", disable=not progress)
