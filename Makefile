@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench-ingest schema lint clean
+.PHONY: install demo test bench-ingest bench-tokenize bench-train schema lint clean
 
 install: $(STAMP)
 
@@ -23,6 +23,13 @@ test: install
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py --workers 2
+
+bench-tokenize: install
+	$(BIN)/python bench/tokenize_rvq.py
+
+# needs bench-tokenize first (it trains on that tokenized catalog)
+bench-train: install
+	$(BIN)/python bench/train_embedder.py
 
 # Regenerate sql/schema.sql after changing pipeline/store/tables.py (a test checks they agree).
 schema: install
