@@ -188,6 +188,7 @@ class EmbedderSettings:
     heads: int = 4
     dropout: float = 0.1
     max_frames: int = 256
+    init_from_codebooks: bool = True
 
 
 @dataclass(frozen=True)
@@ -246,3 +247,95 @@ def load_train(path: str | os.PathLike | None = None) -> tuple[EmbedderSettings,
     if unknown:
         raise ConfigError(f"{path or config_dir() / 'train.yaml'}: unknown section {unknown[0]!r} (known: {', '.join(TRAIN_SECTIONS)})")
     return (section(EmbedderSettings, data, "embedder"), section(TrainSettings, data, "training"), section(SplitSettings, data, "splits"), data)
+
+
+# --- configs/index.yaml and configs/eval.yaml ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    window_s: float = 5.0
+    hop_s: float = 1.0
+    min_s: float = 1.0
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class HNSWSettings:
+    m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+
+
+@dataclass(frozen=True)
+class IVFPQSettings:
+    nlist_per_sqrt_n: float = 8.0
+    m: int = 32
+    nbits: int = 8
+    nprobe: int = 16
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    segments_k: int = 1000
+    top_k: int = 10
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    embedder: str = "contrastive"
+    index_kind: str = "hnsw"
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    split: str = "test"
+    lengths_s: tuple[float, ...] = (2.0, 5.0)
+    per_track: int = 10
+    degradations: tuple[str, ...] = ("clean",)
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class EvalMetricSettings:
+    recall_k: tuple[int, ...] = (1, 10, 100)
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    single_queries: int = 100
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class EvalRunSettings:
+    embedders: tuple[str, ...] = ("mel-stats", "contrastive")
+    index_kinds: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
+
+
+INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSettings, "ivfpq": IVFPQSettings, "search": SearchSettings,
+                                   "publish": PublishSettings}
+EVAL_SECTIONS: dict[str, type] = {"queries": QuerySettings, "metrics": EvalMetricSettings, "latency": LatencySettings, "run": EvalRunSettings}
+
+
+def load_sections(name: str, sections: dict[str, type], path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``configs/<name>.yaml`` (with ``CLOUDTUNE_<NAME>__`` overrides) as {section: settings}; unknown sections are errors."""
+    data = load(name, path=path)
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise ConfigError(f"{path or config_dir() / f'{name}.yaml'}: unknown section {unknown[0]!r} (known: {', '.join(sections)})")
+    return {key: section(cls, data, key) for key, cls in sections.items()}
+
+
+def load_index(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    return load_sections("index", INDEX_SECTIONS, path)
+
+
+def load_eval(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    out = load_sections("eval", EVAL_SECTIONS, path)
+    from pipeline.audio.degrade import QUERY_DEGRADATIONS
+
+    for name in out["queries"].degradations:
+        if name not in QUERY_DEGRADATIONS:
+            raise ConfigError(f"config queries.degradations: unknown degradation {name!r} (known: {', '.join(QUERY_DEGRADATIONS)})")
+    return out

@@ -31,3 +31,27 @@ class SegmentEmbedder(Protocol):
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+EMBEDDERS = ("mel-stats", "contrastive", "wav2vec2")
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The embedder cannot be built for this run (no trained checkpoint, no model configured); the message says why."""
+
+
+def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", batch_size: int = 64) -> SegmentEmbedder:
+    """The named embedder; ``contrastive`` is the one trained in ``run_id`` (runs/<run_id>/models/embedder.pt)."""
+    if name == "mel-stats":
+        from pipeline.embed.mel_stats import MelStatsEmbedder
+
+        return MelStatsEmbedder()
+    if name == "contrastive":
+        from pipeline import config
+        from pipeline.embed.contrastive import ContrastiveEmbedder
+
+        ckpt = config.home() / "runs" / str(run_id) / "models" / "embedder.pt"
+        if not run_id or not ckpt.exists():
+            raise EmbedderUnavailable(f"embedder contrastive: no trained embedder at {ckpt} (run `cloudtune train embedder --run-id {run_id}` first)")
+        return ContrastiveEmbedder(ckpt, device, batch_size)
+    raise ValueError(f"--embedder {name!r}: expected one of {', '.join(EMBEDDERS)}")

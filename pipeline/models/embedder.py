@@ -3,12 +3,18 @@
 Per-level token embeddings are summed (as residual levels add up), a learned position is added, a
 small Transformer encoder reads the frames, masked mean pooling keeps padding out, and a projection
 gives the output. Ids past the codebook are PAD (ignored) and MASK (token dropout).
+
+With the codec's codebooks at hand (rvq), each level's table starts as its centroids times one shared random
+projection, so the summed embeddings of a frame start as a projection of the frame's decoded features:
+codes whose centroids are close start close, which is what lets a noisy clip whose tokens moved to
+neighbouring codes land near the clean one. The tables are trained from there.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import numpy as np
 from torch import nn
 
 from pipeline.config import EmbedderSettings
@@ -30,6 +36,17 @@ class TokenEmbedder(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, settings.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.project = nn.Linear(d, settings.embedding_dim)
+
+    @torch.no_grad()
+    def init_from_codebooks(self, codebooks: np.ndarray, seed: int = 0) -> None:
+        """Start level q's table as ``codebooks[q] @ W`` for one random ``W`` [D, embedding_dim] (codebooks: [Q, K, D])."""
+        books = torch.as_tensor(np.asarray(codebooks), dtype=torch.float32)
+        if books.shape[:2] != (self.num_quantizers, self.codebook_size):
+            raise ValueError(f"TokenEmbedder: codebooks {tuple(books.shape)} do not match {self.num_quantizers} levels x {self.codebook_size} codes")
+        g = torch.Generator().manual_seed(seed)
+        w = torch.randn(books.shape[2], self.settings.embedding_dim, generator=g) / books.shape[2] ** 0.5
+        for q, emb in enumerate(self.tokens):
+            emb.weight[: self.codebook_size] = (books[q] @ w).to(emb.weight)
 
     def forward(self, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """codes int64 [B, Q, T], mask bool [B, T] (True = a real frame) -> float [B, embedding_dim], unit norm."""

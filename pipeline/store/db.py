@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, update
+from sqlalchemy import Connection, Engine, create_engine, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -132,6 +132,13 @@ def start_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id
     return run_id
 
 
+def ensure_run(conn: Connection, run_id: str, kind: str = "pipeline") -> None:
+    """Make sure ``run_id`` has a `runs` row (metric rows reference it); an existing row is left as it is."""
+    if conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is None:
+        conn.execute(runs.insert().values(run_id=run_id, kind=kind, status="running", config={}, started_at=utcnow()))
+        conn.commit()
+
+
 def finish_run(conn: Connection, run_id: str, status: str = "succeeded", message: str | None = None) -> None:
     conn.execute(update(runs).where(runs.c.run_id == run_id).values(status=status, finished_at=utcnow(), message=message))
     conn.commit()
@@ -163,5 +170,5 @@ def recorded_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run
     finish_run(conn, run.run_id, run.status, run.message)
 
 
-__all__ = ["Run", "connect", "dispose_engines", "finish_run", "get_engine", "init_db", "new_run_id", "recorded_run", "schema_sql", "start_run", "upsert",
+__all__ = ["Run", "connect", "dispose_engines", "ensure_run", "finish_run", "get_engine", "init_db", "new_run_id", "recorded_run", "schema_sql", "start_run", "upsert",
            "utcnow"]

@@ -97,7 +97,8 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
     val_tracks = read_split(splits_dir, "val", tokens_root, url)
     _, meta = load_tokens(train_tracks[0].token_files[0])
     codebook_size, frame_rate = int(meta["codebook_size"]), float(meta["frame_rate"])
-    codec = find_codec(meta["codec_version"]) if meta["backend"] == "rvq" and train_s.augment_audio else None
+    rvq = find_codec(meta["codec_version"]) if meta["backend"] == "rvq" else None
+    codec = rvq if train_s.augment_audio else None
     if train_s.augment_audio and codec is None:
         print(f"train: no online audio augmentation (backend {meta['backend']}, codec {meta['codec_version']} not here): token views only",
               file=sys.stderr)
@@ -109,7 +110,10 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
     num_quantizers = train_ds.codes[0].shape[0]
 
     torch.manual_seed(train_s.seed)
-    model = TokenEmbedder(num_quantizers, codebook_size, emb_s).to(device)
+    model = TokenEmbedder(num_quantizers, codebook_size, emb_s)
+    if emb_s.init_from_codebooks and rvq is not None:
+        model.init_from_codebooks(rvq.codebooks, train_s.seed)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_s.lr, weight_decay=train_s.weight_decay)
     drop_last = len(train_ds) > train_s.batch_size  # a last, smaller batch would weaken in-batch negatives
     steps_per_epoch = len(train_ds) // train_s.batch_size if drop_last else 1

@@ -1,0 +1,198 @@
+"""Catalog embedding: every track cut into overlapping segments, each segment one vector.
+
+Writes ``runs/<run_id>/embeddings/<embedder>/``: ``vectors.npy`` (float32 [N, dim], unit rows),
+``segments.csv`` (row i: track_id, start_s, end_s of vector i) and ``manifest.json`` (the embedder's
+manifest, the segmentation, counts, seconds). The three are written atomically, manifest last, so a
+folder with a manifest is always complete. A re-run with the same embedder, segmentation and tracks
+does nothing; a re-run after new tracks arrived embeds only those and reuses the rest.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from tqdm import tqdm
+
+from pipeline import config
+from pipeline.audio import io as audio_io
+from pipeline.config import SegmentSettings
+from pipeline.embed import SegmentEmbedder
+from pipeline.fsutil import atomic_path, write_json
+from pipeline.store import db
+from pipeline.store.tables import run_errors, tracks
+
+
+@dataclass(frozen=True)
+class Track:
+    track_id: str
+    catalog: str
+    source_uri: str
+    audio_path: Path
+    duration_s: float
+
+
+def run_dir(run_id: str) -> Path:
+    return config.home() / "runs" / run_id
+
+
+def embeddings_dir(run_id: str, embedder: str) -> Path:
+    return run_dir(run_id) / "embeddings" / embedder
+
+
+def split_track_ids(run_id: str, split: str) -> list[str]:
+    """Track ids of one split list of the run (runs/<run_id>/splits/<split>.txt lists token files named <track_id>.*)."""
+    path = run_dir(run_id) / "splits" / f"{split}.txt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the run has no {split} split (cloudtune splits / train embedder writes it)")
+    return sorted({Path(line).name.split(".")[0] for line in path.read_text().split()})
+
+
+def run_catalogs(run_id: str, url: str | None = None) -> list[str]:
+    """The catalogs the run's split tracks belong to: what the run indexes when no catalog is named."""
+    ids = [t for split in ("train", "val", "test") for t in split_track_ids(run_id, split)]
+    with db.connect(url) as conn:
+        names = conn.execute(select(tracks.c.catalog).where(tracks.c.track_id.in_(ids)).distinct()).scalars().all()
+    if not names:
+        raise ValueError(f"run {run_id}: none of its split tracks is in the tracks table of {config.db_url()}")
+    return sorted(names)
+
+
+def catalog_tracks(catalogs: list[str], url: str | None = None) -> list[Track]:
+    with db.connect(url) as conn:
+        rows = conn.execute(select(tracks.c.track_id, tracks.c.catalog, tracks.c.source_uri, tracks.c.audio_path, tracks.c.duration_s)
+                            .where(tracks.c.catalog.in_(catalogs)).order_by(tracks.c.track_id)).all()
+    if not rows:
+        raise ValueError(f"catalog {', '.join(catalogs)}: no ingested tracks (run `cloudtune ingest` first)")
+    home = config.home()
+    return [Track(r.track_id, r.catalog, r.source_uri, home / r.audio_path, float(r.duration_s)) for r in rows]
+
+
+def segment_starts(n_samples: int, sr: int, s: SegmentSettings) -> list[tuple[int, int]]:
+    """(start, end) sample ranges: windows every hop; the tail gets a last window ending at the track's end."""
+    win, hop, min_len = round(s.window_s * sr), round(s.hop_s * sr), round(s.min_s * sr)
+    if n_samples < min_len:
+        return []
+    if n_samples <= win:
+        return [(0, n_samples)]
+    out = [(a, a + win) for a in range(0, n_samples - win + 1, hop)]
+    if out[-1][1] < n_samples:
+        out.append((n_samples - win, n_samples))
+    return out
+
+
+def _read(track: Track, sr: int) -> np.ndarray:
+    wave, file_sr = audio_io.load_canonical(track.audio_path)
+    return audio_io.resample(wave, file_sr, sr) if file_sr != sr else wave
+
+
+def load_embeddings(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{folder}: no catalog embeddings here (run `cloudtune embed-catalog` first)")
+    import json
+
+    manifest = json.loads(manifest_path.read_text())
+    vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+    segments = pd.read_csv(folder / "segments.csv", dtype={"track_id": str})
+    if len(vectors) != len(segments) or len(vectors) != manifest["count"]:
+        raise ValueError(f"{folder}: vectors.npy ({len(vectors)}), segments.csv ({len(segments)}) and manifest ({manifest['count']}) disagree")
+    return np.asarray(vectors), segments, manifest
+
+
+def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | None = None, *, settings: SegmentSettings | None = None,
+                  url: str | None = None, progress: bool = True) -> dict:
+    """Embed every segment of the run's catalogs (default: those of its split tracks). Returns the manifest."""
+    settings = settings or config.load_index()["segments"]
+    catalogs = sorted(catalogs or run_catalogs(run_id, url))
+    items = catalog_tracks(catalogs, url)
+    out = embeddings_dir(run_id, embedder.name)
+    info = embedder.manifest()
+    segmentation = asdict(settings) | {"sample_rate": embedder.sample_rate}
+    track_ids = [t.track_id for t in items]
+
+    previous: dict[str, np.ndarray] = {}
+    if (out / "manifest.json").exists():
+        vectors, segments, old = load_embeddings(out)
+        if old["embedder"] == info and old["segmentation"] == segmentation:
+            if old["track_ids"] == track_ids:
+                print(f"embed-catalog: {out} is up to date ({old['count']} segments of {len(track_ids)} tracks)", file=sys.stderr)
+                return old
+            for tid, rows in segments.groupby("track_id").indices.items():
+                previous[tid] = rows  # rows of tracks embedded before: reused
+            previous = {tid: (vectors[rows], segments.iloc[rows]) for tid, rows in previous.items()}
+
+    started = time.perf_counter()
+    all_vectors, all_segments, errors, audio_seconds = [], [], [], 0.0
+    pending_waves, pending_meta = [], []
+
+    def flush():
+        if pending_waves:
+            all_vectors.append(embedder.embed(pending_waves))
+            all_segments.extend(pending_meta)
+            pending_waves.clear()
+            pending_meta.clear()
+
+    from pipeline.tokenize.run import prefetch
+
+    todo = [t for t in items if t.track_id not in previous]
+    bar = tqdm(total=len(items), desc=f"embed-catalog ({embedder.name})", unit="track", disable=not progress)
+    for t in items:
+        if t.track_id in previous:
+            vecs, segs = previous[t.track_id]
+            flush()
+            all_vectors.append(np.asarray(vecs))
+            all_segments.extend(segs[["track_id", "start_s", "end_s"]].itertuples(index=False, name=None))
+            bar.update(1)
+    sr = embedder.sample_rate
+    for track, wave in prefetch(lambda t: _read(t, sr), todo):
+        bar.update(1)
+        if isinstance(wave, Exception):
+            errors.append((track, wave))
+            continue
+        spans = segment_starts(len(wave), sr, settings)
+        if not spans:
+            errors.append((track, ValueError(f"{len(wave) / sr:.2f} s is shorter than segments.min_s {settings.min_s:g} s")))
+            continue
+        audio_seconds += len(wave) / sr
+        for a, b in spans:
+            pending_waves.append(wave[a:b])
+            pending_meta.append((track.track_id, round(a / sr, 3), round(b / sr, 3)))
+            if len(pending_waves) >= settings.batch_size:
+                flush()
+    flush()
+    bar.close()
+    if not all_vectors:
+        raise RuntimeError(f"embed-catalog: no segment could be embedded ({len(errors)} tracks failed)")
+    vectors = np.ascontiguousarray(np.concatenate(all_vectors), dtype=np.float32)
+    segments = pd.DataFrame(all_segments, columns=["track_id", "start_s", "end_s"])
+    embedded_ids = sorted(set(segments.track_id))
+    seconds = time.perf_counter() - started
+    manifest = {"run_id": run_id, "embedder": info, "segmentation": segmentation, "catalogs": catalogs, "count": len(vectors),
+                "dim": int(vectors.shape[1]), "tracks": len(embedded_ids), "track_ids": embedded_ids, "reused_tracks": len(previous),
+                "failed_tracks": [t.track_id for t, _ in errors], "audio_seconds": audio_seconds, "seconds": seconds,
+                "created_at": db.utcnow().isoformat()}
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "vectors.npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, vectors)
+    with atomic_path(out / "segments.csv") as tmp:
+        segments.to_csv(tmp, index=False)
+    write_json(out / "manifest.json", manifest)
+    if errors:
+        with db.connect(url) as conn:
+            db.ensure_run(conn, run_id)
+            for track, exc in errors:
+                print(f"embed-catalog: {track.audio_path}: {exc}", file=sys.stderr)
+                conn.execute(run_errors.insert().values(error_id=uuid.uuid4().hex, run_id=run_id, stage=f"embed-catalog/{embedder.name}",
+                                                        item=track.track_id, error_kind=type(exc).__name__, message=str(exc)[:2000],
+                                                        occurred_at=db.utcnow()))
+            conn.commit()
+    return manifest

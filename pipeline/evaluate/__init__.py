@@ -1,0 +1,1 @@
+"""Retrieval evaluation: degraded query clips from held-out tracks against the whole indexed catalog."""

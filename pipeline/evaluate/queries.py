@@ -1,0 +1,53 @@
+"""Query sets: clips cut at seeded random offsets from the query split's tracks, each under every named degradation.
+
+A query set is named ``<length>s/<degradation>`` (``5s/pink0db``). The clean clip of a (track, length, j)
+is the same under every degradation, so the sets differ only by the degradation.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.audio import io as audio_io
+from pipeline.audio.degrade import QUERY_DEGRADATIONS
+from pipeline.config import QuerySettings
+from pipeline.embed.catalog import Track
+
+
+@dataclass
+class Clip:
+    track_id: str
+    offset_s: float
+    wave: np.ndarray
+
+
+def set_name(length_s: float, degradation: str) -> str:
+    return f"{length_s:g}s/{degradation}"
+
+
+def _rng(*keys) -> np.random.Generator:
+    return np.random.default_rng([zlib.crc32(str(k).encode()) for k in keys])
+
+
+def clean_clips(tracks: list[Track], length_s: float, s: QuerySettings, sample_rate: int) -> list[Clip]:
+    """``per_track`` clips of ``length_s`` per track at seeded offsets (the same for every embedder and run)."""
+    out = []
+    n = round(length_s * sample_rate)
+    for t in tracks:
+        wave, sr = audio_io.load_canonical(t.audio_path)
+        if sr != sample_rate:
+            wave = audio_io.resample(wave, sr, sample_rate)
+        if len(wave) < n:
+            continue  # shorter than the query length: no clip of this length from this track
+        for j in range(s.per_track):
+            start = int(_rng(s.seed, t.track_id, length_s, j).integers(0, len(wave) - n + 1))
+            out.append(Clip(t.track_id, start / sample_rate, wave[start : start + n].copy()))
+    return out
+
+
+def degrade(clips: list[Clip], degradation: str, seed: int, sample_rate: int) -> list[np.ndarray]:
+    fn = QUERY_DEGRADATIONS[degradation]
+    return [fn(c.wave, sample_rate, _rng(seed, degradation, c.track_id, c.offset_s)).astype(np.float32) for c in clips]

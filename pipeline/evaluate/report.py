@@ -1,0 +1,80 @@
+"""The evaluation's HTML report: tables and plots in one self-contained file (images inlined)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline.embed.catalog import run_dir  # noqa: E402
+from pipeline.fsutil import write_text  # noqa: E402
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def recall_plot(df: pd.DataFrame, length: str) -> str:
+    """Recall@1 per degradation, one bar per embedder (exact index)."""
+    d = df[(df.index_kind == "flat") & (df.metric == "recall") & (df.k == 1) & df.query_set.str.startswith(f"{length}/")]
+    table = d.assign(degradation=d.query_set.str.split("/").str[1]).pivot_table(index="degradation", columns="embedder", values="value", sort=False)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    table.plot.bar(ax=ax, width=0.8)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("Recall@1")
+    ax.set_title(f"{length} queries: Recall@1 per degradation (exact index)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower left")
+    return _png(fig)
+
+
+def latency_plot(df: pd.DataFrame) -> str:
+    """Mean Recall@10 over the query sets against single-query search p50, one point per (embedder, index kind)."""
+    rec = df[(df.metric == "recall") & (df.k == 10) & ~df.query_set.str.startswith("latency")].groupby(["embedder", "index_kind"]).value.mean()
+    lat = df[df.metric == "latency_search_p50_ms"].groupby(["embedder", "index_kind"]).value.mean()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for (emb, kind), r in rec.items():
+        ax.scatter(lat[(emb, kind)], r, s=40)
+        ax.annotate(f"{emb}/{kind}", (lat[(emb, kind)], r), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("search p50 (ms, one query)")
+    ax.set_ylabel("mean Recall@10")
+    ax.set_title("Recall vs search latency per index")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_config: dict) -> str:
+    from pipeline.evaluate.run import metric_table
+
+    df = pd.DataFrame(rows)
+    lengths = sorted({q.split("/")[0] for q in df.query_set if not q.startswith(("latency", "all"))}, key=lambda s: -float(s[:-1]))
+    parts = [f"<h1>Retrieval evaluation of run {html.escape(run_id)}</h1>",
+             f"<p>Catalogs {html.escape(', '.join(run_config['catalogs']))}: {run_config['gallery_tracks']} tracks indexed; queries from "
+             f"{run_config['query_tracks']} {html.escape(run_config['queries']['split'])}-split tracks, {run_config['queries']['per_track']} clips per "
+             f"track and length, each under every degradation. Ranking is by track.</p>"]
+    for name, reason in skipped.items():
+        parts.append(f"<p><b>{html.escape(name)} skipped:</b> {html.escape(reason)}</p>")
+    for length in lengths:
+        parts.append(f"<h2>{length} queries</h2>")
+        parts.append(recall_plot(df, length))
+        parts.append(metric_table(rows, length).round(3).to_html())
+    parts.append("<h2>Latency and throughput</h2>")
+    parts.append(latency_plot(df))
+    lat = df[df.query_set.str.startswith("latency") | (df.metric == "recall_vs_exact")]
+    parts.append(lat.pivot_table(index=["embedder", "index_kind"], columns="metric", values="value").round(3).to_html())
+    body = "\n".join(parts)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>CloudTune evaluation {html.escape(run_id)}</title>"
+            "<style>body{font-family:sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;font-size:13px} "
+            "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style></head><body>" + body + "</body></html>")
+    path = run_dir(run_id) / "reports" / "evaluation.html"
+    write_text(path, page)
+    return str(path)

@@ -1,0 +1,167 @@
+"""FAISS indexes of one run's catalog embeddings.
+
+Kinds (inner product on unit vectors = cosine):
+- ``flat``: IndexFlatIP, exact; the reference the others are measured against.
+- ``hnsw``: IndexHNSWFlat (M, efConstruction, efSearch).
+- ``ivfpq``: IndexIVFPQ with nlist by the FAISS guideline (4..16 * sqrt(N)) and PQ sub-quantizers.
+
+``runs/<run_id>/index/<embedder>/<kind>/`` holds ``index.faiss`` and ``manifest.json`` (embedder manifest,
+dim, count, params, build seconds, bytes); every build also gets an ``index_builds`` row. Loading checks
+the manifest against the embeddings it will be searched with, so an index is never queried with
+vectors of another model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from pipeline import config
+from pipeline.embed.catalog import embeddings_dir, load_embeddings, run_dir
+from pipeline.fsutil import atomic_path, write_json
+from pipeline.store import db
+from pipeline.store.tables import index_builds
+
+INDEX_KINDS = ("flat", "hnsw", "ivfpq")
+
+
+def index_dir(run_id: str, embedder: str, kind: str) -> Path:
+    return run_dir(run_id) / "index" / embedder / kind
+
+
+def ivfpq_params(n: int, dim: int, s) -> dict:
+    """nlist = nlist_per_sqrt_n * sqrt(N) within FAISS's 4..16*sqrt(N), capped so each list gets 39 training points;
+    nbits lowered when N cannot train 2^nbits centroids per sub-quantizer (FAISS wants 39 points each)."""
+    root = math.sqrt(n)
+    nlist = int(round(min(max(s.nlist_per_sqrt_n, 4.0), 16.0) * root))
+    nlist = max(1, min(nlist, n // 39))
+    m = s.m
+    if dim % m:
+        raise ValueError(f"index ivfpq: the dimension {dim} does not divide into ivfpq.m={m} sub-quantizers")
+    nbits = max(1, min(s.nbits, int(math.log2(max(2, n // 39)))))
+    return {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": min(s.nprobe, nlist)}
+
+
+def make_index(kind: str, vectors: np.ndarray, settings: dict, seed: int = 0) -> tuple[faiss.Index, dict]:
+    """A trained, filled FAISS index of ``kind`` and its parameters."""
+    n, dim = vectors.shape
+    if kind == "flat":
+        index, params = faiss.IndexFlatIP(dim), {}
+    elif kind == "hnsw":
+        s = settings["hnsw"]
+        index = faiss.IndexHNSWFlat(dim, s.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = s.ef_construction
+        index.hnsw.efSearch = s.ef_search
+        params = {"m": s.m, "ef_construction": s.ef_construction, "ef_search": s.ef_search}
+    elif kind == "ivfpq":
+        params = ivfpq_params(n, dim, settings["ivfpq"])
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"], params["nbits"], faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.pq.cp.seed = seed
+        if n < 39 * max(params["nlist"], 2 ** params["nbits"]):  # a small catalog: the parameters above already adapt to it
+            index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1
+        index.train(vectors)
+        index.nprobe = params["nprobe"]
+    else:
+        raise ValueError(f"--kind {kind!r}: expected one of {', '.join(INDEX_KINDS)}")
+    index.add(vectors)
+    return index, params
+
+
+def build_index(run_id: str, embedder: str, kind: str, *, settings: dict | None = None, url: str | None = None) -> dict:
+    """Build one index over ``runs/<run_id>/embeddings/<embedder>``, save it with its manifest and record the build."""
+    settings = settings or config.load_index()
+    vectors, _, emb_manifest = load_embeddings(embeddings_dir(run_id, embedder))
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    started = time.perf_counter()
+    index, params = make_index(kind, vectors, settings)
+    seconds = time.perf_counter() - started
+    out = index_dir(run_id, embedder, kind)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "index.faiss") as tmp:
+        faiss.write_index(index, str(tmp))
+    size = (out / "index.faiss").stat().st_size
+    manifest = {"run_id": run_id, "kind": kind, "embedder": emb_manifest["embedder"], "embeddings_created_at": emb_manifest["created_at"],
+                "dim": int(vectors.shape[1]), "count": int(index.ntotal), "params": params, "build_seconds": seconds, "bytes": size,
+                "bytes_per_vector": size / max(1, index.ntotal), "built_at": db.utcnow().isoformat()}
+    write_json(out / "manifest.json", manifest)
+    with db.connect(url) as conn:
+        db.ensure_run(conn, run_id)
+        db.upsert(conn, index_builds, [{"run_id": run_id, "embedder": embedder, "index_kind": kind, "params": params, "n_vectors": int(index.ntotal),
+                                        "dim": int(vectors.shape[1]), "build_seconds": seconds, "bytes": size, "path": str(out), "built_at": db.utcnow()}])
+        conn.commit()
+    return manifest
+
+
+def collapse_to_tracks(scores: np.ndarray, ids: np.ndarray, segment_track: np.ndarray, top_k: int) -> list[list[tuple[int, float]]]:
+    """Segment hits [Q, k] -> per query the ``top_k`` best tracks as (track index, score): a track scores its best segment."""
+    out = []
+    for row_s, row_i in zip(scores, ids):
+        best: dict[int, float] = {}
+        for s, i in zip(row_s, row_i):
+            if i < 0:
+                continue
+            t = int(segment_track[i])
+            if t not in best:  # FAISS returns hits best first, so the first hit of a track is its best
+                best[t] = float(s)
+                if len(best) == top_k:
+                    break
+        out.append(list(best.items()))
+    return out
+
+
+@dataclass
+class TrackIndex:
+    """A loaded index with its segments' tracks: ``search`` answers in tracks, each at most once."""
+
+    index: faiss.Index
+    manifest: dict
+    track_ids: np.ndarray  # [n_tracks] track id of each track index
+    segment_track: np.ndarray  # [N] track index of each vector
+    segments_k: int
+
+    def search(self, queries: np.ndarray, top_k: int) -> list[list[tuple[str, float]]]:
+        k = min(self.index.ntotal, max(self.segments_k, top_k))
+        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return [[(self.track_ids[t], s) for t, s in hits] for hits in collapse_to_tracks(scores, ids, self.segment_track, top_k)]
+
+    def search_indices(self, queries: np.ndarray, top_k: int) -> list[list[tuple[int, float]]]:
+        """Like ``search`` with track indices (positions in ``track_ids``) instead of ids."""
+        k = min(self.index.ntotal, max(self.segments_k, top_k))
+        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return collapse_to_tracks(scores, ids, self.segment_track, top_k)
+
+
+def load_index(run_id: str, embedder_manifest: dict, kind: str, segments_k: int | None = None) -> TrackIndex:
+    """Load an index and check it was built from vectors of this very embedder (name, dim, version)."""
+    folder = index_dir(run_id, embedder_manifest["name"], kind)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{folder}: no {kind} index (run `cloudtune index build --kind {kind} --embedder {embedder_manifest['name']}`)")
+    manifest = json.loads(manifest_path.read_text())
+    built_for = manifest["embedder"]
+    for key in ("name", "dim", "version"):
+        if built_for.get(key) != embedder_manifest.get(key):
+            raise ValueError(f"{manifest_path}: built for embedder {key}={built_for.get(key)!r}, but the embedder has {embedder_manifest.get(key)!r}")
+    emb_dir = embeddings_dir(run_id, embedder_manifest["name"])
+    emb_created = json.loads((emb_dir / "manifest.json").read_text())["created_at"]
+    if manifest.get("embeddings_created_at") != emb_created:
+        raise ValueError(f"{manifest_path}: built from older embeddings than {emb_dir} holds now: rebuild the index")
+    index = faiss.read_index(str(folder / "index.faiss"))
+    segments = pd.read_csv(emb_dir / "segments.csv", dtype={"track_id": str})
+    if len(segments) != index.ntotal:
+        raise ValueError(f"{folder}: the index has {index.ntotal} vectors but segments.csv {len(segments)}: rebuild the index")
+    codes, uniques = pd.factorize(segments.track_id)
+    segments_k = segments_k or config.load_index()["search"].segments_k
+    return TrackIndex(index, manifest, np.asarray(uniques), codes.astype(np.int64), segments_k)
+
+
+__all__ = ["INDEX_KINDS", "TrackIndex", "build_index", "collapse_to_tracks", "index_dir", "ivfpq_params", "load_index", "make_index"]

@@ -1,0 +1,96 @@
+"""``cloudtune search``: audio clips in, ranked catalog tracks out (each track at most once).
+
+Uses the published run unless a run is named. Clips are read in threads, embedded and searched in
+batches; a clip that cannot be read (or is too short) gets its own result with an ``error`` field and
+the others still answer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+from sqlalchemy import select
+
+from pipeline import config
+from pipeline.audio import io as audio_io
+from pipeline.embed import get_embedder
+from pipeline.embed.catalog import embeddings_dir, run_dir
+from pipeline.index.faiss_index import load_index
+from pipeline.publish import published
+from pipeline.store import db
+from pipeline.store.tables import tracks
+
+MIN_SECONDS = 0.5
+
+
+class Searcher:
+    """A run's embedder and index, loaded once; ``search`` takes waveforms at ``sample_rate``."""
+
+    def __init__(self, run_id: str | None = None, embedder: str | None = None, index_kind: str | None = None, device: str = "cpu",
+                 url: str | None = None):
+        pub = published()
+        if run_id is None:
+            if pub is None:
+                raise RuntimeError(f"search: no published run in {config.home()} (evaluate a run, or name one with --run-id)")
+            run_id, embedder, index_kind = pub["run_id"], embedder or pub["embedder"], index_kind or pub["index_kind"]
+        settings = config.load_index()
+        if embedder is None:
+            evaluation = run_dir(run_id) / "reports" / "evaluation.json"
+            done = json.loads(evaluation.read_text())["embedders"] if evaluation.exists() else []
+            embedder = settings["publish"].embedder
+            if not (embeddings_dir(run_id, embedder) / "manifest.json").exists() and done:
+                embedder = done[-1]
+        self.run_id, self.index_kind = run_id, index_kind or settings["publish"].index_kind
+        self.embedder = get_embedder(embedder, run_id, device)
+        self.index = load_index(run_id, self.embedder.manifest(), self.index_kind)
+        with db.connect(url) as conn:
+            uris = dict(conn.execute(select(tracks.c.track_id, tracks.c.source_uri).where(tracks.c.track_id.in_(list(self.index.track_ids)))).all())
+        self.source_uri = uris
+        self.sample_rate = self.embedder.sample_rate
+
+    def search(self, waves: list[np.ndarray], top_k: int) -> list[list[dict]]:
+        hits = self.index.search(self.embedder.embed(waves), top_k)
+        return [[{"rank": r, "track_id": t, "source_uri": self.source_uri.get(t), "score": round(float(s), 6)} for r, (t, s) in enumerate(row, 1)]
+                for row in hits]
+
+
+def _read(path: str, sr: int) -> np.ndarray:
+    if not Path(path).is_file():
+        raise FileNotFoundError("no such file")
+    try:
+        wave, _ = audio_io.load(path, sr=sr)
+    except sf.LibsndfileError as exc:
+        raise ValueError(f"not a readable audio file ({exc.error_string})") from None
+    if len(wave) < MIN_SECONDS * sr:
+        raise ValueError(f"{len(wave) / sr:.2f} s of audio; a query needs at least {MIN_SECONDS:g} s")
+    return wave
+
+
+def search_clips(paths: list[str], searcher: Searcher, top_k: int | None = None, batch_size: int = 64) -> Iterator[dict]:
+    """One result dict per clip, in the order given: {"query", "results"} or {"query", "error"}."""
+    from pipeline.tokenize.run import prefetch
+
+    top_k = top_k or config.load_index()["search"].top_k
+    batch: list[tuple[str, np.ndarray]] = []
+
+    def flush():
+        results = searcher.search([w for _, w in batch], top_k)
+        out = [{"query": p, "results": r} for (p, _), r in zip(batch, results)]
+        batch.clear()
+        return out
+
+    for path, wave in prefetch(lambda p: _read(p, searcher.sample_rate), list(paths), depth=8):
+        if isinstance(wave, Exception):
+            yield from flush() if batch else []
+            reason = str(wave).splitlines()[0] if str(wave) else type(wave).__name__
+            yield {"query": path, "error": f"{path}: {reason}"}
+            continue
+        batch.append((path, wave))
+        if len(batch) >= batch_size:
+            yield from flush()
+    if batch:
+        yield from flush()

@@ -1,0 +1,217 @@
+"""Catalog embedding, FAISS indexes, evaluation, publishing and search on a tiny real run (SQLite and PostgreSQL)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from sqlalchemy import create_engine, select, text
+
+from pipeline.audio.synth import build_catalog
+from pipeline.cli import main
+from pipeline.embed import get_embedder
+from pipeline.embed.catalog import embed_catalog, segment_starts
+from pipeline.evaluate.run import evaluate
+from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index
+from pipeline.ingest import ingest
+from pipeline.publish import publish_run, published
+from pipeline.store import db
+from pipeline.store.tables import retrieval_metrics, runs, tracks
+from pipeline.tokenize.run import tokenize
+from pipeline.train.contrastive import train_embedder
+
+ENV = {
+    "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",
+    "CLOUDTUNE_EVAL__QUERIES__PER_TRACK": "2", "CLOUDTUNE_EVAL__QUERIES__DEGRADATIONS": "[clean, pink0db, telephone]",
+    "CLOUDTUNE_EVAL__LATENCY__SINGLE_QUERIES": "4", "CLOUDTUNE_EVAL__LATENCY__BATCH_SIZE": "8",
+    "CLOUDTUNE_INDEX__IVFPQ__M": "8", "CLOUDTUNE_INDEX__HNSW__M": "8",
+}
+SETS = [f"{length}/{d}" for length in ("2s", "5s") for d in ("clean", "pink0db", "telephone")]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """10 demo tracks, tiny rvq tokens, a 1-epoch tiny embedder (run r1), evaluated and published."""
+    root = tmp_path_factory.mktemp("retrieval")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLOUDTUNE_HOME", str(root / "home"))
+        mp.delenv("CLOUDTUNE_DB_URL", raising=False)
+        for key, value in ENV.items():
+            mp.setenv(key, value)
+        cfg = root / "train.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "embedder": {"embedding_dim": 32, "hidden": 64, "layers": 1, "heads": 2, "dropout": 0.1, "max_frames": 64},
+            "training": {"epochs": 1, "batch_size": 16, "lr": 2e-3, "clip_seconds": 2.0, "clips_per_track": 4, "val_queries_per_track": 2,
+                         "num_workers": 0},
+            "splits": {"val_ratio": 0.2, "test_ratio": 0.2, "seed": 1, "group_by": None}}))
+        src = build_catalog(root / "src", tracks=10, seconds=8, seed=7)
+        ingest([src], catalog="c", workers=1, progress=False)
+        tokens = tokenize("rvq", "c", progress=False).output_root
+        train_embedder(tokens, run_id="r1", config_path=cfg, device="cpu", progress=False)
+        result = evaluate("r1", device="cpu", progress=False)
+        db.dispose_engines()
+    return {"root": root, "home": root / "home", "src": src, "result": result}
+
+
+@pytest.fixture
+def run_env(built, tmp_path, monkeypatch):
+    """A private copy of the built CLOUDTUNE_HOME (tests may change it)."""
+    home = tmp_path / "home-copy"
+    shutil.copytree(built["home"], home)
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(home))
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    return home
+
+
+def test_evaluate_writes_the_full_metric_table(built, run_env):
+    result = built["result"]
+    assert result["published"] and not result["skipped"]
+    with db.connect() as conn:
+        rows = conn.execute(select(retrieval_metrics).where(retrieval_metrics.c.run_id == "r1")).mappings().all()
+        status = dict(conn.execute(select(runs.c.kind, runs.c.status).where(runs.c.kind == "evaluate")).all())
+    assert status == {"evaluate": "succeeded"}
+    got = {(r["embedder"], r["index_kind"], r["query_set"], r["metric"], r["k"]): r["value"] for r in rows}
+    for emb in ("mel-stats", "contrastive"):
+        for kind in ("flat", "hnsw", "ivfpq"):
+            for qset in SETS:
+                m = got[(emb, kind, qset, "mrr", 0)]
+                r1, r10, r100 = (got[(emb, kind, qset, "recall", k)] for k in (1, 10, 100))
+                assert 0 <= r1 <= m <= 1 and r1 <= r10 <= r100 <= 1
+                assert got[(emb, kind, qset, "queries", 0)] == 4  # 2 test tracks x 2 clips
+            for metric in ("latency_e2e_p50_ms", "latency_e2e_p95_ms", "latency_search_p50_ms", "latency_search_p95_ms", "qps_batch"):
+                assert got[(emb, kind, "latency/5s", metric, 0)] > 0
+            assert got[(emb, kind, "latency/5s", "latency_e2e_p95_ms", 0)] >= got[(emb, kind, "latency/5s", "latency_search_p95_ms", 0)]
+        assert got[(emb, "hnsw", "all", "recall_vs_exact", 10)] == pytest.approx(1.0)  # a tiny graph is searched exhaustively
+        assert 0 < got[(emb, "ivfpq", "all", "recall_vs_exact", 10)] <= 1
+        assert got[(emb, "flat", "5s/clean", "recall", 1)] == 1.0  # a clean clip finds its track
+    report = (run_env / "runs" / "r1" / "reports" / "evaluation.html").read_text()
+    assert report.count("<img") == 3 and "5s queries" in report and "pink0db" in report
+    assert published()["run_id"] == "r1" and published()["embedder"] == "contrastive"
+
+
+def test_segments_cover_the_track_and_its_tail():
+    class S:
+        window_s, hop_s, min_s = 5.0, 1.0, 1.0
+
+    spans = segment_starts(8 * 10 + 5, 10, S)  # 8.5 s at 10 Hz
+    assert spans[0] == (0, 50) and spans[-1] == (35, 85) and all(b - a == 50 for a, b in spans)
+    assert segment_starts(30, 10, S) == [(0, 30)] and segment_starts(5, 10, S) == []
+
+
+def test_flat_index_ranks_tracks_like_brute_force():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    segment_track = rng.integers(0, 40, 300)
+    queries = vectors[:25] + 0.3 * rng.normal(size=(25, 16)).astype(np.float32)
+    index, _ = make_index("flat", vectors, {})
+    idx = TrackIndex(index, {}, np.array([f"t{i}" for i in range(40)]), segment_track, segments_k=300)
+    results = idx.search(queries, top_k=5)
+    scores = queries @ vectors.T
+    for q, hits in enumerate(results):
+        best = {t: scores[q, segment_track == t].max() for t in np.unique(segment_track)}
+        expected = sorted(best, key=lambda t: -best[t])[:5]
+        assert [t for t, _ in hits] == [f"t{t}" for t in expected]
+        assert [s for _, s in hits] == pytest.approx([best[t] for t in expected], abs=1e-5)
+
+
+@pytest.mark.parametrize("n", [1_000, 100_000, 1_000_000])
+def test_ivfpq_nlist_follows_the_faiss_guideline(n):
+    class S:
+        nlist_per_sqrt_n, m, nbits, nprobe = 8.0, 32, 8, 16
+
+    p = ivfpq_params(n, 256, S)
+    assert p["nlist"] <= n // 39 and p["nlist"] <= 16 * n**0.5
+    if n >= 100_000:
+        assert 4 * n**0.5 <= p["nlist"] and p["nbits"] == 8
+    with pytest.raises(ValueError, match="divide"):
+        ivfpq_params(n, 100, S)
+
+
+def test_an_index_refuses_another_embedder_and_stale_embeddings(run_env):
+    mel = get_embedder("mel-stats")
+    assert load_index("r1", mel.manifest(), "flat").index.ntotal > 0
+    with pytest.raises(ValueError, match="built for embedder version"):
+        load_index("r1", {**mel.manifest(), "version": "other"}, "flat")
+    manifest = run_env / "runs" / "r1" / "embeddings" / "mel-stats" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**m, "created_at": "2030-01-01T00:00:00"}))
+    with pytest.raises(ValueError, match="rebuild the index"):
+        load_index("r1", mel.manifest(), "flat")
+    build_index("r1", "mel-stats", "flat")
+    assert load_index("r1", mel.manifest(), "flat").index.ntotal == m["count"]
+
+
+def test_embed_catalog_is_idempotent_and_embeds_only_new_tracks(run_env, built, tmp_path):
+    mel = get_embedder("mel-stats")
+    before = json.loads((run_env / "runs" / "r1" / "embeddings" / "mel-stats" / "manifest.json").read_text())
+    assert embed_catalog("r1", mel, progress=False)["created_at"] == before["created_at"]  # up to date: nothing rewritten
+    extra = build_catalog(tmp_path / "extra", tracks=1, seconds=6, seed=99)
+    ingest([extra], catalog="c", workers=1, progress=False)
+    after = embed_catalog("r1", mel, progress=False)
+    assert after["tracks"] == before["tracks"] + 1 and after["reused_tracks"] == before["tracks"]
+    assert after["count"] > before["count"]
+
+
+def _clip(src, name, start_s, seconds, out):
+    wave, sr = sf.read(src / name)
+    sf.write(out, wave[int(start_s * sr) : int((start_s + seconds) * sr)], sr)
+    return str(out)
+
+
+def test_search_answers_a_batch_of_clips_with_json_lines(run_env, built, tmp_path, capsys):
+    src = built["src"]
+    good1 = _clip(src, "track_0002.flac", 1.5, 4.0, tmp_path / "a.wav")
+    good2 = _clip(src, "track_0006.flac", 3.0, 3.0, tmp_path / "b.flac")
+    (tmp_path / "bad.wav").write_bytes(b"RIFF but not really audio")
+    short = _clip(src, "track_0001.flac", 0, 0.2, tmp_path / "short.wav")
+    clips = [good1, str(tmp_path / "missing.wav"), str(tmp_path / "bad.wav"), good2, short]
+    assert main(["search", *clips, "--json", "--top-k", "4"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["query"] for line in lines] == clips  # one line per clip, in order, paths as given
+    with db.connect() as conn:
+        uri = dict(conn.execute(select(tracks.c.track_id, tracks.c.source_uri)).all())
+    for line, name in ((lines[0], "track_0002.flac"), (lines[3], "track_0006.flac")):
+        results = line["results"]
+        assert [r["rank"] for r in results] == [1, 2, 3, 4]
+        assert len({r["track_id"] for r in results}) == 4  # each track at most once
+        assert results[0]["source_uri"].endswith(name) and uri[results[0]["track_id"]] == results[0]["source_uri"]
+        assert all(a["score"] >= b["score"] for a, b in zip(results, results[1:]))
+    assert "no such file" in lines[1]["error"] and "not a readable audio file" in lines[2]["error"] and "at least" in lines[4]["error"]
+    assert main(["search", str(tmp_path / "missing.wav"), "--json"]) == 1  # nothing answered: the command failed
+
+
+def test_a_failed_evaluation_never_replaces_the_published_run(run_env):
+    run2 = run_env / "runs" / "r2"
+    shutil.copytree(run_env / "runs" / "r1" / "splits", run2 / "splits")  # splits but no trained embedder
+    with pytest.raises(RuntimeError, match="no embedder could be evaluated"):
+        evaluate("r2", embedders=["contrastive"], progress=False)
+    assert published()["run_id"] == "r1"
+    with pytest.raises(RuntimeError, match="no finished evaluation"):
+        publish_run("r2")
+    with db.connect() as conn:
+        failed = conn.execute(select(runs.c.status, runs.c.message).where(runs.c.kind == "evaluate", runs.c.status == "failed")).all()
+    assert len(failed) == 1 and "no trained embedder" in failed[0].message
+    result = evaluate("r2", embedders=["mel-stats"], index_kinds=["flat"], progress=False)
+    assert result["published"] and published()["run_id"] == "r2" and published()["embedder"] == "mel-stats"
+    assert published()["previous"]["run_id"] == "r1"
+
+
+@pytest.mark.postgres
+def test_evaluate_on_postgres(built, run_env, pg_url, monkeypatch):
+    monkeypatch.setenv("CLOUDTUNE_DB_URL", pg_url)
+    shutil.rmtree(run_env / "runs" / "r1" / "embeddings")  # embed and index again, recording the builds in PostgreSQL
+    ingest([built["src"]], catalog="c", workers=1, progress=False)
+    evaluate("r1", embedders=["mel-stats"], index_kinds=["flat", "hnsw"], progress=False)
+    engine = create_engine(db.normalize_url(pg_url))
+    with engine.connect() as conn:
+        table = conn.execute(text("SELECT index_kind, query_set, value FROM retrieval_metrics WHERE run_id = 'r1' AND embedder = 'mel-stats' "
+                                  "AND metric = 'recall' AND k = 1 ORDER BY index_kind, query_set")).all()
+        builds = conn.execute(text("SELECT index_kind, n_vectors FROM index_builds WHERE run_id = 'r1'")).all()
+    engine.dispose()
+    assert [(k, q) for k, q, _ in table] == [(k, q) for k in ("flat", "hnsw") for q in sorted(SETS)]
+    assert dict((k, q) for k, q, _ in table) and all(0 <= v <= 1 for *_, v in table)
+    assert {k for k, _ in builds} == {"flat", "hnsw"}
