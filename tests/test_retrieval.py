@@ -17,7 +17,7 @@ from pipeline.evaluate.run import evaluate
 from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index
 from pipeline.ingest import ingest
 from pipeline.publish import publish_run, published
-from pipeline.store import db
+from pipeline.store import db, reports
 from pipeline.store.tables import retrieval_metrics, runs, tracks
 from pipeline.tokenize.run import tokenize
 from pipeline.train.contrastive import train_embedder
@@ -215,3 +215,7 @@ def test_evaluate_on_postgres(built, run_env, pg_url, monkeypatch):
     assert [(k, q) for k, q, _ in table] == [(k, q) for k in ("flat", "hnsw") for q in sorted(SETS)]
     assert dict((k, q) for k, q, _ in table) and all(0 <= v <= 1 for *_, v in table)
     assert {k for k, _ in builds} == {"flat", "hnsw"}
+    summary = reports.run_report("retrieval_summary", url=pg_url)
+    assert set(summary.run_id) == {"r1"} and len(summary) == 2 * len(SETS) and summary.recall_at_10.between(0, 1).all()
+    latency = reports.run_report("retrieval_latency", url=pg_url)
+    assert list(latency.index_kind) == ["flat", "hnsw"] and (latency.search_p95_ms > 0).all()

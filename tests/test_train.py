@@ -149,3 +149,21 @@ def test_train_cli(tokens, tiny_config, capsys):
     out = capsys.readouterr().out
     assert "train: embedder" in out and "val R@1" in out
     assert main(["train", "embedder", "--config", str(tiny_config), "--tokens-root", "/no/such", "--run-id", "x"]) == 2
+
+
+def test_token_tables_start_from_the_codebooks():
+    rng = np.random.default_rng(0)
+    books = rng.normal(size=(3, 16, 8)).astype(np.float32)
+    books[0, 1] = books[0, 0] + 0.01  # two neighbouring centroids on level 1
+    model = TokenEmbedder(3, 16, TINY_MODEL)
+    model.init_from_codebooks(books, seed=0)
+    tables = [emb.weight.detach().numpy() for emb in model.tokens]
+    w = np.linalg.lstsq(books[0], tables[0][:16], rcond=None)[0]  # one shared projection W maps every level's centroids
+    for q in range(3):
+        assert np.allclose(books[q] @ w, tables[q][:16], atol=1e-4)
+        assert np.allclose(tables[q][16], 0)  # PAD stays the zero vector
+    near = np.linalg.norm(tables[0][0] - tables[0][1])
+    far = np.linalg.norm(tables[0][0] - tables[0][2:16], axis=1).min()
+    assert near < 0.1 * far
+    with pytest.raises(ValueError, match="do not match"):
+        model.init_from_codebooks(books[:2], seed=0)
