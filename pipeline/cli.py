@@ -135,6 +135,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dream(args: argparse.Namespace) -> int:
+    """The spec's contract: progress on stderr, the JSON result as the last stdout line, exit 0 / 1 (failed) / 2 (bad input)."""
+    from pipeline.config import DreamSettings
+    from pipeline.train.vae import run_dream
+
+    try:
+        settings = config.section(DreamSettings, config.load(), "dream", data_dir=args.data, dataset=args.dataset, epochs=args.epochs,
+                                  batch_size=args.batch_size, latent_dim=args.latent_dim, lr=args.lr, out=args.out, device=args.device, seed=args.seed)
+    except config.ConfigError as exc:
+        result, code = {"success": False, "files": [], "message": str(exc)}, EXIT_USAGE
+    else:
+        result, code = run_dream(settings)
+    if not result["success"]:
+        print(f"cloudtune dream: error: {result['message']}", file=sys.stderr)
+    else:
+        print(result["message"])
+    print(json.dumps(result), flush=True)
+    return code
+
+
 def _add_source_args(s: argparse.ArgumentParser) -> None:
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--catalog", help="tracks of this catalog in the metrics DB (canonical audio)")
@@ -245,6 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="config training.epochs")
     s.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("dream", help="train the MNIST VAE (dream generator) and save 64 dreamed digits as an 8x8 grid; JSON result on stdout")
+    s.add_argument("--data", help="folder with the MNIST IDX files (config dream.data_dir: ./data)")
+    s.add_argument("--dataset", choices=("mnist", "digits"), help="mnist (IDX files under --data) | digits (bundled with scikit-learn, offline)")
+    s.add_argument("--epochs", type=int, help="config dream.epochs (10)")
+    s.add_argument("--batch-size", type=int, help="config dream.batch_size (128)")
+    s.add_argument("--latent-dim", type=int, help="config dream.latent_dim (2)")
+    s.add_argument("--lr", type=float, help="Adam learning rate, config dream.lr (1e-3)")
+    s.add_argument("--out", help="sample grid PNG (config dream.out: dreams/dream_sample.png); the other files go beside it")
+    s.add_argument("--device", help="auto | cpu | cuda (config dream.device: auto)")
+    s.add_argument("--seed", type=int, help="config dream.seed (0)")
+    s.set_defaults(func=cmd_dream)
 
     s = sub.add_parser("demo", help="demo catalog + ingest + tokenize + summaries (what `make demo` runs)")
     s.add_argument("--tracks", type=int)
