@@ -103,7 +103,9 @@ def test_digits_are_real_and_upscaled_to_28x28():
     x = load_digits_28()
     assert x.shape == (1797, 28, 28) and x.dtype == np.float32
     assert x.min() == 0.0 and x.max() == 1.0
-    assert 0.1 < x.mean() < 0.4  # ink covers part of each image, not nothing and not everything
+    assert x[:, :4].max() == x[:, -4:].max() == x[:, :, :4].max() == x[:, :, -4:].max() == 0.0  # MNIST's 4-pixel margin
+    ink = x[:, 4:24, 4:24].mean(axis=(1, 2))
+    assert ink.min() > 0.1 and ink.max() < 0.6  # every digit has ink in its 20x20 box, none is a filled square
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -187,8 +189,9 @@ def test_dream_on_generated_mnist_files(tmp_path):
     assert result["success"] and "(mnist, 200 images, 2 epochs on cpu" in result["message"]
     assert "no latent manifold image: latent_dim is 3" in result["message"] and "CUDA" not in result["message"]
     assert [p.rsplit("/", 1)[1] for p in result["files"]] == ["s.png", "loss_curve.png", "vae_mnist.pt"]
+    first = (tmp_path / "d" / "s.png").read_bytes()
     again = train_dream(s, progress=False)  # seeded: the same samples again
-    assert again["files"] == result["files"]
+    assert again["files"] == result["files"] and (tmp_path / "d" / "s.png").read_bytes() == first
     ckpt = torch.load(tmp_path / "d" / "vae_mnist.pt", weights_only=False)
     assert ckpt["epoch_losses"][1] < ckpt["epoch_losses"][0]
 
@@ -283,7 +286,8 @@ def test_catalog_vae_finds_the_planted_outliers_and_writes_its_rows(db_url, tmp_
     latents, epochs = rows()
     assert len(latents) == 94 and epochs == 100
     by_id = {r.track_id: r for r in latents}
-    assert by_id["planted-2"].catalog == "catalog-c" and by_id["planted-2"].recon_error == pytest.approx(summary["outliers"][top.index("planted-2")]["recon_error"])
+    assert by_id["planted-2"].catalog == "catalog-c"
+    assert by_id["planted-2"].recon_error == pytest.approx(summary["outliers"][top.index("planted-2")]["recon_error"])
     # catalogs land in separate places on the map: each blob's spread is small next to the distances between blob centers
     z = {c: np.array([[r.z1, r.z2] for r in latents if r.catalog == c and not r.track_id.startswith("planted")]) for c in summary["catalogs"]}
     centers = {c: v.mean(axis=0) for c, v in z.items()}

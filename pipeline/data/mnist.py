@@ -98,15 +98,16 @@ def load_mnist(data_dir: str | Path) -> np.ndarray:
 
 
 def load_digits_28() -> np.ndarray:
-    """scikit-learn's bundled handwritten digits (1797 real 8x8 scans, values 0..16), scaled to [0, 1] and upscaled
-    bilinearly to 28x28 so the MNIST model fits them unchanged: float32 [1797, 28, 28]."""
+    """scikit-learn's bundled handwritten digits (1797 real 8x8 scans, values 0..16) scaled to [0, 1] and framed like MNIST
+    (whose digits fill a 20x20 box centered in 28x28): upscaled bilinearly to 20x20, then a 4-pixel black margin.
+    float32 [1797, 28, 28], so the MNIST model takes them unchanged."""
     import torch
     import torch.nn.functional as F
     from sklearn.datasets import load_digits
 
     small = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0)  # [N, 8, 8]
-    big = F.interpolate(small[:, None], size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
-    return big.clamp_(0.0, 1.0).numpy()
+    box = F.interpolate(small[:, None], size=(20, 20), mode="bilinear", align_corners=False)[:, 0].clamp_(0.0, 1.0)
+    return F.pad(box, (4, 4, 4, 4)).numpy()
 
 
 def load_images(dataset: str, data_dir: str | Path) -> np.ndarray:
