@@ -2,6 +2,9 @@
 
 import gzip
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,6 +220,14 @@ def test_dream_without_mnist_files_fails_with_where_to_put_them(tmp_path, monkey
     assert result["message"].startswith(f"MNIST training images not found in {tmp_path / 'data'}: put train-images-idx3-ubyte")
     assert "data/MNIST/raw/" in result["message"] and "--dataset digits" in result["message"]
     assert not (tmp_path / "dreams").exists()
+
+
+def test_the_cloudtune_script_ends_stdout_with_the_json_line(tmp_path):
+    p = subprocess.run([str(Path(sys.executable).parent / "cloudtune"), "dream", "--data", str(tmp_path)], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stdout.endswith("\n") and json.loads(p.stdout.splitlines()[-1])["success"] is False
+    assert p.stderr.startswith("cloudtune dream: error: MNIST training images not found in")
 
 
 @pytest.mark.parametrize("flags, message", [(["--epochs", "0"], "--epochs 0: must be at least 1"), (["--lr", "-1"], "--lr -1.0: must be positive"),
