@@ -233,6 +233,7 @@ class DreamSettings:
     out: str = "dreams/dream_sample.png"
     device: str = "auto"
     seed: int = 0
+    threads: int = 0
     samples: int = 64
     grid_cols: int = 8
     grid_padding: int = 2

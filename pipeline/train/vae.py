@@ -137,6 +137,7 @@ def check_settings(s: DreamSettings) -> None:
                 (s.latent_dim < 1, f"--latent-dim {s.latent_dim}: must be at least 1"),
                 (not s.lr > 0, f"--lr {s.lr}: must be positive"),
                 (s.hidden < 1, f"dream.hidden {s.hidden}: must be at least 1"),
+                (s.threads < 0, f"dream.threads {s.threads}: must be 0 (torch's default) or more"),
                 (s.samples < 1 or s.grid_cols < 1 or s.grid_padding < 0, "dream.samples and dream.grid_cols must be >= 1, dream.grid_padding >= 0"),
                 (s.manifold_steps < 1 or not s.manifold_span > 0, "dream.manifold_steps must be >= 1 and dream.manifold_span > 0"),
                 (Path(s.out).suffix.lower() != ".png", f"--out {s.out}: must be a .png file")]
@@ -153,6 +154,21 @@ def pick_device(spec: str) -> tuple[str, str | None]:
     device = resolve_device(spec)
     note = "no CUDA GPU found, trained on the CPU (the spec's default device is CUDA)" if spec == "auto" and device == "cpu" else None
     return device, note
+
+
+def fit(model: VAE, data: torch.Tensor, s: DreamSettings, generator: torch.Generator, progress: bool = True) -> tuple[list[float], list[list[float]]]:
+    """The spec's training: ``s.epochs`` shuffled epochs of Adam on BCE + KLD; the average loss per image of each epoch, and of each batch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
+    epoch_losses, batch_losses = [], []
+    for epoch in range(1, s.epochs + 1):
+        avg, per_batch = train_epoch(model, optimizer, data, s.batch_size, generator, desc=f"dream epoch {epoch}/{s.epochs}", progress=progress)
+        if not math.isfinite(avg):
+            raise DreamError(f"training diverged: the average loss is {avg} in epoch {epoch} (try a lower --lr)", EXIT_FAILED)
+        epoch_losses.append(avg)
+        batch_losses.append(per_batch)
+        if progress:
+            tqdm.write(f"dream: epoch {epoch}/{s.epochs} average loss {avg:.4f}", file=sys.stderr)
+    return epoch_losses, batch_losses
 
 
 def train_dream(settings: DreamSettings, progress: bool = True) -> dict:
@@ -173,18 +189,14 @@ def train_dream(settings: DreamSettings, progress: bool = True) -> dict:
     generator = torch.Generator().manual_seed(s.seed)
     data = torch.from_numpy(images).reshape(n, side * side).to(device)
     model = VAE(side * side, s.hidden, s.latent_dim).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
 
     t0 = time.perf_counter()
-    epoch_losses, batch_losses = [], []
-    for epoch in range(1, s.epochs + 1):
-        avg, per_batch = train_epoch(model, optimizer, data, s.batch_size, generator, desc=f"dream epoch {epoch}/{s.epochs}", progress=progress)
-        if not math.isfinite(avg):
-            raise DreamError(f"training diverged: the average loss is {avg} in epoch {epoch} (try a lower --lr)", EXIT_FAILED)
-        epoch_losses.append(avg)
-        batch_losses.append(per_batch)
-        if progress:
-            tqdm.write(f"dream: epoch {epoch}/{s.epochs} average loss {avg:.4f}", file=sys.stderr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(s.threads or threads)
+    try:
+        epoch_losses, batch_losses = fit(model, data, s, generator, progress)
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
 
     out = Path(s.out)
