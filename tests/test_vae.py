@@ -222,6 +222,14 @@ def test_dream_without_mnist_files_fails_with_where_to_put_them(tmp_path, monkey
     assert not (tmp_path / "dreams").exists()
 
 
+def test_dream_that_fails_while_working_exits_1_with_the_json(tmp_path, capsys):
+    (tmp_path / "vae_digits.pt").mkdir()  # the checkpoint cannot be written
+    code = main(["dream", "--dataset", "digits", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "s.png")])
+    result = last_json(capsys.readouterr().out)
+    assert code == 1 and result["success"] is False and result["files"] == []
+    assert result["message"].startswith("IsADirectoryError: ") and "vae_digits.pt" in result["message"]
+
+
 def test_the_cloudtune_script_ends_stdout_with_the_json_line(tmp_path):
     p = subprocess.run([str(Path(sys.executable).parent / "cloudtune"), "dream", "--data", str(tmp_path)], capture_output=True, text=True,
                        timeout=300, cwd=tmp_path)

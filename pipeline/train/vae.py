@@ -10,6 +10,7 @@ Every file is written atomically. The result is the spec's contract: {"success":
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -227,4 +228,5 @@ def run_dream(settings: DreamSettings, progress: bool = True) -> tuple[dict, int
     except DreamError as exc:
         return {"success": False, "files": [], "message": str(exc)}, exc.code
     except Exception as exc:  # noqa: BLE001 - any failure of the work becomes the contract's failure result
+        logging.getLogger(__name__).debug("dream: training failed", exc_info=True)  # the traceback, with cloudtune -v
         return {"success": False, "files": [], "message": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}, EXIT_FAILED
