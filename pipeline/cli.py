@@ -221,6 +221,24 @@ def cmd_publish(args: argparse.Namespace) -> int:
     record = publish_run(args.run_id, args.embedder, args.kind)
     print(f"publish: run {record['run_id']} ({record['embedder']}, {record['index_kind']}) is now published")
     return 0
+def cmd_dream(args: argparse.Namespace) -> int:
+    """The spec's contract: progress on stderr, the JSON result as the last stdout line, exit 0 / 1 (failed) / 2 (bad input)."""
+    from pipeline.config import DreamSettings
+    from pipeline.train.vae import run_dream
+
+    try:
+        settings = config.section(DreamSettings, config.load(), "dream", data_dir=args.data, dataset=args.dataset, epochs=args.epochs,
+                                  batch_size=args.batch_size, latent_dim=args.latent_dim, lr=args.lr, out=args.out, device=args.device, seed=args.seed)
+    except config.ConfigError as exc:
+        result, code = {"success": False, "files": [], "message": str(exc)}, EXIT_USAGE
+    else:
+        result, code = run_dream(settings)
+    if not result["success"]:
+        print(f"cloudtune dream: error: {result['message']}", file=sys.stderr)
+    else:
+        print(result["message"])
+    print(json.dumps(result), flush=True)
+    return code
 
 
 def _add_source_args(s: argparse.ArgumentParser) -> None:
@@ -377,6 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", choices=INDEX_KINDS)
     s.add_argument("--show", action="store_true")
     s.set_defaults(func=cmd_publish)
+    s = sub.add_parser("dream", help="train the MNIST VAE (dream generator) and save 64 dreamed digits as an 8x8 grid; JSON result on stdout")
+    s.add_argument("--data", help="folder with the MNIST IDX files (config dream.data_dir)")
+    s.add_argument("--dataset", choices=("mnist", "digits"), help="mnist (IDX files under --data) | digits (bundled with scikit-learn, offline)")
+    s.add_argument("--epochs", type=int, help="config dream.epochs")
+    s.add_argument("--batch-size", type=int, help="config dream.batch_size")
+    s.add_argument("--latent-dim", type=int, help="config dream.latent_dim")
+    s.add_argument("--lr", type=float, help="Adam learning rate (config dream.lr)")
+    s.add_argument("--out", help="sample grid PNG (config dream.out); the other files go beside it")
+    s.add_argument("--device", help="auto | cpu | cuda (config dream.device)")
+    s.add_argument("--seed", type=int, help="config dream.seed")
+    s.set_defaults(func=cmd_dream)
 
     s = sub.add_parser("demo", help="demo catalog + ingest + tokenize + summaries (what `make demo` runs)")
     s.add_argument("--tracks", type=int)

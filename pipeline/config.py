@@ -220,6 +220,41 @@ class SplitSettings:
     group_by: str | None = None
 
 
+@dataclass(frozen=True)
+class DreamSettings:
+    """`cloudtune dream`: the MNIST VAE of the spec (defaults: configs/pipeline.yaml, section dream)."""
+
+    data_dir: str = "./data"
+    dataset: str = "mnist"
+    epochs: int = 10
+    batch_size: int = 128
+    latent_dim: int = 2
+    hidden: int = 400
+    lr: float = 1e-3
+    out: str = "dreams/dream_sample.png"
+    device: str = "auto"
+    seed: int = 0
+    threads: int = 0
+    samples: int = 64
+    grid_cols: int = 8
+    grid_padding: int = 2
+    manifold_steps: int = 20
+    manifold_span: float = 3.0
+
+
+@dataclass(frozen=True)
+class CatalogVAESettings:
+    """The VAE trained on track embeddings for the 2-D catalog map and outlier scores (section catalog_vae)."""
+
+    hidden: int = 128
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    threads: int = 1
+    top_outliers: int = 10
+
+
 TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": TrainSettings, "splits": SplitSettings}
 
 SECTIONS: dict[str, type] = {
@@ -229,6 +264,8 @@ SECTIONS: dict[str, type] = {
     "tokenize": TokenizeSettings,
     "rvq": RVQSettings,
     "moss": MossSettings,
+    "dream": DreamSettings,
+    "catalog_vae": CatalogVAESettings,
 }
 
 
