@@ -348,6 +348,7 @@ class LatencySettings:
 class EvalRunSettings:
     embedders: tuple[str, ...] = ("mel-stats", "contrastive")
     index_kinds: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
+    catalog_vae: bool = True
 
 
 INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSettings, "ivfpq": IVFPQSettings, "search": SearchSettings,
