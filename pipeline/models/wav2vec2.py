@@ -60,24 +60,30 @@ def check_audio(array: Any, sampling_rate: Any, max_seconds: float | None = None
     if isinstance(array, np.ndarray):
         if array.ndim != 1 or array.dtype.kind not in "fiu":
             raise ValueError(f"{where}.array: expected a flat list of numbers, got an array of shape {list(array.shape)} and dtype {array.dtype}")
-        wave = array.astype(np.float32)
+        wave = array
     else:
         if not isinstance(array, list):
             raise ValueError(f"{where}.array: expected a list of numbers, got {type(array).__name__}")
         bad = next((i for i, v in enumerate(array) if type(v) not in (int, float)), None)
         if bad is not None:
             raise ValueError(f"{where}.array[{bad}]: not a number ({json.dumps(array[bad])[:40]})")
-        wave = np.asarray(array, dtype=np.float64)
-        if wave.size and np.abs(wave).max(initial=0.0) > np.finfo(np.float32).max:
-            idx = int(np.argmax(np.abs(wave) > np.finfo(np.float32).max))
-            raise ValueError(f"{where}.array[{idx}]: {array[idx]!r} does not fit in float32")
-        wave = wave.astype(np.float32)
+        try:
+            wave = np.asarray(array, dtype=np.float64)
+        except OverflowError:
+            idx = next(i for i, v in enumerate(array) if type(v) is int and abs(v) > 2**1023)
+            raise ValueError(f"{where}.array[{idx}]: {str(array[idx])[:20]}... does not fit in float32") from None
     if wave.size == 0:
         raise ValueError(f"no audio: {where}.array is empty")
     finite = np.isfinite(wave)
     if not finite.all():
         idx = int(np.argmin(finite))
         raise ValueError(f"{where}.array[{idx}]: not finite ({wave[idx]})")
+    if wave.dtype != np.float32:
+        too_big = np.abs(wave) > np.finfo(np.float32).max
+        if too_big.any():
+            idx = int(np.argmax(too_big))
+            raise ValueError(f"{where}.array[{idx}]: {float(wave[idx])!r} does not fit in float32")
+        wave = wave.astype(np.float32)
     if type(sampling_rate) not in (int, float) and not isinstance(sampling_rate, np.integer):
         raise ValueError(f"{where}.sampling_rate: expected a positive number, got {json.dumps(sampling_rate) if sampling_rate is not None else 'nothing'}")
     if not math.isfinite(sampling_rate) or sampling_rate <= 0 or int(sampling_rate) != sampling_rate:
