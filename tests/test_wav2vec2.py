@@ -91,6 +91,9 @@ def test_embed_resamples_with_soxr_and_picks_a_layer(models, tmp_path, capsys, m
     np.testing.assert_allclose(json.loads(out)["embedding"], direct(models["group"], at16k, layer=1), rtol=1e-5, atol=1e-6)
     code, out, err = embed_cli(capsys, "--model", str(models["group"]), "--layer", "0", stdin=request(wave, 44100), monkeypatch=monkeypatch)
     np.testing.assert_allclose(json.loads(out)["embedding"], direct(models["group"], at16k, layer=0), rtol=1e-5, atol=1e-6)
+    code, out, err = embed_cli(capsys, "--model", str(models["layer"]), "--layer", "-2", stdin=request(wave, 44100), monkeypatch=monkeypatch)
+    assert code == 0, err
+    np.testing.assert_allclose(json.loads(out)["embedding"], direct(models["layer"], at16k, layer=1), rtol=1e-5, atol=1e-6)
     code, out, err = embed_cli(capsys, "--model", str(models["group"]), "--layer", "3", stdin=request(wave, 44100), monkeypatch=monkeypatch)
     assert code == 2 and out == "" and err.strip() == "cloudtune embed: error: --layer 3: the model has hidden states 0..2"
 

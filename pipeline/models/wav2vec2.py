@@ -167,7 +167,11 @@ class Wav2Vec2Features:
         self.num_layers = int(cfg.num_hidden_layers)
         if layer is not None and not -(self.num_layers + 1) <= layer <= self.num_layers:
             raise ValueError(f"--layer {layer}: the model has hidden states 0..{self.num_layers}")
-        self.layer = layer
+        self.layer = layer if layer is None or layer >= 0 else self.num_layers + 1 + layer
+        if self.layer is not None and self.layer < self.num_layers:
+            # hidden_states[N] does not depend on the layers after N: drop them (less compute and memory). One layer stays,
+            # since transformers records hidden_states[0] as the input of the first layer.
+            self.model.encoder.layers = self.model.encoder.layers[: max(self.layer, 1)]
         self.dim = int(cfg.hidden_size)
         self.norm = str(cfg.feat_extract_norm)
         self.use_mask = bool(self.fe.return_attention_mask)  # HF's rule: pass a mask only when the feature extractor returns one
