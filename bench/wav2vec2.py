@@ -17,6 +17,7 @@ Prints the machine's load average too: other jobs on a 2-core machine move these
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -70,7 +71,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--threads", default="1,2", help="torch thread counts to try, for the original loop and the batched embedder")
     ap.add_argument("--dtypes", default="float32,bfloat16", help="dtypes to try for the batched embedder")
-    ap.add_argument("--batch-size", type=int, help="config wav2vec2.batch_size")
+    ap.add_argument("--batch-sizes", help="batch sizes to try for the embedder (default: config wav2vec2.batch_size)")
+    ap.add_argument("--skip-service", action="store_true")
     ap.add_argument("--service-calls", type=int, default=10)
     ap.add_argument("--service-dtypes", default="float32,bfloat16", help="wav2vec2.dtype for the service, one service run each")
     ap.add_argument("--service-threads", type=int, default=None, help="wav2vec2.threads for the service (default: the config's)")
@@ -87,7 +89,7 @@ def main() -> int:
     from pipeline.service.worker import proc_memory_mb
 
     settings = config.section(config.Wav2Vec2Settings, config.load(), "wav2vec2")
-    batch_size = args.batch_size or settings.batch_size
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else [None]  # None: the config's batching
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, default threads {torch.get_num_threads()}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, device {args.device}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,19 +118,27 @@ def main() -> int:
         print(f"{'batched embedder':28s} {'clips/s':>8s} {'ms/clip':>8s} {'x loop':>7s} {'x best loop':>11s} {'max 1-cos':>10s}")
         for dtype in args.dtypes.split(","):
             for threads in thread_counts:
-                features = Wav2Vec2Features(model_dir, device=args.device, dtype=dtype, threads=threads, batch_size=batch_size,
-                                            max_batch_seconds=settings.max_batch_seconds)
-                embedder = Wav2Vec2Embedder(features, sample_rate=24000)
-                embedder.embed(clips[:batch_size])  # warm-up
-                t0 = time.perf_counter()
-                vectors = embedder.embed(clips)
-                took = time.perf_counter() - t0
-                rate = args.clips / took
-                label = f"{dtype}, {threads} thread{'s' if threads > 1 else ''}, batch {batch_size}"
-                print(f"{label:28s} {rate:8.2f} {took / args.clips * 1e3:8.0f} {rate / loop_rate:7.2f} {rate / best_loop:11.2f} {cosine_gap(vectors, ref):10.2e}")
-                del features, embedder
+                for batch_size in batch_sizes:
+                    if batch_size is None:
+                        features = Wav2Vec2Features(model_dir, device=args.device, dtype=dtype, threads=threads, batch_size=settings.batch_size,
+                                                    max_batch_seconds=settings.max_batch_seconds, cpu_max_batch_seconds=settings.cpu_max_batch_seconds)
+                    else:
+                        features = Wav2Vec2Features(model_dir, device=args.device, dtype=dtype, threads=threads, batch_size=batch_size,
+                                                    max_batch_seconds=batch_size * args.seconds)
+                    embedder = Wav2Vec2Embedder(features, sample_rate=24000)
+                    batch_size = len(features.batches([len(c) * 2 // 3 for c in clips])[0])
+                    embedder.embed(clips[:batch_size])  # warm-up
+                    t0 = time.perf_counter()
+                    vectors = embedder.embed(clips)
+                    took = time.perf_counter() - t0
+                    rate = args.clips / took
+                    label = f"{dtype}, {threads} thread{'s' if threads > 1 else ''}, batch {batch_size}"
+                    print(f"{label:28s} {rate:8.2f} {took / args.clips * 1e3:8.0f} {rate / loop_rate:7.2f} {rate / best_loop:11.2f} "
+                          f"{cosine_gap(vectors, ref):10.2e}")
+                    del features, embedder
+                    gc.collect()
 
-        for service_dtype in args.service_dtypes.split(","):
+        for service_dtype in [] if args.skip_service else args.service_dtypes.split(","):
             env = {"CLOUDTUNE__WAV2VEC2__DTYPE": service_dtype, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
             if args.service_threads is not None:
                 env["CLOUDTUNE__WAV2VEC2__THREADS"] = str(args.service_threads)

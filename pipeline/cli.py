@@ -158,7 +158,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         if args.isolated:
             vector = _embed_isolated(settings, wave, sr)
         else:
-            vector = wav2vec2.features_from_settings(settings).embed_one(wave, sr)
+            features = wav2vec2.features_from_settings(settings)
+            vector = features.embed_one(wave, sr)
+            log.info("embed: %s", features.last_shapes)
     log.info("embed: embedding [%d]", vector.shape[0])
     print(json.dumps({"embedding": vector.astype(float).tolist()}))
     return 0

@@ -229,6 +229,7 @@ class Wav2Vec2Settings:
     threads: int = 0
     batch_size: int = 8
     max_batch_seconds: float = 80.0
+    cpu_max_batch_seconds: float = 10.0
     pad_group_norm: bool = False
     max_seconds: float = 600.0
     resample_quality: str = "HQ"

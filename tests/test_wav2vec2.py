@@ -80,6 +80,7 @@ def test_embed_equals_the_mean_of_last_hidden_state(models, kind, tmp_path, caps
     vec = np.asarray(json.loads(out)["embedding"])
     assert vec.shape == (32,)
     np.testing.assert_allclose(vec, direct(models[kind], wave), rtol=1e-5, atol=1e-6)
+    assert "input [1, 16000] -> last_hidden_state [1, 199, 32] -> pooled [1, 32]" in caplog.text
     assert "hidden 32" in caplog.text and ("attention mask yes" if kind == "layer" else "attention mask no") in caplog.text
 
 
@@ -142,14 +143,17 @@ def test_model_and_device_errors(capsys, monkeypatch, tmp_path, models):
     code, out, err = embed_cli(capsys, "--model", str(models["group"]), stdin=ok, monkeypatch=monkeypatch)
     assert code == 2 and "0.2 s of audio is over the 0.1 s limit" in err
     if not torch.cuda.is_available():
-        code, out, err = embed_cli(capsys, "--model", str(models["group"]), "--device", "cuda", stdin=request(clip(0.05, 16000), 16000), monkeypatch=monkeypatch)
-        assert code == 2 and out == "" and err.strip().endswith("--device cuda: no CUDA device is available (torch " + torch.__version__ + "); use --device cpu or auto")
+        tiny = request(clip(0.05, 16000), 16000)
+        code, out, err = embed_cli(capsys, "--model", str(models["group"]), "--device", "cuda", stdin=tiny, monkeypatch=monkeypatch)
+        assert code == 2 and out == ""
+        assert err.strip().endswith(f"--device cuda: no CUDA device is available (torch {torch.__version__}); use --device cpu or auto")
 
 
 def test_cloudtune_embed_isolated_prints_only_the_json(models, tmp_path):
     """The real console script through the model service's worker process: stdout is the result JSON only."""
     wave = clip(0.5, 22050, seed=7)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+           "CLOUDTUNE__WAV2VEC2__THREADS": "1"}
     p = subprocess.run([CLOUDTUNE, "embed", "--model", str(models["layer"]), "--isolated"], input=request(wave, 22050), capture_output=True,
                        text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
@@ -165,7 +169,7 @@ def test_embedder_batches_equal_one_clip_at_a_time(models, kind):
     lengths = [1.0, 0.5, 1.0, 0.75, 1.0, 0.5, 0.3]
     waves = [clip(s, 24000, seed=i) for i, s in enumerate(lengths)]
     features = Wav2Vec2Features(str(models[kind]), device="cpu", batch_size=3, max_batch_seconds=2.5)
-    embedder = get_wav2vec2_embedder(Wav2Vec2Settings(model=str(models[kind]), batch_size=3, max_batch_seconds=2.5), device="cpu")
+    embedder = get_wav2vec2_embedder(Wav2Vec2Settings(model=str(models[kind]), batch_size=3, cpu_max_batch_seconds=2.5), device="cpu")
     assert isinstance(embedder, SegmentEmbedder) and embedder.name == "wav2vec2" and embedder.dim == 32 and embedder.sample_rate == 24000
     vectors = embedder.embed(waves)
     assert vectors.shape == (7, 32) and vectors.dtype == np.float32

@@ -156,8 +156,8 @@ class Wav2Vec2Features:
     """Mean-pooled wav2vec2 hidden states of clips at any rate: ``embed_one`` (the JSON contract) and ``embed_batch``."""
 
     def __init__(self, model: str | None, layer: int | None = None, device: str = "auto", dtype: str = "auto", allow_download: bool = False,
-                 threads: int = 0, batch_size: int = 8, max_batch_seconds: float = 80.0, pad_group_norm: bool = False,
-                 resample_quality: str = "HQ"):
+                 threads: int = 0, batch_size: int = 8, max_batch_seconds: float = 80.0, cpu_max_batch_seconds: float | None = None,
+                 pad_group_norm: bool = False, resample_quality: str = "HQ"):
         if threads > 0:
             torch.set_num_threads(threads)
         t0 = time.perf_counter()
@@ -175,9 +175,11 @@ class Wav2Vec2Features:
         self.dim = int(cfg.hidden_size)
         self.norm = str(cfg.feat_extract_norm)
         self.use_mask = bool(self.fe.return_attention_mask)  # HF's rule: pass a mask only when the feature extractor returns one
-        self.batch_size, self.max_batch_seconds = batch_size, max_batch_seconds
+        self.batch_size = batch_size
+        self.max_batch_seconds = cpu_max_batch_seconds if self.device == "cpu" and cpu_max_batch_seconds is not None else max_batch_seconds
         self.exact_lengths = not self.use_mask and not pad_group_norm
         self.resample_quality = resample_quality
+        self.last_shapes = ""
         self.fingerprint = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
         log.info("wav2vec2: %s on %s (%s): %d layers, hidden %d, %s-norm features, attention mask %s; loaded in %.2f s", self.loaded.source,
                  self.device, str(self.dtype).removeprefix("torch."), self.num_layers, self.dim, self.norm, "yes" if self.use_mask else "no",
@@ -198,8 +200,9 @@ class Wav2Vec2Features:
         frames = self.model._get_feat_extract_output_lengths(lengths).to(hidden.device)
         keep = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frames[:, None]).to(hidden.dtype)
         pooled = (hidden * keep[..., None]).sum(1, dtype=torch.float32) / frames[:, None].to(torch.float32)
-        log.debug("wav2vec2: input %s -> hidden %s (layer %s) -> %s", list(values.shape), list(hidden.shape),
-                  "last" if self.layer is None else self.layer, list(pooled.shape))
+        which = "last_hidden_state" if self.layer is None else f"hidden_states[{self.layer}]"
+        self.last_shapes = f"input {list(values.shape)} -> {which} {list(hidden.shape)} -> pooled {list(pooled.shape)}"
+        log.debug("wav2vec2: %s", self.last_shapes)
         return pooled.float().cpu().numpy()
 
     def embed_one(self, wave: np.ndarray, sr: int) -> np.ndarray:
@@ -208,7 +211,8 @@ class Wav2Vec2Features:
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Length bucketing: indices sorted by length, cut into batches of at most ``batch_size`` clips and
-        ``max_batch_seconds`` of padded audio; with ``exact_lengths`` a batch holds one length only."""
+        ``max_batch_seconds`` (``cpu_max_batch_seconds`` on the CPU) of padded audio; with ``exact_lengths`` a batch
+        holds one length only. A clip longer than the budget gets a batch of its own."""
         order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
         out: list[list[int]] = []
         for i in order:
@@ -266,8 +270,8 @@ def features_from_settings(settings=None, device: str | None = None, model: str 
     if not model:
         raise Wav2Vec2NotConfigured("wav2vec2: no model configured (set wav2vec2.model or CLOUDTUNE__WAV2VEC2__MODEL to a local directory)")
     return Wav2Vec2Features(model, layer=s.layer if layer is None else layer, device=device or s.device, dtype=s.dtype, allow_download=s.allow_download,
-                            threads=s.threads, batch_size=s.batch_size, max_batch_seconds=s.max_batch_seconds, pad_group_norm=s.pad_group_norm,
-                            resample_quality=s.resample_quality)
+                            threads=s.threads, batch_size=s.batch_size, max_batch_seconds=s.max_batch_seconds,
+                            cpu_max_batch_seconds=s.cpu_max_batch_seconds, pad_group_norm=s.pad_group_norm, resample_quality=s.resample_quality)
 
 
 def get_wav2vec2_embedder(settings=None, device: str | None = None, sample_rate: int | None = None, progress: bool = False) -> Wav2Vec2Embedder:

@@ -81,10 +81,10 @@ class ModelService:
     def initialize(self, preload: bool = False) -> dict[str, Any]:
         """Start the backend and read the handler's capabilities; ``preload`` also loads the model now rather than on first use."""
         self.backend.start()
-        self.handler_caps = self.call("capabilities")
+        self.handler_caps = self.call("capabilities", record=False)
         if preload:
-            self.call("load")
-            self.handler_caps = self.call("capabilities")
+            self.call("load", record=False)
+            self.handler_caps = self.call("capabilities", record=False)
         self.initialized = True
         return self.capabilities()
 
@@ -101,17 +101,20 @@ class ModelService:
 
     # --- work -----------------------------------------------------------------------------------
 
-    def call(self, method: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
-        """One request through the retries and the circuit breaker; counted and timed."""
+    def call(self, method: str, params: dict[str, Any] | None = None, timeout: float | None = None, record: bool = True) -> Any:
+        """One request through the retries and the circuit breaker; counted and timed unless ``record`` is false."""
         s = self.settings
         t0 = time.perf_counter()
         try:
             result = retry(lambda: self.breaker.call(self.backend.request, method, params, timeout), s.retries, is_retryable,
                            s.backoff_base_s, s.backoff_max_s, on_retry=lambda *_: self.counts.update(["retries"]))
         except Exception:
-            self.counts.update(["requests", "failures"])
+            if record:
+                self.counts.update(["requests", "failures"])
             raise
         elapsed = time.perf_counter() - t0
+        if not record:
+            return result
         with self._lock:
             self.counts.update(["requests", "successes"])
             self.latencies.append(elapsed)

@@ -18,7 +18,8 @@ def backoff_delay(attempt: int, base: float, maximum: float, rand: Callable[[], 
 
 
 def retry(fn: Callable[[], T], retries: int, retryable: Callable[[BaseException], bool], base_delay: float = 0.2, max_delay: float = 5.0,
-          sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random, on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
+          sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
+          on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
     """Call ``fn`` up to ``1 + retries`` times. An error for which ``retryable(exc)`` is false is raised at once;
     after the last attempt the last error is raised."""
     attempt = 0
