@@ -145,7 +145,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     try:
         text = args.input.read_text() if args.input else sys.stdin.read()
     except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as exc:
-        raise CommandError(f"--input {args.input}: cannot read: {exc.strerror if isinstance(exc, OSError) else exc}", EXIT_USAGE) from None
+        where = f"--input {args.input}" if args.input else "stdin"
+        raise CommandError(f"{where}: cannot read: {exc.strerror if isinstance(exc, OSError) else exc}", EXIT_USAGE) from None
     try:
         wave, sr = wav2vec2.parse_request(text, settings.max_seconds)
     except ValueError as exc:

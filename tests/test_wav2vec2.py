@@ -195,8 +195,12 @@ def test_embedder_not_configured_is_one_line(monkeypatch, models):
     assert "\n" not in str(err.value) and "no model configured" in str(err.value)
     monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__MODEL", str(models["group"]))
     monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__LAYER", "1")
+    monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__THREADS", "1")
     embedder = get_wav2vec2_embedder(device="cpu")
     assert embedder.manifest()["layer"] == 1 and embedder.dim == 32
+    before = torch.get_num_threads()
+    assert embedder.embed([clip(0.3, 24000)]).shape == (1, 32)
+    assert torch.get_num_threads() == before  # wav2vec2.threads applies while embedding only
 
 
 def test_service_analyze_in_process(models):

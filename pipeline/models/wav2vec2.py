@@ -17,6 +17,7 @@ Models load from a local directory, or a hub id when ``wav2vec2.allow_download``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -158,8 +159,7 @@ class Wav2Vec2Features:
     def __init__(self, model: str | None, layer: int | None = None, device: str = "auto", dtype: str = "auto", allow_download: bool = False,
                  threads: int = 0, batch_size: int = 8, max_batch_seconds: float = 80.0, cpu_max_batch_seconds: float | None = None,
                  pad_group_norm: bool = False, resample_quality: str = "HQ"):
-        if threads > 0:
-            torch.set_num_threads(threads)
+        self.threads = threads
         t0 = time.perf_counter()
         self.loaded = load_model(model, device, dtype, allow_download)
         self.fe, self.model, self.device, self.dtype = self.loaded.feature_extractor, self.loaded.model, self.loaded.device, self.loaded.dtype
@@ -205,9 +205,22 @@ class Wav2Vec2Features:
         log.debug("wav2vec2: %s", self.last_shapes)
         return pooled.float().cpu().numpy()
 
+    @contextlib.contextmanager
+    def cpu_threads(self):
+        """torch's CPU thread count set to ``threads`` (when > 0) for the duration, then put back: no global side effect."""
+        previous = torch.get_num_threads()
+        if self.threads > 0 and self.threads != previous:
+            torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
+
     def embed_one(self, wave: np.ndarray, sr: int) -> np.ndarray:
         """The JSON contract: one clip at rate ``sr`` -> float32 [dim], the mean of last_hidden_state (or hidden_states[layer])."""
-        return self.forward([self.to_model_rate(wave, sr)])[0]
+        with self.cpu_threads():
+            return self.forward([self.to_model_rate(wave, sr)])[0]
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Length bucketing: indices sorted by length, cut into batches of at most ``batch_size`` clips and
@@ -231,8 +244,9 @@ class Wav2Vec2Features:
         resampled = [self.to_model_rate(w, sr) for w in waves]
         out = np.zeros((len(resampled), self.dim), dtype=np.float32)
         groups = self.batches([w.shape[0] for w in resampled])
-        for group in tqdm(groups, desc="wav2vec2", unit="batch", disable=not progress, leave=False):
-            out[group] = self.forward([resampled[i] for i in group])
+        with self.cpu_threads():
+            for group in tqdm(groups, desc="wav2vec2", unit="batch", disable=not progress, leave=False):
+                out[group] = self.forward([resampled[i] for i in group])
         return out
 
     def manifest(self) -> dict[str, Any]:
@@ -322,7 +336,8 @@ class Wav2Vec2Handler:
         wave, sr = check_audio(array, sampling_rate, self.max_seconds)
         t0 = time.perf_counter()
         resampled = self.features.to_model_rate(wave, sr)
-        embedding = self.features.forward([resampled])[0]
+        with self.features.cpu_threads():
+            embedding = self.features.forward([resampled])[0]
         frames = int(self.features.model._get_feat_extract_output_lengths(torch.tensor(resampled.shape[0])))
         level = audio_io.rms_dbfs(wave)
         return {"embedding": embedding, "duration_s": wave.size / sr, "sampling_rate": sr, "rms_dbfs": level if math.isfinite(level) else None,
