@@ -239,6 +239,51 @@ def cmd_dream(args: argparse.Namespace) -> int:
         print(result["message"])
     print(json.dumps(result), flush=True)
     return code
+def cmd_embed(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from pipeline.config import Wav2Vec2Settings
+    from pipeline.models import wav2vec2
+
+    settings = config.section(Wav2Vec2Settings, config.load(), "wav2vec2", model=args.model, layer=args.layer, device=args.device)
+    try:
+        text = args.input.read_text() if args.input else sys.stdin.read()
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as exc:
+        where = f"--input {args.input}" if args.input else "stdin"
+        raise CommandError(f"{where}: cannot read: {exc.strerror if isinstance(exc, OSError) else exc}", EXIT_USAGE) from None
+    try:
+        wave, sr = wav2vec2.parse_request(text, settings.max_seconds)
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    if not settings.model:
+        raise CommandError("no model: pass --model (a local wav2vec2 directory or hub id) or set wav2vec2.model", EXIT_USAGE)
+    log = logging.getLogger("pipeline.embed")
+    log.info("embed: %d samples at %d Hz (%.2f s)", wave.size, sr, wave.size / sr)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout holds the result JSON only
+        if args.isolated:
+            vector = _embed_isolated(settings, wave, sr)
+        else:
+            features = wav2vec2.features_from_settings(settings)
+            vector = features.embed_one(wave, sr)
+            log.info("embed: %s", features.last_shapes)
+    log.info("embed: embedding [%d]", vector.shape[0])
+    print(json.dumps({"embedding": vector.astype(float).tolist()}))
+    return 0
+
+
+def _embed_isolated(settings, wave, sr):
+    from pipeline.service.bridge import RemoteError
+    from pipeline.service.model_service import ModelService
+
+    init = {"model": settings.model, "layer": settings.layer, "device": settings.device}
+    service = ModelService("pipeline.models.wav2vec2:Wav2Vec2Handler", init, isolated=True, name="wav2vec2-worker")
+    try:
+        service.initialize()
+        return service.process(wave, sr)
+    except RemoteError as exc:
+        raise CommandError(exc.message, EXIT_FAILED if exc.retryable else EXIT_USAGE) from None
+    finally:
+        service.dispose()
 
 
 def _add_source_args(s: argparse.ArgumentParser) -> None:
@@ -406,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="auto | cpu | cuda (config dream.device)")
     s.add_argument("--seed", type=int, help="config dream.seed")
     s.set_defaults(func=cmd_dream)
+    s = sub.add_parser("embed", help="wav2vec2 embedding of one clip: JSON {audio: {array, sampling_rate}} in, {embedding: [...]} out")
+    s.add_argument("--model", help="local wav2vec2 directory or hub id (config wav2vec2.model)")
+    s.add_argument("--input", type=Path, help="read the JSON from this file instead of stdin")
+    s.add_argument("--layer", type=int, help="pool hidden_states[N] instead of last_hidden_state (config wav2vec2.layer)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), help="config wav2vec2.device")
+    s.add_argument("--isolated", action="store_true", help="run the model in a worker process through the model service")
+    s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("demo", help="demo catalog + ingest + tokenize + summaries (what `make demo` runs)")
     s.add_argument("--tracks", type=int)

@@ -255,6 +255,35 @@ class CatalogVAESettings:
     top_outliers: int = 10
 
 
+@dataclass(frozen=True)
+class Wav2Vec2Settings:
+    model: str | None = None
+    allow_download: bool = False
+    layer: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    threads: int = 1
+    batch_size: int = 8
+    max_batch_seconds: float = 80.0
+    cpu_max_batch_seconds: float = 10.0
+    pad_group_norm: bool = False
+    max_seconds: float = 600.0
+    resample_quality: str = "HQ"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    start_timeout_s: float = 120.0
+    request_timeout_s: float = 60.0
+    health_timeout_s: float = 5.0
+    retries: int = 2
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 5.0
+    breaker_max_failures: int = 5
+    breaker_reset_s: float = 30.0
+    latency_window: int = 1000
+
+
 TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": TrainSettings, "splits": SplitSettings}
 
 SECTIONS: dict[str, type] = {
@@ -266,6 +295,8 @@ SECTIONS: dict[str, type] = {
     "moss": MossSettings,
     "dream": DreamSettings,
     "catalog_vae": CatalogVAESettings,
+    "wav2vec2": Wav2Vec2Settings,
+    "service": ServiceSettings,
 }
 
 
