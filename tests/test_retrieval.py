@@ -222,3 +222,16 @@ def test_evaluate_on_postgres(built, run_env, pg_url, monkeypatch):
     assert set(summary.run_id) == {"r1"} and len(summary) == 2 * len(SETS) and summary.recall_at_10.between(0, 1).all()
     latency = reports.run_report("retrieval_latency", url=pg_url)
     assert list(latency.index_kind) == ["flat", "hnsw"] and (latency.search_p95_ms > 0).all()
+
+
+def test_wav2vec2_is_a_row_set_when_a_model_is_given_and_skipped_otherwise(run_env, tmp_path, monkeypatch):
+    from test_wav2vec2 import save_tiny
+
+    result = evaluate("r1", embedders=["mel-stats", "wav2vec2"], index_kinds=["flat"], publish=False, progress=False)
+    assert "no model configured" in result["skipped"]["wav2vec2"] and {r["embedder"] for r in result["rows"]} == {"mel-stats"}
+    monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__MODEL", str(save_tiny(tmp_path / "w2v", layer_norm=True)))
+    result = evaluate("r1", embedders=["wav2vec2"], index_kinds=["flat", "hnsw"], publish=False, progress=False)
+    rows = {(r["index_kind"], r["query_set"], r["metric"], r["k"]) for r in result["rows"] if r["embedder"] == "wav2vec2"}
+    assert {("flat", q, "recall", 1) for q in SETS} <= rows and ("hnsw", "all", "recall_vs_exact", 10) in rows
+    manifest = json.loads((run_env / "runs" / "r1" / "index" / "wav2vec2" / "flat" / "manifest.json").read_text())
+    assert manifest["embedder"]["model"].endswith("w2v") and manifest["dim"] == get_embedder("wav2vec2").dim

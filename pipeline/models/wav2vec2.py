@@ -272,7 +272,8 @@ class Wav2Vec2Embedder:
         return l2_normalize(self.features.embed_batch(waves, self.sample_rate, progress=self.progress))
 
     def manifest(self) -> dict[str, Any]:
-        return {"name": self.name, "sample_rate": self.sample_rate, **self.features.manifest()}
+        m = self.features.manifest()
+        return {"name": self.name, "sample_rate": self.sample_rate, **m, "version": f"{m['config_sha1']}/layer{m['layer']}"}
 
 
 def features_from_settings(settings=None, device: str | None = None, model: str | None = None, layer: int | None = None) -> Wav2Vec2Features:
