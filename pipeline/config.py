@@ -210,6 +210,7 @@ class TrainSettings:
     num_workers: int = 0
     seed: int = 0
     amp: bool = True
+    ema_decay: float = 0.0
 
 
 @dataclass(frozen=True)

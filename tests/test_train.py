@@ -99,7 +99,11 @@ def test_pair_dataset_views_are_random_crops_and_reproducible(tmp_path):
     assert (batch["a"][~batch["a_mask"].unsqueeze(1).expand_as(batch["a"])] == pad_id(1024)).all()
 
 
-def test_training_learns_and_a_killed_run_resumes_to_the_same_weights(db_url, tokens, tiny_config, home):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_training_learns_and_a_killed_run_resumes_to_the_same_weights(db_url, tokens, tiny_config, home, ema_decay):
+    cfg = yaml.safe_load(tiny_config.read_text())
+    cfg["training"]["ema_decay"] = ema_decay
+    tiny_config.write_text(yaml.safe_dump(cfg))
     straight = train_embedder(tokens, run_id="straight", config_path=tiny_config, device="cpu", progress=False)
     hist = straight["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3] and straight["online_augmentation"] is True
@@ -121,6 +125,11 @@ def test_training_learns_and_a_killed_run_resumes_to_the_same_weights(db_url, to
     b, meta = load_embedder(resumed["checkpoint"])
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert meta["epoch"] == 2 and not list((home / "runs" / "killed" / "models").glob(".*"))
+    raw = torch.load(straight["checkpoint"], weights_only=False)
+    assert ("ema_model" in raw) == (ema_decay > 0)  # search loads the averaged weights when training kept them
+    if ema_decay:
+        assert not torch.equal(raw["model"]["project.weight"], raw["ema_model"]["project.weight"])
+        assert torch.equal(a.state_dict()["project.weight"], raw["ema_model"]["project.weight"])
     splits_dir = home / "runs" / "straight" / "splits"
     sets = {s: {line.split(".")[0] for line in (splits_dir / f"{s}.txt").read_text().split()} for s in ("train", "val", "test")}
     assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
