@@ -44,7 +44,8 @@ def _mark_failed(context) -> None:
     """A task failed for good (retries spent): the pipeline run is failed too."""
     from pipeline.flow import finish, pipeline_run_id
 
-    finish(pipeline_run_id(context["run_id"], context["params"].get("run_id")), "failed", f"task {context['ti'].task_id} failed")
+    reason = context.get("exception")
+    finish(pipeline_run_id(context["run_id"], context["params"].get("run_id")), "failed", f"task {context['ti'].task_id} failed: {reason}")
 
 
 @dag(

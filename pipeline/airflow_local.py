@@ -44,7 +44,7 @@ def _configure() -> None:
     if "airflow" in sys.modules and sys.modules["airflow"].__dict__.get("_cloudtune_home") not in (None, env["AIRFLOW_HOME"]):
         raise RuntimeError(f"airflow is already configured for {sys.modules['airflow']._cloudtune_home}; start a new process")
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    os.environ.update(env)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW")})
     import airflow
 
     airflow._cloudtune_home = env["AIRFLOW_HOME"]
@@ -85,12 +85,17 @@ def ensure_pools(slots: int | None = None) -> dict[str, int]:
     return {name: slots}
 
 
-def load_dag(dag_id: str):
-    """The DAG ``dag_id`` from the project's dags/ folder; an import error is raised with its file and message."""
+def dag_bag():
+    """The project's dags/ folder parsed by Airflow (``.dags``, ``.import_errors``)."""
     _configure()
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS_DIR))
+    return DagBag(dag_folder=str(DAGS_DIR))
+
+
+def load_dag(dag_id: str):
+    """The DAG ``dag_id`` from the project's dags/ folder; an import error is raised with its file and message."""
+    bag = dag_bag()
     if bag.import_errors:
         path, message = next(iter(bag.import_errors.items()))
         raise RuntimeError(f"{path}: DAG import error: {' '.join(message.split())[-400:]}")
