@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import select, update
 
 from pipeline import config
 from pipeline.fsutil import atomic_path, write_json, write_text
 from pipeline.store import db
+from pipeline.store.tables import runs
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -134,8 +136,15 @@ def train_embedder(run_id: str, tokens_root: str, splits_dir: str, epochs: int |
     """Contrastive training of the run's embedder (resumes from its last checkpoint on a retry); returns the checkpoint path."""
     from pipeline.train.contrastive import train_embedder as train
 
+    with db.connect() as conn:  # training records itself under the run id: keep the DAG run's own `runs` row as it was
+        row = conn.execute(select(runs.c.kind, runs.c.config, runs.c.started_at).where(runs.c.run_id == run_id)).first()
     summary = train(tokens_root, splits_dir, run_id=run_id, config_path=train_config(run_id, embedding_dim), device=device, epochs=epochs,
                     resume=True)
+    if row is not None:
+        with db.connect() as conn:
+            conn.execute(update(runs).where(runs.c.run_id == run_id).values(kind=row.kind, config=row.config, started_at=row.started_at,
+                                                                              status="running", finished_at=None, message=None))
+            conn.commit()
     return summary["checkpoint"]
 
 
