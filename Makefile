@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench-ingest bench-tokenize bench-train schema lint clean
+.PHONY: install demo test bench-ingest bench-tokenize bench-train bench-demo schema lint clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ bench-tokenize: install
 # needs bench-tokenize first (it trains on that tokenized catalog)
 bench-train: install
 	$(BIN)/python bench/train_embedder.py
+
+# `make demo` end to end in a fresh home, with each DAG task's seconds
+bench-demo: install
+	$(BIN)/python bench/demo.py
 
 # Regenerate sql/schema.sql after changing pipeline/store/tables.py (a test checks they agree).
 schema: install
