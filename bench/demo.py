@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -31,6 +32,7 @@ def main() -> int:
         shutil.rmtree(args.home)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CLOUDTUNE"))}
     env["CLOUDTUNE_HOME"] = str(args.home)
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     p = subprocess.run([str(Path(sys.executable).parent / "cloudtune"), "demo"], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -43,7 +45,9 @@ def main() -> int:
     for task, index, a, b in rows:
         seconds = (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
         print(f"  {task}{f'[{index}]' if index >= 0 else ''}: {seconds:.1f}")
-    print(f"\ncloudtune demo: exit {p.returncode}, {wall:.1f} s wall ({wall / 60:.2f} min) on {os.cpu_count()} cores")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"\ncloudtune demo: exit {p.returncode}, {wall:.1f} s wall ({wall / 60:.2f} min), {usage.ru_utime + usage.ru_stime:.0f} s CPU "
+          f"on {os.cpu_count()} cores; load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} (other work slows the wall time)")
     return p.returncode
 
 
