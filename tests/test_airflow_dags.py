@@ -36,10 +36,10 @@ TINY = {  # a 1-epoch, 32-wide embedder on a 16-code, 3-level codec; 2 query cli
     "CLOUDTUNE_TRAIN__EMBEDDER__HIDDEN": "64", "CLOUDTUNE_TRAIN__EMBEDDER__LAYERS": "1", "CLOUDTUNE_TRAIN__EMBEDDER__HEADS": "2",
     "CLOUDTUNE_TRAIN__EMBEDDER__MAX_FRAMES": "64", "CLOUDTUNE_TRAIN__TRAINING__BATCH_SIZE": "16", "CLOUDTUNE_TRAIN__TRAINING__CLIP_SECONDS": "2.0",
     "CLOUDTUNE_TRAIN__TRAINING__CLIPS_PER_TRACK": "4", "CLOUDTUNE_TRAIN__TRAINING__VAL_QUERIES_PER_TRACK": "2",
-    "CLOUDTUNE_TRAIN__TRAINING__NUM_WORKERS": "0", "CLOUDTUNE_TRAIN__SPLITS__VAL_RATIO": "0.2", "CLOUDTUNE_TRAIN__SPLITS__TEST_RATIO": "0.2",
+    "CLOUDTUNE_TRAIN__SPLITS__VAL_RATIO": "0.2", "CLOUDTUNE_TRAIN__SPLITS__TEST_RATIO": "0.2",
     "CLOUDTUNE_AIRFLOW__DAG__MIN_TRACKS_PER_SHARD": "4",  # 8 tracks -> 2 tokenize shards
     "CLOUDTUNE_AIRFLOW__DAG__RETRY_DELAY_S": "1",
-}
+}  # training.num_workers stays 1: a forked DataLoader worker after FAISS ran in the same dag.test() process (it used to hang)
 
 
 # --- integrity ------------------------------------------------------------------------------------
