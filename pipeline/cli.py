@@ -273,9 +273,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.catalog:
         conf["catalog"] = args.catalog
     dag_id = args.dag or config.load_airflow()["run"].dag_id
-    run_id = run_pipeline_dag(dag_id, conf)
-    if dag_id == "audio_retrieval" or dag_id == "nightly_reindex":
-        print_metric_table(run_id)
+    print_metric_table(run_pipeline_dag(dag_id, conf))
     return 0
 
 

@@ -113,6 +113,15 @@ def test_airflow_setup_creates_the_gpu_pool(bag, capsys):
     assert main(["airflow", "setup", "--gpu-slots", "0"]) == 2
 
 
+def test_run_rejects_bad_conf_before_starting_airflow(capsys):
+    from pipeline.cli import main
+
+    assert main(["run", "--conf", "{epochs: 2"]) == 2
+    assert "--conf: not valid JSON" in capsys.readouterr().err
+    assert main(["run", "--conf", "[1, 2]"]) == 2
+    assert "expected a JSON object of DAG params" in capsys.readouterr().err
+
+
 def test_pipeline_run_id_is_path_safe():
     assert flow.pipeline_run_id("manual__2026-01-02T03:04:05.678+00:00") == "manual__2026-01-02T03-04-05.678-00-00"
     assert flow.pipeline_run_id("scheduled__x", "my run/1") == "my-run-1"

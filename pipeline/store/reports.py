@@ -37,11 +37,19 @@ def resolve(name: str) -> Path:
     return path
 
 
+def defaults(sql: str) -> dict[str, str]:
+    """Parameter defaults a report declares in a ``-- defaults: k=10 max_drop=0.05`` comment line (values may be empty)."""
+    out: dict[str, str] = {}
+    for line in re.findall(r"^--\s*defaults:(.*)$", sql, flags=re.MULTILINE):
+        out.update(pair.split("=", 1) for pair in line.replace(",", " ").split() if "=" in pair)
+    return out
+
+
 def run_report(name: str, params: dict[str, str] | None = None, url: str | None = None) -> pd.DataFrame:
-    """Execute one report; ``:name`` placeholders in the SQL are bound from ``params``."""
+    """Execute one report; ``:name`` placeholders in the SQL are bound from ``params``, else from the report's declared defaults."""
     sql = resolve(name).read_text()
     wanted = set(re.findall(r"(?<!:):([A-Za-z_]\w*)", re.sub(r"--[^\n]*", "", sql)))
-    params = dict(params or {})
+    params = {**defaults(sql), **(params or {})}
     missing = sorted(wanted - set(params))
     if missing:
         raise ValueError(f"report {name!r}: needs parameter(s) {', '.join(missing)} (pass --param {missing[0]}=VALUE)")

@@ -1,4 +1,5 @@
 -- Nightly re-index runs (dags/nightly_reindex.py) against the succeeded nightly before them: mean Recall@K over the query sets per embedder and index kind, the drop, and whether it exceeds the threshold (params k, max_drop).
+-- defaults: k=10 max_drop=0.05
 WITH nightly AS (
     SELECT r.run_id, r.started_at, r.status, m.embedder, m.index_kind, AVG(m.value) AS recall
     FROM runs r
