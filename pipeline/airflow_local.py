@@ -31,7 +31,6 @@ def airflow_env(home: Path | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_DIR),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "CLOUDTUNE_HOME": str(config.home()),
         "CLOUDTUNE_DB_URL": config.db_url(),
     }
@@ -123,6 +122,7 @@ def standalone(port: int = 8080) -> int:
 
     ensure_pools()
     env = {**os.environ, **airflow_env(), "AIRFLOW__API__PORT": str(port)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # standalone starts `airflow ...` by name
     env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
     env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
     print(f"airflow: UI on http://127.0.0.1:{port} (dags {DAGS_DIR}, plugins {PLUGINS_DIR}); Ctrl-C stops it", file=sys.stderr)
