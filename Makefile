@@ -43,4 +43,4 @@ clean:
 	rm -rf $(VENV) var .pytest_cache
 
 lint: install
-	$(BIN)/python -m pip install --quiet ruff==0.17.6 && $(BIN)/ruff check pipeline tests bench
+	$(BIN)/python -m pip install --quiet ruff==0.17.6 && $(BIN)/ruff check pipeline tests bench dags plugins
