@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench-ingest bench-tokenize bench-train bench-demo schema lint clean
+.PHONY: install demo test bench-ingest bench-tokenize bench-train bench-vae bench-demo schema lint clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ bench-tokenize: install
 # needs bench-tokenize first (it trains on that tokenized catalog)
 bench-train: install
 	$(BIN)/python bench/train_embedder.py
+
+# one epoch of the dream generator VAE over 60k generated 28x28 images (no MNIST files needed)
+bench-vae: install
+	$(BIN)/python bench/vae_epoch.py
 
 # `make demo` end to end in a fresh home, with each DAG task's seconds
 bench-demo: install

@@ -221,6 +221,69 @@ def cmd_publish(args: argparse.Namespace) -> int:
     record = publish_run(args.run_id, args.embedder, args.kind)
     print(f"publish: run {record['run_id']} ({record['embedder']}, {record['index_kind']}) is now published")
     return 0
+def cmd_dream(args: argparse.Namespace) -> int:
+    """The spec's contract: progress on stderr, the JSON result as the last stdout line, exit 0 / 1 (failed) / 2 (bad input)."""
+    from pipeline.config import DreamSettings
+    from pipeline.train.vae import run_dream
+
+    try:
+        settings = config.section(DreamSettings, config.load(), "dream", data_dir=args.data, dataset=args.dataset, epochs=args.epochs,
+                                  batch_size=args.batch_size, latent_dim=args.latent_dim, lr=args.lr, out=args.out, device=args.device, seed=args.seed)
+    except config.ConfigError as exc:
+        result, code = {"success": False, "files": [], "message": str(exc)}, EXIT_USAGE
+    else:
+        result, code = run_dream(settings)
+    if not result["success"]:
+        print(f"cloudtune dream: error: {result['message']}", file=sys.stderr)
+    else:
+        print(result["message"])
+    print(json.dumps(result), flush=True)
+    return code
+def cmd_embed(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from pipeline.config import Wav2Vec2Settings
+    from pipeline.models import wav2vec2
+
+    settings = config.section(Wav2Vec2Settings, config.load(), "wav2vec2", model=args.model, layer=args.layer, device=args.device)
+    try:
+        text = args.input.read_text() if args.input else sys.stdin.read()
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as exc:
+        where = f"--input {args.input}" if args.input else "stdin"
+        raise CommandError(f"{where}: cannot read: {exc.strerror if isinstance(exc, OSError) else exc}", EXIT_USAGE) from None
+    try:
+        wave, sr = wav2vec2.parse_request(text, settings.max_seconds)
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    if not settings.model:
+        raise CommandError("no model: pass --model (a local wav2vec2 directory or hub id) or set wav2vec2.model", EXIT_USAGE)
+    log = logging.getLogger("pipeline.embed")
+    log.info("embed: %d samples at %d Hz (%.2f s)", wave.size, sr, wave.size / sr)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout holds the result JSON only
+        if args.isolated:
+            vector = _embed_isolated(settings, wave, sr)
+        else:
+            features = wav2vec2.features_from_settings(settings)
+            vector = features.embed_one(wave, sr)
+            log.info("embed: %s", features.last_shapes)
+    log.info("embed: embedding [%d]", vector.shape[0])
+    print(json.dumps({"embedding": vector.astype(float).tolist()}))
+    return 0
+
+
+def _embed_isolated(settings, wave, sr):
+    from pipeline.service.bridge import RemoteError
+    from pipeline.service.model_service import ModelService
+
+    init = {"model": settings.model, "layer": settings.layer, "device": settings.device}
+    service = ModelService("pipeline.models.wav2vec2:Wav2Vec2Handler", init, isolated=True, name="wav2vec2-worker")
+    try:
+        service.initialize()
+        return service.process(wave, sr)
+    except RemoteError as exc:
+        raise CommandError(exc.message, EXIT_FAILED if exc.retryable else EXIT_USAGE) from None
+    finally:
+        service.dispose()
 
 
 def _add_source_args(s: argparse.ArgumentParser) -> None:
@@ -259,7 +322,7 @@ def print_metric_table(run_id: str) -> None:
     from pipeline.flow import metric_summary
     from pipeline.store import reports
 
-    print(f"\nRetrieval metrics of run {run_id}, read back from {db_name()} (cloudtune report retrieval_summary --param run_id={run_id}):")
+    print(f"\nRetrieval metrics of run {run_id}, read back from {db_name()} (cloudtune report retrieval_run --param run_id={run_id}):")
     print(reports.format_frame(metric_summary(run_id).drop(columns=["run_id"]).round(4)))
 
 
@@ -438,6 +501,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", choices=INDEX_KINDS)
     s.add_argument("--show", action="store_true")
     s.set_defaults(func=cmd_publish)
+    s = sub.add_parser("dream", help="train the MNIST VAE (dream generator) and save 64 dreamed digits as an 8x8 grid; JSON result on stdout")
+    s.add_argument("--data", help="folder with the MNIST IDX files (config dream.data_dir)")
+    s.add_argument("--dataset", choices=("mnist", "digits"), help="mnist (IDX files under --data) | digits (bundled with scikit-learn, offline)")
+    s.add_argument("--epochs", type=int, help="config dream.epochs")
+    s.add_argument("--batch-size", type=int, help="config dream.batch_size")
+    s.add_argument("--latent-dim", type=int, help="config dream.latent_dim")
+    s.add_argument("--lr", type=float, help="Adam learning rate (config dream.lr)")
+    s.add_argument("--out", help="sample grid PNG (config dream.out); the other files go beside it")
+    s.add_argument("--device", help="auto | cpu | cuda (config dream.device)")
+    s.add_argument("--seed", type=int, help="config dream.seed")
+    s.set_defaults(func=cmd_dream)
+    s = sub.add_parser("embed", help="wav2vec2 embedding of one clip: JSON {audio: {array, sampling_rate}} in, {embedding: [...]} out")
+    s.add_argument("--model", help="local wav2vec2 directory or hub id (config wav2vec2.model)")
+    s.add_argument("--input", type=Path, help="read the JSON from this file instead of stdin")
+    s.add_argument("--layer", type=int, help="pool hidden_states[N] instead of last_hidden_state (config wav2vec2.layer)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), help="config wav2vec2.device")
+    s.add_argument("--isolated", action="store_true", help="run the model in a worker process through the model service")
+    s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("demo", help="demo catalog + ingest + `cloudtune run` of audio_retrieval + its metric table (what `make demo` runs)")
     s.add_argument("--tracks", type=int)
@@ -472,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cloudtune {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`cloudtune report ... | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as exc:
         if args.verbose:
             raise

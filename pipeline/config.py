@@ -210,6 +210,7 @@ class TrainSettings:
     num_workers: int = 0
     seed: int = 0
     amp: bool = True
+    ema_decay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,70 @@ class SplitSettings:
     test_ratio: float = 0.1
     seed: int = 42
     group_by: str | None = None
+
+
+@dataclass(frozen=True)
+class DreamSettings:
+    """`cloudtune dream`: the MNIST VAE of the spec (defaults: configs/pipeline.yaml, section dream)."""
+
+    data_dir: str = "./data"
+    dataset: str = "mnist"
+    epochs: int = 10
+    batch_size: int = 128
+    latent_dim: int = 2
+    hidden: int = 400
+    lr: float = 1e-3
+    out: str = "dreams/dream_sample.png"
+    device: str = "auto"
+    seed: int = 0
+    threads: int = 0
+    samples: int = 64
+    grid_cols: int = 8
+    grid_padding: int = 2
+    manifold_steps: int = 20
+    manifold_span: float = 3.0
+
+
+@dataclass(frozen=True)
+class CatalogVAESettings:
+    """The VAE trained on track embeddings for the 2-D catalog map and outlier scores (section catalog_vae)."""
+
+    hidden: int = 128
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    threads: int = 1
+    top_outliers: int = 10
+
+
+@dataclass(frozen=True)
+class Wav2Vec2Settings:
+    model: str | None = None
+    allow_download: bool = False
+    layer: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    threads: int = 1
+    batch_size: int = 8
+    max_batch_seconds: float = 80.0
+    cpu_max_batch_seconds: float = 10.0
+    pad_group_norm: bool = False
+    max_seconds: float = 600.0
+    resample_quality: str = "HQ"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    start_timeout_s: float = 120.0
+    request_timeout_s: float = 60.0
+    health_timeout_s: float = 5.0
+    retries: int = 2
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 5.0
+    breaker_max_failures: int = 5
+    breaker_reset_s: float = 30.0
+    latency_window: int = 1000
 
 
 TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": TrainSettings, "splits": SplitSettings}
@@ -229,6 +294,10 @@ SECTIONS: dict[str, type] = {
     "tokenize": TokenizeSettings,
     "rvq": RVQSettings,
     "moss": MossSettings,
+    "dream": DreamSettings,
+    "catalog_vae": CatalogVAESettings,
+    "wav2vec2": Wav2Vec2Settings,
+    "service": ServiceSettings,
 }
 
 
@@ -311,6 +380,7 @@ class LatencySettings:
 class EvalRunSettings:
     embedders: tuple[str, ...] = ("mel-stats", "contrastive")
     index_kinds: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
+    catalog_vae: bool = True
 
 
 INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSettings, "ivfpq": IVFPQSettings, "search": SearchSettings,

@@ -194,10 +194,10 @@ def publish(run_id: str, embedder: str | None = None, index_kind: str | None = N
 
 
 def metric_summary(run_id: str):
-    """The run's Recall@1/10/100 and MRR per embedder x index kind, read back from the metrics DB (sql/reports/retrieval_summary.sql)."""
+    """The run's Recall@1/10/100 and MRR per embedder x index kind, read back from the metrics DB (sql/reports/retrieval_run.sql)."""
     from pipeline.store import reports
 
-    return reports.run_report("retrieval_summary", {"run_id": run_id})
+    return reports.run_report("retrieval_run", {"run_id": run_id})
 
 
 def report(run_id: str) -> str:
@@ -207,7 +207,7 @@ def report(run_id: str) -> str:
     table = metric_summary(run_id)
     if table.empty:
         raise RuntimeError(f"report: run {run_id} has no retrieval_metrics rows in {config.db_url()}")
-    print(f"Retrieval metrics of run {run_id} (cloudtune report retrieval_summary --param run_id={run_id}):")
+    print(f"Retrieval metrics of run {run_id} (cloudtune report retrieval_run --param run_id={run_id}):")
     print(reports.format_frame(table))
     path = run_dir(run_id) / "reports" / "metrics.csv"
     with atomic_path(path) as tmp:

@@ -1,6 +1,6 @@
 """The "Retrieval metrics" page of the Airflow UI (plugins/cloudtune_metrics.py serves it): the latest run's Recall@K / MRR
 table and trend charts over all runs, read from the metrics DB (CLOUDTUNE_DB_URL) with sql/reports/retrieval_trend.sql
-and retrieval_summary.sql. Plain HTML with inline SVG charts (matplotlib), no JavaScript."""
+and retrieval_run.sql. Plain HTML with inline SVG charts (matplotlib), no JavaScript."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def render(run_id: str | None = None, url: str | None = None) -> str:
     if trend.empty:
         return head + f"<h1>Retrieval metrics</h1><p class='muted'>No retrieval metrics yet in {where}: trigger audio_retrieval.</p></body></html>"
     run_id = run_id or trend.run_id.iloc[-1]
-    table = reports.run_report("retrieval_summary", {"run_id": run_id}, url=url)
+    table = reports.run_report("retrieval_run", {"run_id": run_id}, url=url)
     if table.empty:
         raise LookupError(f"run {run_id}: no retrieval metrics")
     cols = ["embedder", "index_kind", "query_sets", "recall_at_1", "recall_at_10", "recall_at_100", "mrr"]

@@ -154,3 +154,16 @@ CREATE TABLE training_epochs (
     PRIMARY KEY (run_id, model, epoch),
     FOREIGN KEY(run_id) REFERENCES runs (run_id)
 );
+
+-- vae_latents: The catalog VAE's 2-D latent mean and reconstruction error of each track embedding of a run.
+CREATE TABLE vae_latents (
+    run_id TEXT NOT NULL,
+    track_id TEXT NOT NULL,
+    catalog TEXT NOT NULL,
+    z1 DOUBLE PRECISION NOT NULL,
+    z2 DOUBLE PRECISION NOT NULL,
+    recon_error DOUBLE PRECISION NOT NULL,
+    recorded_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    PRIMARY KEY (run_id, track_id),
+    FOREIGN KEY(run_id) REFERENCES runs (run_id)
+);

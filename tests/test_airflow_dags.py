@@ -165,7 +165,9 @@ def chain(pg_admin, tmp_path_factory):
     out["published1"] = json.loads((out["home"] / "published.json").read_text())
     checkpoint = out["home"] / "runs" / "nightly-1" / "models" / "embedder.pt"  # plant the regression: a broken published embedder
     ckpt = torch.load(checkpoint, weights_only=False)
-    ckpt["model"] = {k: torch.zeros_like(v) for k, v in ckpt["model"].items()}
+    for key in ("model", "ema_model"):  # the raw weights and, when training kept one, their moving average
+        if key in ckpt:
+            ckpt[key] = {k: torch.zeros_like(v) for k, v in ckpt[key].items()}
     torch.save(ckpt, checkpoint)
     out["nightly2"] = _cloudtune(env, "run", "--dag", "nightly_reindex", "--catalog", "demo", "--conf", json.dumps({**nightly, "run_id": "nightly-2"}))
     yield out

@@ -17,7 +17,7 @@ from pipeline.evaluate.run import evaluate
 from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index
 from pipeline.ingest import ingest
 from pipeline.publish import publish_run, published
-from pipeline.store import db
+from pipeline.store import db, reports
 from pipeline.store.tables import retrieval_metrics, runs, tracks
 from pipeline.tokenize.run import tokenize
 from pipeline.train.contrastive import train_embedder
@@ -88,7 +88,10 @@ def test_evaluate_writes_the_full_metric_table(built, run_env):
         assert 0 < got[(emb, "ivfpq", "all", "recall_vs_exact", 10)] <= 1
         assert got[(emb, "flat", "5s/clean", "recall", 1)] == 1.0  # a clean clip finds its track
     report = (run_env / "runs" / "r1" / "reports" / "evaluation.html").read_text()
-    assert report.count("<img") == 3 and "5s queries" in report and "pink0db" in report
+    assert report.count("<img") == 4 and "5s queries" in report and "pink0db" in report and "Catalog map (contrastive" in report
+    with db.connect() as conn:
+        latents = conn.execute(text("SELECT COUNT(*), COUNT(DISTINCT catalog) FROM vae_latents WHERE run_id = 'r1'")).one()
+    assert tuple(latents) == (10, 1)  # one row per indexed track
     assert published()["run_id"] == "r1" and published()["embedder"] == "contrastive"
 
 
@@ -215,3 +218,20 @@ def test_evaluate_on_postgres(built, run_env, pg_url, monkeypatch):
     assert [(k, q) for k, q, _ in table] == [(k, q) for k in ("flat", "hnsw") for q in sorted(SETS)]
     assert dict((k, q) for k, q, _ in table) and all(0 <= v <= 1 for *_, v in table)
     assert {k for k, _ in builds} == {"flat", "hnsw"}
+    summary = reports.run_report("retrieval_summary", url=pg_url)
+    assert set(summary.run_id) == {"r1"} and len(summary) == 2 * len(SETS) and summary.recall_at_10.between(0, 1).all()
+    latency = reports.run_report("retrieval_latency", url=pg_url)
+    assert list(latency.index_kind) == ["flat", "hnsw"] and (latency.search_p95_ms > 0).all()
+
+
+def test_wav2vec2_is_a_row_set_when_a_model_is_given_and_skipped_otherwise(run_env, tmp_path, monkeypatch):
+    from test_wav2vec2 import save_tiny
+
+    result = evaluate("r1", embedders=["mel-stats", "wav2vec2"], index_kinds=["flat"], publish=False, progress=False)
+    assert "no model configured" in result["skipped"]["wav2vec2"] and {r["embedder"] for r in result["rows"]} == {"mel-stats"}
+    monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__MODEL", str(save_tiny(tmp_path / "w2v", layer_norm=True)))
+    result = evaluate("r1", embedders=["wav2vec2"], index_kinds=["flat", "hnsw"], publish=False, progress=False)
+    rows = {(r["index_kind"], r["query_set"], r["metric"], r["k"]) for r in result["rows"] if r["embedder"] == "wav2vec2"}
+    assert {("flat", q, "recall", 1) for q in SETS} <= rows and ("hnsw", "all", "recall_vs_exact", 10) in rows
+    manifest = json.loads((run_env / "runs" / "r1" / "index" / "wav2vec2" / "flat" / "manifest.json").read_text())
+    assert manifest["embedder"]["model"].endswith("w2v") and manifest["dim"] == get_embedder("wav2vec2").dim

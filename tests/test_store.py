@@ -9,7 +9,7 @@ from pipeline.store.tables import retrieval_metrics, runs, tracks
 
 EXPECTED_TABLES = {
     "runs", "tracks", "ingest_sources", "ingest_errors", "splits", "training_epochs", "index_builds", "retrieval_metrics", "asr_results",
-    "run_metrics", "run_errors",
+    "run_metrics", "run_errors", "vae_latents",
 }
 
 
@@ -150,5 +150,10 @@ def test_report_formats_and_errors(db_url, tmp_path):
     assert list(reports.run_report(str(custom), {"catalog": "demo"}, url=db_url)["track_id"]) == ["t1", "t2"]
     with pytest.raises(ValueError, match="needs parameter"):
         reports.run_report(str(custom), url=db_url)
-    with pytest.raises(FileNotFoundError, match="no such report.*available: catalog_summary"):
+    optional = tmp_path / "optional.sql"
+    optional.write_text("-- tracks of one catalog, default all\n-- optional: catalog\n"
+                        "SELECT track_id FROM tracks WHERE catalog = COALESCE(:catalog, catalog) ORDER BY track_id")
+    assert list(reports.run_report(str(optional), url=db_url)["track_id"]) == ["t1", "t2"]
+    assert list(reports.run_report(str(optional), {"catalog": "other"}, url=db_url)["track_id"]) == []
+    with pytest.raises(FileNotFoundError, match="no such report.*available: .*catalog_summary"):
         reports.run_report("nope", url=db_url)

@@ -99,7 +99,11 @@ def test_pair_dataset_views_are_random_crops_and_reproducible(tmp_path):
     assert (batch["a"][~batch["a_mask"].unsqueeze(1).expand_as(batch["a"])] == pad_id(1024)).all()
 
 
-def test_training_learns_and_a_killed_run_resumes_to_the_same_weights(db_url, tokens, tiny_config, home):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_training_learns_and_a_killed_run_resumes_to_the_same_weights(db_url, tokens, tiny_config, home, ema_decay):
+    cfg = yaml.safe_load(tiny_config.read_text())
+    cfg["training"]["ema_decay"] = ema_decay
+    tiny_config.write_text(yaml.safe_dump(cfg))
     straight = train_embedder(tokens, run_id="straight", config_path=tiny_config, device="cpu", progress=False)
     hist = straight["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3] and straight["online_augmentation"] is True
@@ -121,6 +125,11 @@ def test_training_learns_and_a_killed_run_resumes_to_the_same_weights(db_url, to
     b, meta = load_embedder(resumed["checkpoint"])
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert meta["epoch"] == 2 and not list((home / "runs" / "killed" / "models").glob(".*"))
+    raw = torch.load(straight["checkpoint"], weights_only=False)
+    assert ("ema_model" in raw) == (ema_decay > 0)  # search loads the averaged weights when training kept them
+    if ema_decay:
+        assert not torch.equal(raw["model"]["project.weight"], raw["ema_model"]["project.weight"])
+        assert torch.equal(a.state_dict()["project.weight"], raw["ema_model"]["project.weight"])
     splits_dir = home / "runs" / "straight" / "splits"
     sets = {s: {line.split(".")[0] for line in (splits_dir / f"{s}.txt").read_text().split()} for s in ("train", "val", "test")}
     assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
@@ -149,3 +158,21 @@ def test_train_cli(tokens, tiny_config, capsys):
     out = capsys.readouterr().out
     assert "train: embedder" in out and "val R@1" in out
     assert main(["train", "embedder", "--config", str(tiny_config), "--tokens-root", "/no/such", "--run-id", "x"]) == 2
+
+
+def test_token_tables_start_from_the_codebooks():
+    rng = np.random.default_rng(0)
+    books = rng.normal(size=(3, 16, 8)).astype(np.float32)
+    books[0, 1] = books[0, 0] + 0.01  # two neighbouring centroids on level 1
+    model = TokenEmbedder(3, 16, TINY_MODEL)
+    model.init_from_codebooks(books, seed=0)
+    tables = [emb.weight.detach().numpy() for emb in model.tokens]
+    w = np.linalg.lstsq(books[0], tables[0][:16], rcond=None)[0]  # one shared projection W maps every level's centroids
+    for q in range(3):
+        assert np.allclose(books[q] @ w, tables[q][:16], atol=1e-4)
+        assert np.allclose(tables[q][16], 0)  # PAD stays the zero vector
+    near = np.linalg.norm(tables[0][0] - tables[0][1])
+    far = np.linalg.norm(tables[0][0] - tables[0][2:16], axis=1).min()
+    assert near < 0.1 * far
+    with pytest.raises(ValueError, match="do not match"):
+        model.init_from_codebooks(books[:2], seed=0)

@@ -54,4 +54,11 @@ def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", batc
         if not run_id or not ckpt.exists():
             raise EmbedderUnavailable(f"embedder contrastive: no trained embedder at {ckpt} (run `cloudtune train embedder --run-id {run_id}` first)")
         return ContrastiveEmbedder(ckpt, device, batch_size)
+    if name == "wav2vec2":
+        from pipeline.models.wav2vec2 import Wav2Vec2NotConfigured, get_wav2vec2_embedder
+
+        try:
+            return get_wav2vec2_embedder(device=device)
+        except Wav2Vec2NotConfigured as exc:  # skipped with this reason, never replaced by a random model
+            raise EmbedderUnavailable(str(exc)) from None
     raise ValueError(f"--embedder {name!r}: expected one of {', '.join(EMBEDDERS)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from pathlib import Path
 
 import matplotlib
 
@@ -52,7 +53,18 @@ def latency_plot(df: pd.DataFrame) -> str:
     return _png(fig)
 
 
-def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_config: dict) -> str:
+def catalog_map_section(catalog_map: dict) -> list[str]:
+    parts = [f"<h2>Catalog map ({html.escape(catalog_map['embedder'])} track embeddings, VAE latent means)</h2>"]
+    if "error" in catalog_map:
+        return parts + [f"<p>No map: {html.escape(catalog_map['error'])}</p>"]
+    png = Path(catalog_map["files"][0]).read_bytes()
+    parts.append(f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+    parts.append("<p>Outliers: the tracks the VAE reconstructs worst (the `vae_latents` table and `cloudtune report catalog_outliers` hold all).</p>")
+    parts.append(pd.DataFrame(catalog_map["outliers"])[["track_id", "catalog", "source_uri", "recon_error"]].round(4).to_html(index=False))
+    return parts
+
+
+def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_config: dict, catalog_map: dict | None = None) -> str:
     from pipeline.evaluate.run import metric_table
 
     df = pd.DataFrame(rows)
@@ -71,6 +83,8 @@ def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_con
     parts.append(latency_plot(df))
     lat = df[df.query_set.str.startswith("latency") | (df.metric == "recall_vs_exact")]
     parts.append(lat.pivot_table(index=["embedder", "index_kind"], columns="metric", values="value").round(3).to_html())
+    if catalog_map:
+        parts.extend(catalog_map_section(catalog_map))
     body = "\n".join(parts)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>CloudTune evaluation {html.escape(run_id)}</title>"
             "<style>body{font-family:sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;font-size:13px} "

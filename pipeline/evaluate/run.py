@@ -39,6 +39,31 @@ def _ensure_artifacts(run_id, embedder, kinds, catalogs, index_settings, url, pr
     return manifest
 
 
+def _catalog_map(run_id, embedders, gallery, device, url, progress) -> dict | None:
+    """The catalog VAE on one vector per track (the mean of its segments) of the embedder the run will publish."""
+    from pipeline.embed.catalog import embeddings_dir, load_embeddings
+    from pipeline.train.catalog_vae import train_catalog_vae
+
+    wanted = config.load_index()["publish"].embedder
+    name = wanted if wanted in [e.name for e in embedders] else embedders[-1].name
+    vectors, segments, _ = load_embeddings(embeddings_dir(run_id, name))
+    groups = segments.groupby("track_id", sort=True).indices
+    track_ids = list(groups)
+    per_track = np.stack([vectors[groups[t]].mean(0) for t in track_ids])
+    per_track /= np.maximum(np.linalg.norm(per_track, axis=1, keepdims=True), 1e-12)
+    catalog_of = {t.track_id: t.catalog for t in gallery}
+    uri_of = {t.track_id: t.source_uri for t in gallery}
+    try:
+        summary = train_catalog_vae(per_track, track_ids, [catalog_of[t] for t in track_ids], run_id, run_dir(run_id) / "reports" / "catalog_vae",
+                                    device=device, url=url, progress=progress)
+    except ValueError as exc:  # e.g. too few tracks for a map: the evaluation stands without it
+        print(f"evaluate: no catalog map: {exc}", file=sys.stderr)
+        return {"embedder": name, "error": str(exc)}
+    for o in summary["outliers"]:
+        o["source_uri"] = uri_of.get(o["track_id"])
+    return {"embedder": name, **summary}
+
+
 def _timed_single(embedder, idx, waves, top_k):
     e2e, search = [], []
     for w in waves:
@@ -151,9 +176,11 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         db.upsert(conn, retrieval_metrics, rows)
         conn.commit()
 
+        catalog_map = _catalog_map(run_id, [e for e, _ in loaded], gallery, device, url, progress) if run_s.catalog_vae else None
+
         from pipeline.evaluate.report import write_report
 
-        report = write_report(run_id, rows, skipped, run_config)
+        report = write_report(run_id, rows, skipped, run_config, catalog_map)
         write_json(run_dir(run_id) / "reports" / "evaluation.json", {"run_id": run_id, "evaluate_run_id": step.run_id, "finished_at": db.utcnow().isoformat(),
                                                                     "embedders": [e.name for e, _ in loaded], "index_kinds": kinds, "skipped": skipped,
                                                                     "report": str(report)})

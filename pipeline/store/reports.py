@@ -37,24 +37,20 @@ def resolve(name: str) -> Path:
     return path
 
 
-def defaults(sql: str) -> dict[str, str]:
-    """Parameter defaults a report declares in a ``-- defaults: k=10 max_drop=0.05`` comment line (values may be empty)."""
-    out: dict[str, str] = {}
-    for line in re.findall(r"^--\s*defaults:(.*)$", sql, flags=re.MULTILINE):
-        out.update(pair.split("=", 1) for pair in line.replace(",", " ").split() if "=" in pair)
-    return out
-
-
 def run_report(name: str, params: dict[str, str] | None = None, url: str | None = None) -> pd.DataFrame:
-    """Execute one report; ``:name`` placeholders in the SQL are bound from ``params``, else from the report's declared defaults."""
+    """Execute one report; ``:name`` placeholders in the SQL are bound from ``params``.
+
+    A comment line ``-- optional: a, b`` in the report names parameters that may be left out: they are bound to NULL
+    (the SQL picks its default, e.g. ``COALESCE(:run_id, <latest run>)``)."""
     sql = resolve(name).read_text()
     wanted = set(re.findall(r"(?<!:):([A-Za-z_]\w*)", re.sub(r"--[^\n]*", "", sql)))
-    params = {**defaults(sql), **(params or {})}
-    missing = sorted(wanted - set(params))
+    optional = set(re.findall(r"\w+", " ".join(re.findall(r"^--\s*optional:(.*)$", sql, flags=re.M))))
+    params = dict(params or {})
+    missing = sorted(wanted - set(params) - optional)
     if missing:
         raise ValueError(f"report {name!r}: needs parameter(s) {', '.join(missing)} (pass --param {missing[0]}=VALUE)")
     with get_engine(url).connect() as conn:
-        return pd.read_sql_query(text(sql), conn, params={k: v for k, v in params.items() if k in wanted})
+        return pd.read_sql_query(text(sql), conn, params={k: params.get(k) for k in wanted})
 
 
 def format_frame(df: pd.DataFrame, fmt: str = "table") -> str:

@@ -186,3 +186,16 @@ asr_results = Table(
     comment="Transcriptions.",
 )
 
+
+vae_latents = Table(
+    "vae_latents",
+    metadata,
+    run_fk(key=True),
+    Column("track_id", Text, primary_key=True),
+    Column("catalog", Text, nullable=False),
+    Column("z1", Double, nullable=False),  # latent mean (the catalog map's coordinates)
+    Column("z2", Double, nullable=False),
+    Column("recon_error", Double, nullable=False),  # mean squared error of the standardized embedding decoded from its mean: outlier score
+    Column("recorded_at", TS, nullable=False),
+    comment="The catalog VAE's 2-D latent mean and reconstruction error of each track embedding of a run.",
+)

@@ -128,6 +128,10 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
     steps_per_epoch = len(train_ds) // train_s.batch_size if drop_last else 1
     total = steps_per_epoch * train_s.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_lambda, total=total, warmup=max(1, int(train_s.warmup_ratio * total))))
+    # An exponential moving average of the weights (training.ema_decay, 0 = off) is what validation and search use:
+    # it smooths the step-to-step noise of a small-batch contrastive run.
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_s.ema_decay))
+           if train_s.ema_decay else None)
     ckpt_path = out / "models" / "embedder.pt"
     history: list[dict] = []
     start_epoch = 0
@@ -136,6 +140,8 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if ema is not None and "ema" in ckpt:
+            ema.load_state_dict(ckpt["ema"])
         history, start_epoch = ckpt["history"], ckpt["epoch"] + 1
         print(f"train: resuming {run_id} after epoch {ckpt['epoch'] + 1}", file=sys.stderr)
     elif resume:
@@ -167,12 +173,15 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
                     torch.nn.utils.clip_grad_norm_(model.parameters(), train_s.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             train_seconds = time.perf_counter() - started
-            model.eval()
+            scored = ema.module if ema is not None else model
+            scored.eval()
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                recall = probe.recall_at_1(lambda c, m: model(c.to(device), m.to(device)))
+                recall = probe.recall_at_1(lambda c, m: scored(c.to(device), m.to(device)))
             seconds = time.perf_counter() - started
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_recall_at_1": recall, "lr": scheduler.get_last_lr()[0],
                    "seconds": seconds, "clips_per_s": 2 * len(train_ds) / train_seconds}
@@ -180,6 +189,7 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
             clips_per_s.append(row["clips_per_s"])
             with atomic_path(ckpt_path) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                            **({"ema": ema.state_dict(), "ema_model": ema.module.state_dict()} if ema is not None else {}),
                             "history": history, "embedder": asdict(emb_s), "training": asdict(train_s), "num_quantizers": num_quantizers,
                             "codebook_size": codebook_size, "frame_rate": frame_rate, "codec_version": meta["codec_version"]}, tmp)
             db.upsert(conn, training_epochs, [{"run_id": run.run_id, "model": "embedder", "epoch": epoch + 1, "train_loss": row["train_loss"],
@@ -206,8 +216,8 @@ def load_embedder(checkpoint: str | Path, device: str = "cpu") -> tuple[TokenEmb
     """A trained embedder (eval mode) and its checkpoint metadata."""
     ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
     model = TokenEmbedder(ckpt["num_quantizers"], ckpt["codebook_size"], EmbedderSettings(**ckpt["embedder"])).to(device)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt.get("ema_model", ckpt["model"]))  # the averaged weights when training kept them
     model.eval()
-    return model, {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler")}
+    return model, {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "ema", "ema_model")}
 
 

@@ -1,13 +1,23 @@
--- Recall@1/10/100 and MRR of one run per embedder and index kind, averaged over every query set (clip length x degradation); param run_id (default: the latest run with metrics).
--- defaults: run_id=
-SELECT run_id, embedder, index_kind,
-       COUNT(DISTINCT query_set) AS query_sets,
-       AVG(CASE WHEN metric = 'recall' AND k = 1 THEN value END) AS recall_at_1,
-       AVG(CASE WHEN metric = 'recall' AND k = 10 THEN value END) AS recall_at_10,
-       AVG(CASE WHEN metric = 'recall' AND k = 100 THEN value END) AS recall_at_100,
-       AVG(CASE WHEN metric = 'mrr' THEN value END) AS mrr
-FROM retrieval_metrics
-WHERE run_id = COALESCE(NULLIF(:run_id, ''), (SELECT run_id FROM retrieval_metrics ORDER BY recorded_at DESC LIMIT 1))
-  AND query_set <> 'all' AND query_set NOT LIKE 'latency/%'
-GROUP BY run_id, embedder, index_kind
-ORDER BY embedder, index_kind;
+-- Recall@1, Recall@10, MRR per embedder, index kind and query set of the most recently evaluated run
+-- (a pivot of the long-format retrieval_metrics table; the same SQL runs on SQLite and PostgreSQL).
+WITH latest AS (
+    SELECT run_id
+      FROM retrieval_metrics
+     GROUP BY run_id
+     ORDER BY MAX(recorded_at) DESC
+     LIMIT 1
+)
+SELECT
+    m.run_id,
+    m.embedder,
+    m.index_kind,
+    m.query_set,
+    MAX(CASE WHEN m.metric = 'recall' AND m.k = 1  THEN m.value END) AS recall_at_1,
+    MAX(CASE WHEN m.metric = 'recall' AND m.k = 10 THEN m.value END) AS recall_at_10,
+    MAX(CASE WHEN m.metric = 'mrr'                 THEN m.value END) AS mrr,
+    MAX(CASE WHEN m.metric = 'queries'             THEN m.value END) AS queries
+FROM retrieval_metrics m
+JOIN latest l ON l.run_id = m.run_id
+WHERE m.query_set NOT LIKE 'latency/%' AND m.query_set <> 'all'
+GROUP BY m.run_id, m.embedder, m.index_kind, m.query_set
+ORDER BY m.embedder, m.index_kind, m.query_set;
