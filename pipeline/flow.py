@@ -149,17 +149,26 @@ def train_embedder(run_id: str, tokens_root: str, splits_dir: str, epochs: int |
 
 
 def embed_catalog(run_id: str, embedders: list[str], device: str = "auto", catalogs: list[str] | None = None) -> dict[str, str]:
-    """Embed the run's catalogs with each embedder; {embedder: embeddings folder}."""
+    """Embed the run's catalogs with each embedder; {embedder: embeddings folder}. An embedder that cannot be built here
+    (wav2vec2 without a configured model) is skipped with its reason, as evaluate skips it; none at all is an error."""
     from pipeline.devices import resolve_device
-    from pipeline.embed import get_embedder
+    from pipeline.embed import EmbedderUnavailable, get_embedder
     from pipeline.embed.catalog import embed_catalog as embed
     from pipeline.embed.catalog import embeddings_dir
 
-    out = {}
+    out, skipped = {}, []
     for name in embedders:
-        manifest = embed(run_id, get_embedder(name, run_id, resolve_device(device)), catalogs)
+        try:
+            embedder = get_embedder(name, run_id, resolve_device(device))
+        except EmbedderUnavailable as exc:
+            print(f"embed-catalog: skipping {name}: {exc}", file=sys.stderr)
+            skipped.append(str(exc))
+            continue
+        manifest = embed(run_id, embedder, catalogs)
         print(f"embed-catalog: {name}: {manifest['count']} segments of {manifest['tracks']} tracks", file=sys.stderr)
         out[name] = str(embeddings_dir(run_id, name))
+    if not out:
+        raise RuntimeError(f"embed-catalog: no embedder could be built ({'; '.join(skipped) or 'none requested'})")
     return out
 
 

@@ -122,6 +122,12 @@ def test_run_rejects_bad_conf_before_starting_airflow(capsys):
     assert "expected a JSON object of DAG params" in capsys.readouterr().err
 
 
+def test_embed_step_skips_an_unavailable_embedder_but_not_all(capsys):
+    with pytest.raises(RuntimeError, match="embed-catalog: no embedder could be built"):
+        flow.embed_catalog("r", ["wav2vec2"], "cpu")  # no wav2vec2 model configured here
+    assert "embed-catalog: skipping wav2vec2:" in capsys.readouterr().err
+
+
 def test_pipeline_run_id_is_path_safe():
     assert flow.pipeline_run_id("manual__2026-01-02T03:04:05.678+00:00") == "manual__2026-01-02T03-04-05.678-00-00"
     assert flow.pipeline_run_id("scheduled__x", "my run/1") == "my-run-1"
