@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench-ingest bench-tokenize bench-train bench-vae schema lint clean
+.PHONY: install demo test bench-ingest bench-tokenize bench-train bench-vae bench-demo schema lint clean
 
 install: $(STAMP)
 
@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "need Python 3.11+, found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,airflow]'
 	@touch $@
 
 demo: install
@@ -35,6 +35,10 @@ bench-train: install
 bench-vae: install
 	$(BIN)/python bench/vae_epoch.py
 
+# `make demo` end to end in a fresh home, with each DAG task's seconds
+bench-demo: install
+	$(BIN)/python bench/demo.py
+
 # Regenerate sql/schema.sql after changing pipeline/store/tables.py (a test checks they agree).
 schema: install
 	$(BIN)/cloudtune db schema > sql/schema.sql
@@ -43,4 +47,4 @@ clean:
 	rm -rf $(VENV) var .pytest_cache
 
 lint: install
-	$(BIN)/python -m pip install --quiet ruff==0.17.6 && $(BIN)/ruff check pipeline tests bench
+	$(BIN)/python -m pip install --quiet ruff==0.17.6 && $(BIN)/ruff check pipeline tests bench dags plugins

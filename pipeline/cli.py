@@ -292,11 +292,74 @@ def _add_source_args(s: argparse.ArgumentParser) -> None:
     src.add_argument("--input-root", type=Path, help="audio files under this folder instead of a catalog")
 
 
+def _dag_conf(raw: str | None) -> dict:
+    if not raw:
+        return {}
+    try:
+        conf = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"--conf: not valid JSON: {exc}", EXIT_USAGE) from None
+    if not isinstance(conf, dict):
+        raise CommandError("--conf: expected a JSON object of DAG params, e.g. '{\"epochs\": 2}'", EXIT_USAGE)
+    return conf
+
+
+def run_pipeline_dag(dag_id: str, conf: dict) -> str:
+    """One DAG run in-process (dag.test()); returns the pipeline run id, or raises CommandError naming the failed tasks."""
+    from pipeline.airflow_local import run_dag
+    from pipeline.flow import pipeline_run_id
+
+    result = run_dag(dag_id, conf)
+    run_id = pipeline_run_id(result["dag_run_id"], conf.get("run_id"))
+    if result["state"] != "success":
+        raise CommandError(f"DAG {dag_id} run {result['dag_run_id']} ended {result['state']}; failed tasks: {', '.join(result['failed_tasks']) or '-'} "
+                           f"(pipeline run {run_id}; the task logs above say why)")
+    print(f"run: DAG {dag_id} run {result['dag_run_id']} succeeded (pipeline run {run_id})")
+    return run_id
+
+
+def print_metric_table(run_id: str) -> None:
+    from pipeline.flow import metric_summary
+    from pipeline.store import reports
+
+    print(f"\nRetrieval metrics of run {run_id}, read back from {db_name()} (cloudtune report retrieval_run --param run_id={run_id}):")
+    print(reports.format_frame(metric_summary(run_id).drop(columns=["run_id"]).round(4)))
+
+
+def db_name() -> str:
+    url = config.db_url()
+    return url.split("@")[-1] if "@" in url else url
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    conf = _dag_conf(args.conf)
+    if args.catalog:
+        conf["catalog"] = args.catalog
+    dag_id = args.dag or config.load_airflow()["run"].dag_id
+    print_metric_table(run_pipeline_dag(dag_id, conf))
+    return 0
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    from pipeline import airflow_local
+
+    if args.action == "setup":
+        pools = airflow_local.ensure_pools(args.gpu_slots)
+        env = airflow_local.airflow_env()
+        print(f"airflow: metadata DB ready ({env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}); pools: "
+              + ", ".join(f"{name} ({slots} slots)" for name, slots in pools.items()))
+        return 0
+    if args.action == "env":
+        for key, value in airflow_local.airflow_env().items():
+            print(f"export {key}={value}")
+        return 0
+    return airflow_local.standalone(args.port)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.audio.synth import build_catalog
     from pipeline.config import DemoCatalogSettings
     from pipeline.ingest import ingest
-    from pipeline.store import reports
 
     s = config.section(DemoCatalogSettings, config.load(), "demo_catalog", tracks=args.tracks, seconds=args.seconds, seed=args.seed)
     out = config.home() / "demo" / f"catalog-seed{s.seed}-{s.tracks}x{s.seconds:g}s"
@@ -306,13 +369,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(summary.line())
     if not summary.ingested:
         return EXIT_FAILED
-    from pipeline.tokenize.run import tokenize
-
-    print(tokenize(catalog="demo").line())
-    print("\nCatalog summary (cloudtune report catalog_summary):")
-    print(reports.format_frame(reports.run_report("catalog_summary")))
-    print("\nTokenizer quality (cloudtune report tokenizer_quality):")
-    print(reports.format_frame(reports.run_report("tokenizer_quality")))
+    demo = config.load_airflow()["demo"]
+    conf = {"catalog": "demo", "catalog_roots": [], "epochs": args.epochs or demo.epochs, "embedding_dim": demo.embedding_dim,
+            "index_kinds": list(demo.index_kinds), **_dag_conf(args.conf)}
+    run_id = run_pipeline_dag("audio_retrieval", conf)
+    print_metric_table(run_id)
     return 0
 
 
@@ -459,11 +520,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--isolated", action="store_true", help="run the model in a worker process through the model service")
     s.set_defaults(func=cmd_embed)
 
-    s = sub.add_parser("demo", help="demo catalog + ingest + tokenize + summaries (what `make demo` runs)")
+    s = sub.add_parser("demo", help="demo catalog + ingest + `cloudtune run` of audio_retrieval + its metric table (what `make demo` runs)")
     s.add_argument("--tracks", type=int)
     s.add_argument("--seconds", type=float)
     s.add_argument("--seed", type=int)
+    s.add_argument("--epochs", type=int, help="embedder epochs (config airflow.yaml demo.epochs)")
+    s.add_argument("--conf", help="more DAG params as a JSON object (they win over the demo's)")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("run", help="run a DAG (default audio_retrieval) in-process with Airflow's dag.test(), then print its metric table")
+    s.add_argument("--catalog", help="the catalog param (default: configs/airflow.yaml dag.catalog)")
+    s.add_argument("--conf", help='DAG params as a JSON object, e.g. \'{"epochs": 2, "catalog_roots": ["/music"]}\'')
+    s.add_argument("--dag", choices=("audio_retrieval", "nightly_reindex"), help="default: configs/airflow.yaml run.dag_id")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("airflow", help="setup: metadata DB + `gpu` pool | env: the Airflow environment | standalone: the Airflow UI on this machine")
+    s.add_argument("action", choices=("setup", "env", "standalone"))
+    s.add_argument("--gpu-slots", type=int, help="setup: slots of the gpu pool (default: visible GPUs, at least 1)")
+    s.add_argument("--port", type=int, default=8080, help="standalone: api-server port")
+    s.set_defaults(func=cmd_airflow)
     return p
 
 

@@ -409,3 +409,54 @@ def load_eval(path: str | os.PathLike | None = None) -> dict[str, Any]:
         if name not in QUERY_DEGRADATIONS:
             raise ConfigError(f"config queries.degradations: unknown degradation {name!r} (known: {', '.join(QUERY_DEGRADATIONS)})")
     return out
+
+
+# --- configs/airflow.yaml -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DagSettings:
+    catalog: str = "default"
+    catalog_roots: tuple[str, ...] = ()
+    tokenizer_backend: str = "rvq"
+    epochs: int = 10
+    embedding_dim: int = 256
+    embedders: tuple[str, ...] = ("mel-stats", "contrastive")
+    index_kinds: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
+    device: str = "auto"
+    max_shards: int = 4
+    min_tracks_per_shard: int = 16
+    retries: int = 2
+    retry_delay_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    gpu: str = "gpu"
+
+
+@dataclass(frozen=True)
+class NightlySettings:
+    schedule: str = "0 3 * * *"
+    metric_k: int = 10
+    max_recall_drop: float = 0.05
+
+
+@dataclass(frozen=True)
+class RunDagSettings:
+    dag_id: str = "audio_retrieval"
+
+
+@dataclass(frozen=True)
+class DemoRunSettings:
+    epochs: int = 2
+    embedding_dim: int = 128
+    index_kinds: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
+
+
+AIRFLOW_SECTIONS: dict[str, type] = {"dag": DagSettings, "pools": PoolSettings, "nightly": NightlySettings, "run": RunDagSettings, "demo": DemoRunSettings}
+
+
+def load_airflow(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """configs/airflow.yaml (with CLOUDTUNE_AIRFLOW__ overrides) as {section: settings}. Light: the DAG files call it at parse time."""
+    return load_sections("airflow", AIRFLOW_SECTIONS, path)

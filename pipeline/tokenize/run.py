@@ -260,11 +260,13 @@ def _write_track(out: Path, item: Item, codes: np.ndarray, tok, ext: str, chunk_
 def tokenize(backend: str | None = None, catalog: str | None = None, input_root: str | Path | None = None, output_root: str | Path | None = None,
              *, device: str = "auto", max_files: int | None = None, chunk_seconds: float | None = None, save_format: str | None = None,
              overwrite: bool = False, fail_fast: bool = False, model_dir: str | None = None, num_quantizers: int | None = None,
-             url: str | None = None, run_id: str | None = None, progress: bool = True) -> TokenizeSummary:
+             url: str | None = None, run_id: str | None = None, progress: bool = True, shard: tuple[int, int] | None = None) -> TokenizeSummary:
     """Tokenize every track of a catalog (or every audio file under a folder) into token files.
 
     Re-runs skip tracks whose files exist (unless ``overwrite``); a track that fails is recorded in
-    `run_errors` and the run goes on (unless ``fail_fast``).
+    `run_errors` and the run goes on (unless ``fail_fast``). ``shard=(i, n)`` tokenizes only every n-th track
+    (by track id) starting at the i-th, so n workers can share a catalog (the rvq codec must exist already);
+    the shard's summary goes to ``summary.shard-<i>-of-<n>.json``.
     """
     s = config.section(TokenizeSettings, config.load(), "tokenize", backend=backend, chunk_seconds=chunk_seconds, save_format=save_format)
     if s.save_format not in FORMATS:
@@ -273,6 +275,13 @@ def tokenize(backend: str | None = None, catalog: str | None = None, input_root:
         raise ValueError(f"--chunk-seconds {s.chunk_seconds:g}: must be >= 0")
     scope = scope_name(catalog, input_root)
     items = list_items(catalog, input_root, url)[: max_files or None]
+    if shard is not None:
+        index, count = shard
+        if not (count >= 1 and 0 <= index < count):
+            raise ValueError(f"shard {index}/{count}: expected 0 <= index < count")
+        if s.backend == "rvq" and current_rvq(scope) is None:
+            raise ValueError(f"shard {index}/{count}: no rvq codec for {scope} yet (train it once before tokenizing in shards)")
+        items = items[index::count]
     tok = load_tokenizer(s.backend, scope, device, model_dir, num_quantizers, catalog, input_root, url, progress)
     out = Path(output_root) if output_root else config.home() / "tokens" / scope / tok.version
     out.mkdir(parents=True, exist_ok=True)
@@ -335,7 +344,8 @@ def tokenize(backend: str | None = None, catalog: str | None = None, input_root:
         flush()
         bar.close()
         summary.wall_seconds = time.perf_counter() - started
-        write_json(out / "summary.json", {**asdict(summary), "realtime_factor": summary.realtime_factor})
+        summary_name = f"summary.shard-{shard[0]}-of-{shard[1]}.json" if shard else "summary.json"
+        write_json(out / summary_name, {**asdict(summary), "realtime_factor": summary.realtime_factor, "shard": list(shard) if shard else None})
         _record_metrics(conn, run_id, "tokenize", {("x_realtime", 0): summary.realtime_factor, ("tracks", 0): summary.written,
                                                    ("failed", 0): summary.failed})
         conn.commit()

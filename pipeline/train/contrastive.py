@@ -77,6 +77,15 @@ def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
+def _worker_init(_worker_id: int) -> None:
+    """A forked DataLoader worker uses FAISS (the rvq codec in the collator) single-threaded: FAISS's OpenMP pool does not survive
+    fork, and when the parent process had used FAISS already (codec training in the same process, e.g. an Airflow dag.test() run),
+    the worker's first search never returned."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
 def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None, *, run_id: str | None = None, config_path: str | Path | None = None,
                    device: str = "auto", epochs: int | None = None, resume: bool = False, url: str | None = None, progress: bool = True,
                    on_epoch_end: Callable[[int], None] | None = None) -> dict:
@@ -148,7 +157,7 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
             generator = _seed_epoch(train_s.seed, epoch)
             train_ds.set_epoch(epoch)
             loader = DataLoader(train_ds, batch_size=train_s.batch_size, shuffle=True, generator=generator, num_workers=train_s.num_workers,
-                                collate_fn=train_ds.collator(), drop_last=drop_last)
+                                collate_fn=train_ds.collator(), drop_last=drop_last, worker_init_fn=_worker_init)
             model.train()
             losses = []
             bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{train_s.epochs}", unit="batch", disable=not progress)

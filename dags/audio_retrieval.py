@@ -1,0 +1,165 @@
+"""
+### audio_retrieval: audio catalog -> searchable index, with its Recall@K / MRR in the metrics DB
+
+`ingest` -> `train_tokenizer` -> `tokenize` (mapped over at most `max_shards` shards of the catalog) -> `splits`
+-> `train_embedder` -> `embed_catalog` -> `build_indexes` -> `evaluate` -> `publish` (updates the Asset
+`cloudtune_published_index`) -> `report`.
+
+One DAG run is one pipeline run: its id (the `run_id` param, or Airflow's run id made path-safe) names
+`$CLOUDTUNE_HOME/runs/<run_id>/` and every row it writes (`runs`, `retrieval_metrics`, ...). Tasks pass paths,
+never arrays. GPU-bound tasks run in pool `gpu` and on Celery queue `gpu` (`cloudtune airflow setup` makes the pool).
+Defaults come from `configs/airflow.yaml` (`dag:`); every step is a plain function of `pipeline/flow.py`.
+
+Extending: the wav2vec2 features and VAE tasks go after `splits`, in parallel with `train_embedder`, as
+`@task(pool=GPU, queue=GPU)` functions whose outputs feed `embed_catalog` (add `wav2vec2` to the `embedders` param).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+
+def _settings() -> dict:
+    from pipeline import config  # light (PyYAML); the heavy imports live inside the tasks
+
+    return config.load_airflow()
+
+
+SETTINGS = _settings()
+D = SETTINGS["dag"]
+GPU = SETTINGS["pools"].gpu  # pool and Celery queue of the GPU-bound tasks
+PUBLISHED_INDEX = Asset(name="cloudtune_published_index", uri="cloudtune://published/index")  # also in nightly_reindex.py
+
+
+def _run_id() -> str:
+    from pipeline.flow import pipeline_run_id
+
+    ctx = get_current_context()
+    return pipeline_run_id(ctx["run_id"], ctx["params"].get("run_id"))
+
+
+def _mark_failed(context) -> None:
+    """A task failed for good (retries spent): the pipeline run is failed too."""
+    from pipeline.flow import finish, pipeline_run_id
+
+    reason = context.get("exception")
+    finish(pipeline_run_id(context["run_id"], context["params"].get("run_id")), "failed", f"task {context['ti'].task_id} failed: {reason}")
+
+
+@dag(
+    dag_id="audio_retrieval",
+    schedule=None,
+    catchup=False,
+    max_active_runs=1,
+    tags=["cloudtune", "audio", "retrieval"],
+    doc_md=__doc__,
+    default_args={"retries": D.retries, "retry_delay": timedelta(seconds=D.retry_delay_s), "on_failure_callback": _mark_failed},
+    params={
+        "catalog": Param(D.catalog, type="string", minLength=1, title="Catalog", description="catalog name the roots are ingested into"),
+        "catalog_roots": Param(list(D.catalog_roots), type="array", items={"type": "string"}, title="Catalog roots",
+                               description="folders or files of audio to ingest (one per line); empty: the catalog as it is"),
+        "tokenizer_backend": Param(D.tokenizer_backend, type="string", enum=["rvq", "moss"], title="Tokenizer backend"),
+        "epochs": Param(D.epochs, type="integer", minimum=1, title="Embedder epochs"),
+        "embedding_dim": Param(D.embedding_dim, type="integer", minimum=8, title="Embedding dimension",
+                               description="must be a multiple of configs/train.yaml embedder.heads"),
+        "embedders": Param(list(D.embedders), type="array", items={"type": "string", "enum": ["mel-stats", "contrastive", "wav2vec2"]},
+                           title="Embedders to evaluate"),
+        "index_kinds": Param(list(D.index_kinds), type="array", items={"type": "string", "enum": ["flat", "hnsw", "ivfpq"]}, title="Index kinds"),
+        "device": Param(D.device, type="string", enum=["auto", "cpu", "cuda"], title="Device"),
+        "max_shards": Param(D.max_shards, type="integer", minimum=1, title="Tokenize shards (at most)"),
+        "run_id": Param(None, type=["null", "string"], title="Pipeline run id", description="default: the Airflow run id, made path-safe"),
+    },
+)
+def audio_retrieval():
+    @task
+    def start() -> str:
+        from pipeline import flow
+
+        return flow.start(_run_id(), "pipeline", dict(get_current_context()["params"]))
+
+    @task
+    def ingest(pipeline_run: str) -> dict:
+        from pipeline import flow
+
+        p = get_current_context()["params"]
+        return flow.ingest_roots(p["catalog"], list(p["catalog_roots"]))
+
+    @task
+    def train_tokenizer(ingested: dict) -> str | None:
+        from pipeline import flow
+
+        return flow.train_tokenizer(ingested["catalog"], get_current_context()["params"]["tokenizer_backend"])
+
+    @task
+    def plan_shards(ingested: dict, codec: str | None) -> list[list[int]]:
+        from pipeline import flow
+
+        return flow.plan_shards(ingested["catalog"], get_current_context()["params"]["max_shards"], D.min_tracks_per_shard)
+
+    @task(pool=GPU, queue=GPU)
+    def tokenize(shard: list[int]) -> str:
+        from pipeline import flow
+
+        p = get_current_context()["params"]
+        return flow.tokenize_shard(p["catalog"], p["tokenizer_backend"], shard, p["device"])
+
+    @task
+    def splits(pipeline_run: str, tokens_roots: list[str]) -> dict:
+        from pipeline import flow
+
+        roots = sorted(set(tokens_roots))
+        return {"tokens_root": roots[0], "splits_dir": flow.make_splits(pipeline_run, roots)}
+
+    @task(pool=GPU, queue=GPU)
+    def train_embedder(pipeline_run: str, data: dict) -> str:
+        from pipeline import flow
+
+        p = get_current_context()["params"]
+        return flow.train_embedder(pipeline_run, data["tokens_root"], data["splits_dir"], p["epochs"], p["embedding_dim"], p["device"])
+
+    @task(pool=GPU, queue=GPU)
+    def embed_catalog(pipeline_run: str, checkpoint: str) -> dict:
+        from pipeline import flow
+
+        p = get_current_context()["params"]
+        return flow.embed_catalog(pipeline_run, list(p["embedders"]), p["device"])
+
+    @task
+    def build_indexes(pipeline_run: str, embeddings: dict) -> list[str]:
+        from pipeline import flow
+
+        return flow.build_indexes(pipeline_run, list(embeddings), list(get_current_context()["params"]["index_kinds"]))
+
+    @task(pool=GPU, queue=GPU)
+    def evaluate(pipeline_run: str, indexes: list[str]) -> str:
+        from pipeline import flow
+
+        p = get_current_context()["params"]
+        return flow.evaluate(pipeline_run, list(p["embedders"]), list(p["index_kinds"]), p["device"])
+
+    @task(outlets=[PUBLISHED_INDEX])
+    def publish(pipeline_run: str, evaluation_report: str) -> dict:
+        from pipeline import flow
+
+        return flow.publish(pipeline_run)
+
+    @task
+    def report(pipeline_run: str, published: dict) -> str:
+        from pipeline import flow
+
+        return flow.report(pipeline_run)
+
+    pipeline_run = start()
+    ingested = ingest(pipeline_run)
+    shards = plan_shards(ingested, train_tokenizer(ingested))
+    tokens_roots = tokenize.expand(shard=shards)
+    data = splits(pipeline_run, tokens_roots)
+    checkpoint = train_embedder(pipeline_run, data)
+    embeddings = embed_catalog(pipeline_run, checkpoint)
+    indexes = build_indexes(pipeline_run, embeddings)
+    report(pipeline_run, publish(pipeline_run, evaluate(pipeline_run, indexes)))
+
+
+audio_retrieval()

@@ -1,0 +1,275 @@
+"""The steps of the Airflow DAGs as plain functions: JSON-able arguments in, paths and small dicts out, never arrays.
+
+``dags/audio_retrieval.py`` and ``dags/nightly_reindex.py`` only wire these together; each is usable (and
+tested) without Airflow. One DAG run is one pipeline run: every artifact goes to
+``$CLOUDTUNE_HOME/runs/<run_id>/`` and every metric row names ``run_id`` (see :func:`pipeline_run_id`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import select, update
+
+from pipeline import config
+from pipeline.fsutil import atomic_path, write_json, write_text
+from pipeline.store import db
+from pipeline.store.tables import runs
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class RegressionError(RuntimeError):
+    """The nightly re-evaluation lost more Recall@K than the configured threshold."""
+
+
+def pipeline_run_id(dag_run_id: str, given: str | None = None) -> str:
+    """The pipeline run id of a DAG run: ``given`` (a param) or Airflow's run id made safe for paths and SQL
+    (``manual__2026-01-02T03:04:05.678+00:00`` -> ``manual__2026-01-02T03-04-05.678-00-00``)."""
+    run_id = _UNSAFE.sub("-", (given or dag_run_id).strip()).strip("-.")
+    if not run_id:
+        raise ValueError(f"run id {given or dag_run_id!r}: nothing left after removing characters outside [A-Za-z0-9._-]")
+    return run_id
+
+
+def run_dir(run_id: str) -> Path:
+    return config.home() / "runs" / run_id
+
+
+def start(run_id: str, kind: str, params: dict[str, Any]) -> str:
+    """The DAG run's `runs` row (status running, the params as its config); returns the run id."""
+    with db.connect() as conn:
+        db.start_run(conn, kind, params, run_id)
+    write_json(run_dir(run_id) / "params.json", params)
+    return run_id
+
+
+def finish(run_id: str, status: str = "succeeded", message: str | None = None) -> None:
+    with db.connect() as conn:
+        db.finish_run(conn, run_id, status, message)
+
+
+def ingest_roots(catalog: str, roots: list[str]) -> dict:
+    """Ingest new audio under ``roots`` into ``catalog`` (unchanged files are skipped); an empty list uses the catalog as it is."""
+    from pipeline.ingest import ingest
+    from pipeline.tokenize.run import list_items
+
+    line = f"ingest: no catalog roots given: using catalog {catalog} as it is"
+    if roots:
+        missing = [r for r in roots if not Path(r).exists()]
+        if missing:
+            raise FileNotFoundError(f"catalog_roots: {missing[0]}: no such file or folder")
+        summary = ingest(roots, catalog=catalog)
+        if not summary.ingested:
+            raise RuntimeError(f"ingest: nothing could be ingested from {', '.join(roots)} ({summary.line()})")
+        line = summary.line()
+    print(line, file=sys.stderr)
+    return {"catalog": catalog, "tracks": len(list_items(catalog)), "summary": line}
+
+
+def train_tokenizer(catalog: str, backend: str) -> str | None:
+    """rvq: train the catalog's codec (a no-op when the same tracks and settings made one already); moss has nothing to train."""
+    if backend == "moss":
+        return None
+    if backend != "rvq":
+        raise ValueError(f"tokenizer_backend {backend!r}: expected rvq or moss")
+    from pipeline.tokenize.run import train_tokenizer as train
+
+    folder, _ = train(catalog)
+    return str(folder)
+
+
+def plan_shards(catalog: str, max_shards: int, min_tracks_per_shard: int) -> list[list[int]]:
+    """[[i, n], ...]: n = ceil(tracks / min_tracks_per_shard), at least 1 and at most ``max_shards``."""
+    from pipeline.tokenize.run import list_items
+
+    if max_shards < 1 or min_tracks_per_shard < 1:
+        raise ValueError(f"max_shards {max_shards} and min_tracks_per_shard {min_tracks_per_shard} must be >= 1")
+    n = max(1, min(max_shards, math.ceil(len(list_items(catalog)) / min_tracks_per_shard)))
+    return [[i, n] for i in range(n)]
+
+
+def tokenize_shard(catalog: str, backend: str, shard: list[int] | None, device: str = "auto") -> str:
+    """Tokenize one shard of the catalog (tracks already tokenized are skipped); returns the tokens folder."""
+    from pipeline.tokenize.run import tokenize
+
+    summary = tokenize(backend, catalog, device=device, shard=tuple(shard) if shard else None)
+    print(summary.line(), file=sys.stderr)
+    if summary.failed and not (summary.written or summary.skipped):
+        raise RuntimeError(f"tokenize: every track of shard {shard} failed: {summary.errors[0]}")
+    return summary.output_root
+
+
+def make_splits(run_id: str, tokens_roots: list[str]) -> str:
+    """Track-level splits of the run (configs/train.yaml `splits`) into runs/<run_id>/splits; returns that folder."""
+    from pipeline.data.splits import build_splits
+
+    roots = sorted(set(tokens_roots))
+    if len(roots) != 1:
+        raise ValueError(f"splits: the tokenize shards wrote to {len(roots)} folders ({', '.join(roots)}); expected one")
+    s = config.load_train()[2]
+    out = run_dir(run_id) / "splits"
+    print(build_splits(roots[0], out, s.val_ratio, s.test_ratio, s.seed, s.group_by).line(), file=sys.stderr)
+    return str(out)
+
+
+def train_config(run_id: str, embedding_dim: int | None) -> Path:
+    """configs/train.yaml (with its env overrides) and the run's embedding_dim, written to runs/<run_id>/train.yaml."""
+    data = config.load("train")
+    if embedding_dim is not None:
+        heads = int(data["embedder"]["heads"])
+        if embedding_dim < 1 or embedding_dim % heads:
+            raise ValueError(f"embedding_dim {embedding_dim}: must be a positive multiple of configs/train.yaml embedder.heads ({heads})")
+        data["embedder"]["embedding_dim"] = int(embedding_dim)
+    path = run_dir(run_id) / "train.yaml"
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def train_embedder(run_id: str, tokens_root: str, splits_dir: str, epochs: int | None, embedding_dim: int | None, device: str = "auto") -> str:
+    """Contrastive training of the run's embedder (resumes from its last checkpoint on a retry); returns the checkpoint path."""
+    from pipeline.train.contrastive import train_embedder as train
+
+    with db.connect() as conn:  # training records itself under the run id: keep the DAG run's own `runs` row as it was
+        row = conn.execute(select(runs.c.kind, runs.c.config, runs.c.started_at).where(runs.c.run_id == run_id)).first()
+    summary = train(tokens_root, splits_dir, run_id=run_id, config_path=train_config(run_id, embedding_dim), device=device, epochs=epochs,
+                    resume=True)
+    if row is not None:
+        with db.connect() as conn:
+            conn.execute(update(runs).where(runs.c.run_id == run_id).values(kind=row.kind, config=row.config, started_at=row.started_at,
+                                                                              status="running", finished_at=None, message=None))
+            conn.commit()
+    return summary["checkpoint"]
+
+
+def embed_catalog(run_id: str, embedders: list[str], device: str = "auto", catalogs: list[str] | None = None) -> dict[str, str]:
+    """Embed the run's catalogs with each embedder; {embedder: embeddings folder}. An embedder that cannot be built here
+    (wav2vec2 without a configured model) is skipped with its reason, as evaluate skips it; none at all is an error."""
+    from pipeline.devices import resolve_device
+    from pipeline.embed import EmbedderUnavailable, get_embedder
+    from pipeline.embed.catalog import embed_catalog as embed
+    from pipeline.embed.catalog import embeddings_dir
+
+    out, skipped = {}, []
+    for name in embedders:
+        try:
+            embedder = get_embedder(name, run_id, resolve_device(device))
+        except EmbedderUnavailable as exc:
+            print(f"embed-catalog: skipping {name}: {exc}", file=sys.stderr)
+            skipped.append(str(exc))
+            continue
+        manifest = embed(run_id, embedder, catalogs)
+        print(f"embed-catalog: {name}: {manifest['count']} segments of {manifest['tracks']} tracks", file=sys.stderr)
+        out[name] = str(embeddings_dir(run_id, name))
+    if not out:
+        raise RuntimeError(f"embed-catalog: no embedder could be built ({'; '.join(skipped) or 'none requested'})")
+    return out
+
+
+def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> list[str]:
+    """Every index kind (flat always, the exact reference) over each embedder's vectors; the index folders."""
+    from pipeline.index.faiss_index import build_index, index_dir
+
+    kinds = list(dict.fromkeys(["flat", *index_kinds]))
+    out = []
+    for name in embedders:
+        for kind in kinds:
+            m = build_index(run_id, name, kind)
+            print(f"index: {name}/{kind}: {m['count']} vectors in {m['build_seconds']:.2f} s", file=sys.stderr)
+            out.append(str(index_dir(run_id, name, kind)))
+    return out
+
+
+def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: str = "auto", catalogs: list[str] | None = None) -> str:
+    """Recall@K, MRR, latency rows into retrieval_metrics (not published yet); returns the HTML report path."""
+    from pipeline.devices import resolve_device
+    from pipeline.evaluate.run import evaluate as run_evaluation
+
+    result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, device=resolve_device(device), publish=False)
+    print(f"evaluate: {len(result['rows'])} metric rows for run {run_id}; report {result['report']}", file=sys.stderr)
+    return result["report"]
+
+
+def publish(run_id: str, embedder: str | None = None, index_kind: str | None = None) -> dict:
+    from pipeline.publish import publish_run
+
+    return publish_run(run_id, embedder, index_kind)
+
+
+def metric_summary(run_id: str):
+    """The run's Recall@1/10/100 and MRR per embedder x index kind, read back from the metrics DB (sql/reports/retrieval_run.sql)."""
+    from pipeline.store import reports
+
+    return reports.run_report("retrieval_run", {"run_id": run_id})
+
+
+def report(run_id: str) -> str:
+    """Print the run's metric table (from the metrics DB), write it to runs/<run_id>/reports/metrics.csv, and close the run."""
+    from pipeline.store import reports
+
+    table = metric_summary(run_id)
+    if table.empty:
+        raise RuntimeError(f"report: run {run_id} has no retrieval_metrics rows in {config.db_url()}")
+    print(f"Retrieval metrics of run {run_id} (cloudtune report retrieval_run --param run_id={run_id}):")
+    print(reports.format_frame(table))
+    path = run_dir(run_id) / "reports" / "metrics.csv"
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    finish(run_id, "succeeded", f"{len(table)} embedder x index rows; {path}")
+    return str(path)
+
+
+# --- nightly re-index ----------------------------------------------------------------------------
+
+
+def nightly_prepare(run_id: str) -> dict:
+    """Start a nightly run from the published one: its splits (the same query tracks every night) and its embedder checkpoint."""
+    from pipeline.embed.catalog import run_catalogs
+    from pipeline.publish import published
+
+    base = published()
+    if not base:
+        raise RuntimeError(f"nightly: nothing is published in {config.home()} (trigger audio_retrieval first)")
+    src, dst = run_dir(base["run_id"]), run_dir(run_id)
+    if src != dst:
+        shutil.copytree(src / "splits", dst / "splits", dirs_exist_ok=True)
+        checkpoint = src / "models" / "embedder.pt"
+        if checkpoint.exists():
+            (dst / "models").mkdir(parents=True, exist_ok=True)
+            with atomic_path(dst / "models" / "embedder.pt") as tmp:
+                shutil.copyfile(checkpoint, tmp)
+    plan = {"base_run_id": base["run_id"], "embedder": base["embedder"], "index_kind": base["index_kind"], "catalogs": run_catalogs(run_id)}
+    write_json(dst / "nightly.json", plan)
+    return plan
+
+
+def regressions(k: int, max_drop: float):
+    """sql/reports/regressions.sql: every nightly run against the succeeded nightly before it."""
+    from pipeline.store import reports
+
+    return reports.run_report("regressions", {"k": int(k), "max_drop": float(max_drop)})
+
+
+def check_regression(run_id: str, k: int, max_drop: float) -> dict:
+    """Compare the run's mean Recall@K with the previous succeeded nightly's; a drop over ``max_drop`` raises RegressionError."""
+    table = regressions(k, max_drop)
+    mine = table[table.run_id == run_id]
+    if mine.empty:
+        print(f"nightly: run {run_id} has no earlier succeeded nightly to compare with: nothing to check", file=sys.stderr)
+        return {"run_id": run_id, "compared_with": None, "regression": False}
+    for row in mine.itertuples():
+        print(f"nightly: {row.embedder}/{row.index_kind} Recall@{k} {row.previous_recall:.4f} ({row.previous_run_id}) -> {row.recall:.4f}: "
+              f"drop {row.recall_drop:+.4f} (threshold {max_drop:g})", file=sys.stderr)
+    worst = mine.sort_values("recall_drop").iloc[-1]
+    if bool(worst.regression):
+        message = (f"Recall@{k} regression: {worst.embedder}/{worst.index_kind} {worst.previous_recall:.4f} ({worst.previous_run_id}) -> "
+                   f"{worst.recall:.4f}, drop {worst.recall_drop:.4f} > {max_drop:g} (sql/reports/regressions.sql)")
+        finish(run_id, "failed", message)
+        raise RegressionError(message)
+    return {"run_id": run_id, "compared_with": worst.previous_run_id, "regression": False, "recall_drop": float(worst.recall_drop)}

@@ -1,0 +1,236 @@
+"""The Airflow DAGs on Airflow 3.3: integrity (parse, task ids, pools, queues, retries, params), `cloudtune airflow setup`,
+and the real DAG runs through `dag.test()`: `cloudtune demo` on a tiny catalog with its metrics in PostgreSQL (asserted by
+SQL), then `nightly_reindex`: a clean night publishes, a planted regression (the published embedder zeroed) fails it."""
+
+import ast
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import PG_URL, _with_search_path
+from sqlalchemy import create_engine, text
+
+from pipeline import config, flow
+from pipeline.store import db
+
+CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
+DAGS = config.PROJECT_ROOT / "dags"
+GPU_TASKS = {"audio_retrieval": {"tokenize", "train_embedder", "embed_catalog", "evaluate"}, "nightly_reindex": {"tokenize", "embed_catalog", "evaluate"}}
+TASKS = {
+    "audio_retrieval": ["start", "ingest", "train_tokenizer", "plan_shards", "tokenize", "splits", "train_embedder", "embed_catalog", "build_indexes",
+                        "evaluate", "publish", "report"],
+    "nightly_reindex": ["start", "prepare", "ingest", "tokenize", "embed_catalog", "build_indexes", "evaluate", "check_regression", "publish", "report"],
+}
+TINY = {  # a 1-epoch, 32-wide embedder on a 16-code, 3-level codec; 2 query clips per test track under 3 degradations
+    "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",
+    "CLOUDTUNE_EVAL__QUERIES__PER_TRACK": "2", "CLOUDTUNE_EVAL__QUERIES__DEGRADATIONS": "[clean, pink0db, telephone]",
+    "CLOUDTUNE_EVAL__LATENCY__SINGLE_QUERIES": "4", "CLOUDTUNE_EVAL__LATENCY__BATCH_SIZE": "8",
+    "CLOUDTUNE_INDEX__IVFPQ__M": "8", "CLOUDTUNE_INDEX__HNSW__M": "8",
+    "CLOUDTUNE_TRAIN__EMBEDDER__HIDDEN": "64", "CLOUDTUNE_TRAIN__EMBEDDER__LAYERS": "1", "CLOUDTUNE_TRAIN__EMBEDDER__HEADS": "2",
+    "CLOUDTUNE_TRAIN__EMBEDDER__MAX_FRAMES": "64", "CLOUDTUNE_TRAIN__TRAINING__BATCH_SIZE": "16", "CLOUDTUNE_TRAIN__TRAINING__CLIP_SECONDS": "2.0",
+    "CLOUDTUNE_TRAIN__TRAINING__CLIPS_PER_TRACK": "4", "CLOUDTUNE_TRAIN__TRAINING__VAL_QUERIES_PER_TRACK": "2",
+    "CLOUDTUNE_TRAIN__SPLITS__VAL_RATIO": "0.2", "CLOUDTUNE_TRAIN__SPLITS__TEST_RATIO": "0.2",
+    "CLOUDTUNE_AIRFLOW__DAG__MIN_TRACKS_PER_SHARD": "4",  # 8 tracks -> 2 tokenize shards
+    "CLOUDTUNE_AIRFLOW__DAG__RETRY_DELAY_S": "1",
+}  # training.num_workers stays 1: a forked DataLoader worker after FAISS ran in the same dag.test() process (it used to hang)
+
+
+# --- integrity ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    """Airflow configured once for this process (AIRFLOW_HOME in a temp dir), the dags/ folder parsed."""
+    os.environ["AIRFLOW_HOME"] = str(tmp_path_factory.mktemp("airflow-home"))
+    from pipeline.airflow_local import dag_bag
+
+    return dag_bag()
+
+
+def test_dags_parse_without_errors_with_the_expected_tasks(bag):
+    assert bag.import_errors == {}
+    assert set(bag.dags) == set(TASKS)
+    for dag_id, task_ids in TASKS.items():
+        dag = bag.dags[dag_id]
+        assert sorted(dag.task_ids) == sorted(task_ids), dag_id
+        assert "cloudtune" in dag.tags and dag.doc_md
+        for task in dag.tasks:
+            gpu = task.task_id in GPU_TASKS[dag_id]
+            assert (task.pool, task.queue) == (("gpu", "gpu") if gpu else ("default_pool", "default")), (dag_id, task.task_id)
+            expected_retries = 0 if task.task_id == "check_regression" else config.load_airflow()["dag"].retries
+            assert task.retries == expected_retries, (dag_id, task.task_id)
+
+
+def test_tokenize_is_mapped_and_publish_updates_the_published_index_asset(bag):
+    retrieval = bag.dags["audio_retrieval"]
+    assert type(retrieval.get_task("tokenize")).__name__.endswith("MappedOperator")
+    assert retrieval.get_task("tokenize").upstream_task_ids == {"plan_shards"}
+    for dag_id in TASKS:
+        outlets = bag.dags[dag_id].get_task("publish").outlets
+        assert [a.name for a in outlets] == ["cloudtune_published_index"]
+    assert bag.dags["nightly_reindex"].get_task("check_regression").upstream_task_ids == {"start", "evaluate"}
+    assert bag.dags["nightly_reindex"].get_task("publish").upstream_task_ids >= {"check_regression"}
+
+
+def test_params_form_defaults_come_from_configs(bag):
+    d = config.load_airflow()["dag"]
+    params = bag.dags["audio_retrieval"].params.dump()
+    assert set(params) == {"catalog", "catalog_roots", "tokenizer_backend", "epochs", "embedding_dim", "embedders", "index_kinds", "device",
+                           "max_shards", "run_id"}
+    assert params["epochs"] == d.epochs and params["embedding_dim"] == d.embedding_dim and params["index_kinds"] == list(d.index_kinds)
+    schema = bag.dags["audio_retrieval"].params.get_param("tokenizer_backend").schema
+    assert schema["enum"] == ["rvq", "moss"]
+    nightly = bag.dags["nightly_reindex"]
+    assert nightly.timetable.expression == config.load_airflow()["nightly"].schedule
+    assert nightly.params.dump()["max_recall_drop"] == config.load_airflow()["nightly"].max_recall_drop
+
+
+def test_dag_files_import_only_airflow_sdk_at_top_level():
+    for path in DAGS.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        modules = {n.module if isinstance(n, ast.ImportFrom) else n.names[0].name for n in top}
+        assert modules <= {"__future__", "datetime", "airflow.sdk"}, (path.name, modules)
+
+
+def test_airflow_setup_creates_the_gpu_pool(bag, capsys):
+    from airflow.models.pool import Pool
+
+    from pipeline.cli import main
+
+    assert main(["airflow", "setup"]) == 0
+    assert "gpu (" in capsys.readouterr().out
+    assert Pool.get_pool("gpu").slots == max(1, torch.cuda.device_count())
+    assert main(["airflow", "setup", "--gpu-slots", "3"]) == 0
+    assert Pool.get_pool("gpu").slots == 3
+    assert main(["airflow", "setup", "--gpu-slots", "0"]) == 2
+
+
+def test_run_rejects_bad_conf_before_starting_airflow(capsys):
+    from pipeline.cli import main
+
+    assert main(["run", "--conf", "{epochs: 2"]) == 2
+    assert "--conf: not valid JSON" in capsys.readouterr().err
+    assert main(["run", "--conf", "[1, 2]"]) == 2
+    assert "expected a JSON object of DAG params" in capsys.readouterr().err
+
+
+def test_embed_step_skips_an_unavailable_embedder_but_not_all(capsys):
+    with pytest.raises(RuntimeError, match="embed-catalog: no embedder could be built"):
+        flow.embed_catalog("r", ["wav2vec2"], "cpu")  # no wav2vec2 model configured here
+    assert "embed-catalog: skipping wav2vec2:" in capsys.readouterr().err
+
+
+def test_pipeline_run_id_is_path_safe():
+    assert flow.pipeline_run_id("manual__2026-01-02T03:04:05.678+00:00") == "manual__2026-01-02T03-04-05.678-00-00"
+    assert flow.pipeline_run_id("scheduled__x", "my run/1") == "my-run-1"
+    with pytest.raises(ValueError, match="nothing left"):
+        flow.pipeline_run_id("::")
+
+
+def test_train_config_checks_the_embedding_dim():
+    path = flow.train_config("r", 64)
+    assert config.load_train(path)[0].embedding_dim == 64
+    with pytest.raises(ValueError, match="embedding_dim 30: must be a positive multiple of configs/train.yaml embedder.heads"):
+        flow.train_config("r", 30)
+
+
+# --- real runs: demo on PostgreSQL, then the nightly re-index -------------------------------------------
+
+
+def _cloudtune(env, *args):
+    return subprocess.run([CLOUDTUNE, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def chain(pg_admin, tmp_path_factory):
+    """`cloudtune demo` (8 tracks x 6 s) against a fresh PostgreSQL schema, then nightly-1 (2 new tracks), then the published
+    embedder is zeroed and nightly-2 runs. Each is a separate `cloudtune` process with its own dag.test() run."""
+    root = tmp_path_factory.mktemp("dag-chain")
+    schema = f"ct_test_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = _with_search_path(PG_URL, schema)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CLOUDTUNE"))}
+    env.update(TINY, CLOUDTUNE_HOME=str(root / "home"), CLOUDTUNE_DB_URL=url)
+    out = {"root": root, "home": root / "home", "url": url, "env": env}
+    out["demo"] = _cloudtune(env, "demo", "--tracks", "8", "--seconds", "6", "--epochs", "1", "--conf", '{"embedding_dim": 32}')
+    assert out["demo"].returncode == 0, out["demo"].stdout[-3000:] + out["demo"].stderr[-3000:]
+    out["run_id"] = re.search(r"succeeded \(pipeline run (\S+)\)", out["demo"].stdout).group(1)
+    new = root / "new"
+    assert _cloudtune(env, "demo-catalog", "--out", str(new), "--tracks", "2", "--seconds", "6", "--seed", "5").returncode == 0
+    nightly = {"catalog_roots": [str(new)], "metric_k": 1, "max_recall_drop": 0.05}
+    out["nightly1"] = _cloudtune(env, "run", "--dag", "nightly_reindex", "--catalog", "demo", "--conf", json.dumps({**nightly, "run_id": "nightly-1"}))
+    out["published1"] = json.loads((out["home"] / "published.json").read_text())
+    checkpoint = out["home"] / "runs" / "nightly-1" / "models" / "embedder.pt"  # plant the regression: a broken published embedder
+    ckpt = torch.load(checkpoint, weights_only=False)
+    for key in ("model", "ema_model"):  # the raw weights and, when training kept one, their moving average
+        if key in ckpt:
+            ckpt[key] = {k: torch.zeros_like(v) for k, v in ckpt[key].items()}
+    torch.save(ckpt, checkpoint)
+    out["nightly2"] = _cloudtune(env, "run", "--dag", "nightly_reindex", "--catalog", "demo", "--conf", json.dumps({**nightly, "run_id": "nightly-2"}))
+    yield out
+    db.dispose_engines()
+    with pg_admin.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.mark.postgres
+def test_demo_runs_the_real_dag_and_prints_the_metric_table(chain):
+    stdout = chain["demo"].stdout
+    assert "ingest: 8 tracks added" in stdout
+    table = stdout.split("Retrieval metrics of run")[-1].splitlines()
+    assert table[1].split() == ["embedder", "index_kind", "query_sets", "recall_at_1", "recall_at_10", "recall_at_100", "mrr"]
+    assert sorted((r.split()[0], r.split()[1]) for r in table[2:8]) == sorted((e, k) for e in ("contrastive", "mel-stats")
+                                                                             for k in ("flat", "hnsw", "ivfpq"))
+    # the Airflow metadata DB was created under CLOUDTUNE_HOME; tokenize ran as 2 mapped shards that covered all 8 tracks once
+    with sqlite3.connect(chain["home"] / "airflow" / "airflow.db") as conn:
+        states = conn.execute("SELECT task_id, map_index, state FROM task_instance WHERE dag_id = 'audio_retrieval'").fetchall()
+    assert sorted(m for t, m, _ in states if t == "tokenize") == [0, 1] and {s for _, _, s in states} == {"success"}
+    shards = [json.loads(p.read_text()) for p in (chain["home"] / "tokens" / "demo").glob("*/summary.shard-*-of-2.json")]
+    assert sorted(s["written"] for s in shards) == [4, 4]
+
+
+@pytest.mark.postgres
+def test_demo_metrics_are_in_postgres(chain):
+    engine = create_engine(db.normalize_url(chain["url"]))
+    with engine.connect() as conn:
+        kinds = conn.execute(text("SELECT embedder, index_kind, COUNT(*), MIN(value), MAX(value) FROM retrieval_metrics "
+                                  "WHERE run_id = :r AND metric = 'recall' GROUP BY embedder, index_kind"), {"r": chain["run_id"]}).all()
+        run = conn.execute(text("SELECT kind, status, config FROM runs WHERE run_id = :r"), {"r": chain["run_id"]}).one()
+        epochs = conn.execute(text("SELECT COUNT(*) FROM training_epochs WHERE run_id = :r AND model = 'embedder'"), {"r": chain["run_id"]}).scalar()
+    engine.dispose()
+    assert {(e, k) for e, k, *_ in kinds} == {(e, k) for e in ("contrastive", "mel-stats") for k in ("flat", "hnsw", "ivfpq")}
+    assert all(n == 2 * 3 * 3 and 0 <= lo <= hi <= 1 for *_, n, lo, hi in kinds)  # 2 lengths x 3 degradations x Recall@1/10/100
+    assert run.kind == "pipeline" and run.status == "succeeded" and run.config["epochs"] == 1 and run.config["embedding_dim"] == 32
+    assert epochs == 1
+
+
+@pytest.mark.postgres
+def test_nightly_reindexes_new_tracks_and_publishes(chain):
+    assert chain["nightly1"].returncode == 0, chain["nightly1"].stderr[-3000:]
+    logs = chain["nightly1"].stdout + chain["nightly1"].stderr
+    assert "ingest: 2 tracks added" in logs and "tokenize: 2 tracks tokenized (2 files), 8 already done" in logs
+    manifest = json.loads((chain["home"] / "runs" / "nightly-1" / "embeddings" / "contrastive" / "manifest.json").read_text())
+    assert manifest["tracks"] == 10
+    assert chain["published1"]["run_id"] == "nightly-1"
+    assert json.loads((chain["home"] / "runs" / "nightly-1" / "nightly.json").read_text())["base_run_id"] == chain["run_id"]
+
+
+@pytest.mark.postgres
+def test_nightly_fails_loudly_on_a_planted_regression(chain):
+    p = chain["nightly2"]
+    assert p.returncode == 1 and "failed tasks: check_regression" in p.stderr
+    assert re.search(r"Recall@1 regression: contrastive/\w+ [0-9.]+ \(nightly-1\) -> [0-9.]+", p.stdout + p.stderr)
+    assert json.loads((chain["home"] / "published.json").read_text())["run_id"] == "nightly-1"  # not replaced
+    report = _cloudtune(chain["env"], "report", "regressions", "--param", "k=1", "--param", "max_drop=0.05", "--format", "json")
+    rows = [r for r in json.loads(report.stdout) if r["run_id"] == "nightly-2"]
+    assert rows and all(r["regression"] == 1 and r["previous_run_id"] == "nightly-1" and r["status"] == "failed" for r in rows)
+    assert all(r["recall_drop"] > 0.05 for r in rows)

@@ -1,0 +1,63 @@
+"""docker-compose.yml is valid (docker-compose config, the Debian package; no Docker engine needed) and wires what it should."""
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from conftest import IN_CI
+
+from pipeline import config
+
+ROOT = config.PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def compose():
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        if IN_CI:
+            pytest.fail("docker-compose is not installed (.ci/run installs the Debian package)")
+        pytest.skip("docker-compose not installed (apt-get install docker-compose)")
+    quiet = subprocess.run([exe, "--env-file", ".env.example", "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    full = subprocess.run([exe, "--env-file", ".env.example", "config"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert full.returncode == 0, full.stderr
+    return yaml.safe_load(full.stdout)
+
+
+def test_compose_has_every_service(compose):
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                             "airflow-triggerer", "airflow-worker", "airflow-worker-gpu"}
+    assert services["postgres"]["image"] == "postgres:16"
+    airflow = [s for name, s in services.items() if name.startswith("airflow")]
+    assert all(s["build"]["context"] == str(ROOT) and s["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" for s in airflow)
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg://cloudtune:change-me@postgres:5432/airflow")
+    assert env["CLOUDTUNE_DB_URL"].endswith("@postgres:5432/cloudtune") and env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:")
+
+
+def test_gpu_worker_takes_queue_gpu_with_an_nvidia_device(compose):
+    gpu = compose["services"]["airflow-worker-gpu"]
+    assert gpu["command"][-4:] == ["--queues", "gpu", "--concurrency", "1"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
+    assert compose["services"]["airflow-worker"]["command"][-2:] == ["--queues", "default"]
+    assert config.load_airflow()["pools"].gpu == "gpu"
+
+
+def test_compose_refuses_to_start_without_secrets(tmp_path):
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose not installed")
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    p = subprocess.run([exe, "--env-file", str(empty), "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "set POSTGRES_PASSWORD in .env" in p.stderr + p.stdout
+
+
+def test_dockerfile_installs_the_airflow_extra_at_the_pinned_version():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "'.[airflow]'" in dockerfile and "apache-airflow[celery,postgres,redis]==3.3.2" in dockerfile
+    assert '"apache-airflow==3.3.2"' in (ROOT / "pyproject.toml").read_text()
