@@ -22,11 +22,13 @@ from pipeline.store import db
 
 CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
 DAGS = config.PROJECT_ROOT / "dags"
-GPU_TASKS = {"audio_retrieval": {"tokenize", "train_embedder", "embed_catalog", "evaluate"}, "nightly_reindex": {"tokenize", "embed_catalog", "evaluate"}}
+GPU_TASKS = {"audio_retrieval": {"tokenize", "train_embedder", "embed_catalog", "evaluate"}, "nightly_reindex": {"tokenize", "embed_catalog", "evaluate"},
+             "dream_generator": {"train"}}
 TASKS = {
     "audio_retrieval": ["start", "ingest", "train_tokenizer", "plan_shards", "tokenize", "splits", "train_embedder", "embed_catalog", "build_indexes",
                         "evaluate", "publish", "report"],
     "nightly_reindex": ["start", "prepare", "ingest", "tokenize", "embed_catalog", "build_indexes", "evaluate", "check_regression", "publish", "report"],
+    "dream_generator": ["train"],
 }
 TINY = {  # a 1-epoch, 32-wide embedder on a 16-code, 3-level codec; 2 query clips per test track under 3 degradations
     "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",
@@ -234,3 +236,14 @@ def test_nightly_fails_loudly_on_a_planted_regression(chain):
     rows = [r for r in json.loads(report.stdout) if r["run_id"] == "nightly-2"]
     assert rows and all(r["regression"] == 1 and r["previous_run_id"] == "nightly-1" and r["status"] == "failed" for r in rows)
     assert all(r["recall_drop"] > 0.05 for r in rows)
+
+
+def test_dream_generator_dag_trains_on_digits_and_returns_the_json_result(bag, tmp_path, monkeypatch):
+    from pipeline.airflow_local import run_dag
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    done = run_dag("dream_generator", {"dataset": "digits", "epochs": 1, "out": "dreams/grid.png"})
+    assert done["state"] == "success" and not done["failed_tasks"]
+    assert (tmp_path / "home" / "dreams" / "grid.png").stat().st_size > 0
+    failed = run_dag("dream_generator", {"dataset": "mnist", "data": "no-such-folder", "epochs": 1})
+    assert failed["failed_tasks"] == ["train"]  # missing MNIST: bad input, failed without retries
