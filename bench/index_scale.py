@@ -42,7 +42,7 @@ def single_latency(index, queries: np.ndarray, k: int) -> tuple[float, float]:
 
 
 def recall_vs_exact(found: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
-    return float(np.mean([len(set(a[:k]) & set(e[:k])) / k for a, e in zip(found, exact)]))
+    return float(np.mean([len(set(a[:k]) & set(e[:k])) / k for a, e in zip(found, exact, strict=True)]))
 
 
 def main() -> int:

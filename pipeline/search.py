@@ -79,7 +79,7 @@ def search_clips(paths: list[str], searcher: Searcher, top_k: int | None = None,
 
     def flush():
         results = searcher.search([w for _, w in batch], top_k)
-        out = [{"query": p, "results": r} for (p, _), r in zip(batch, results)]
+        out = [{"query": p, "results": r} for (p, _), r in zip(batch, results, strict=True)]
         batch.clear()
         return out
 

@@ -8,7 +8,7 @@ import numpy as np
 def ranks(results: list[list[int]], truth: list[int]) -> np.ndarray:
     """1-based rank of the true track in each ranked list, 0 where it is missing."""
     out = np.zeros(len(truth), np.int64)
-    for i, (ranked, t) in enumerate(zip(results, truth)):
+    for i, (ranked, t) in enumerate(zip(results, truth, strict=True)):
         for r, track in enumerate(ranked, 1):
             if track == t:
                 out[i] = r
@@ -26,7 +26,7 @@ def mrr(r: np.ndarray) -> float:
 
 def overlap_at(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
     """Recall@k of an ANN index against the exact one: the share of the exact top-k ids it also returns."""
-    hits = [len(set(a[:k]) & set(e[:k]) - {-1}) / max(1, len(set(e[:k]) - {-1})) for a, e in zip(approx, exact)]
+    hits = [len(set(a[:k]) & set(e[:k]) - {-1}) / max(1, len(set(e[:k]) - {-1})) for a, e in zip(approx, exact, strict=True)]
     return float(np.mean(hits)) if hits else 0.0
 
 

@@ -104,9 +104,9 @@ def build_index(run_id: str, embedder: str, kind: str, *, settings: dict | None 
 def collapse_to_tracks(scores: np.ndarray, ids: np.ndarray, segment_track: np.ndarray, top_k: int) -> list[list[tuple[int, float]]]:
     """Segment hits [Q, k] -> per query the ``top_k`` best tracks as (track index, score): a track scores its best segment."""
     out = []
-    for row_s, row_i in zip(scores, ids):
+    for row_s, row_i in zip(scores, ids, strict=True):
         best: dict[int, float] = {}
-        for s, i in zip(row_s, row_i):
+        for s, i in zip(row_s, row_i, strict=True):
             if i < 0:
                 continue
             t = int(segment_track[i])

@@ -12,9 +12,9 @@ neighbouring codes land near the clean one. The tables are trained from there.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-import numpy as np
 from torch import nn
 
 from pipeline.config import EmbedderSettings

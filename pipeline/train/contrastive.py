@@ -181,7 +181,7 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
             scored = ema.module if ema is not None else model
             scored.eval()
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                recall = probe.recall_at_1(lambda c, m: scored(c.to(device), m.to(device)))
+                recall = probe.recall_at_1(lambda c, m, scored=scored: scored(c.to(device), m.to(device)))
             seconds = time.perf_counter() - started
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_recall_at_1": recall, "lr": scheduler.get_last_lr()[0],
                    "seconds": seconds, "clips_per_s": 2 * len(train_ds) / train_seconds}
