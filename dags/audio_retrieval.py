@@ -34,18 +34,15 @@ PUBLISHED_INDEX = Asset(name="cloudtune_published_index", uri="cloudtune://publi
 
 
 def _run_id() -> str:
-    from pipeline.flow import pipeline_run_id
+    from pipeline.flow import context_run_id
 
-    ctx = get_current_context()
-    return pipeline_run_id(ctx["run_id"], ctx["params"].get("run_id"))
+    return context_run_id(get_current_context())
 
 
 def _mark_failed(context) -> None:
-    """A task failed for good (retries spent): the pipeline run is failed too."""
-    from pipeline.flow import finish, pipeline_run_id
+    from pipeline.flow import mark_failed
 
-    reason = context.get("exception")
-    finish(pipeline_run_id(context["run_id"], context["params"].get("run_id")), "failed", f"task {context['ti'].task_id} failed: {reason}")
+    mark_failed(context)
 
 
 @dag(

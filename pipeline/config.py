@@ -35,6 +35,11 @@ def home() -> Path:
     return path
 
 
+def run_dir(run_id: str) -> Path:
+    """A pipeline run's artifacts: ``$CLOUDTUNE_HOME/runs/<run_id>/`` (tokens, models, embeddings, index, reports)."""
+    return home() / "runs" / str(run_id)
+
+
 def db_url() -> str:
     return os.environ.get("CLOUDTUNE_DB_URL") or f"sqlite:///{home() / 'cloudtune.db'}"
 

@@ -38,15 +38,21 @@ def pipeline_run_id(dag_run_id: str, given: str | None = None) -> str:
     return run_id
 
 
-def run_dir(run_id: str) -> Path:
-    return config.home() / "runs" / run_id
+def context_run_id(context) -> str:
+    """The pipeline run id of the DAG run a task (or a callback) runs in."""
+    return pipeline_run_id(context["run_id"], context["params"].get("run_id"))
+
+
+def mark_failed(context) -> None:
+    """on_failure_callback of the pipeline DAGs: a task failed for good (retries spent), so the pipeline run is failed too."""
+    finish(context_run_id(context), "failed", f"task {context['ti'].task_id} failed: {context.get('exception')}")
 
 
 def start(run_id: str, kind: str, params: dict[str, Any]) -> str:
     """The DAG run's `runs` row (status running, the params as its config); returns the run id."""
     with db.connect() as conn:
         db.start_run(conn, kind, params, run_id)
-    write_json(run_dir(run_id) / "params.json", params)
+    write_json(config.run_dir(run_id) / "params.json", params)
     return run_id
 
 
@@ -114,7 +120,7 @@ def make_splits(run_id: str, tokens_roots: list[str]) -> str:
     if len(roots) != 1:
         raise ValueError(f"splits: the tokenize shards wrote to {len(roots)} folders ({', '.join(roots)}); expected one")
     s = config.load_train()[2]
-    out = run_dir(run_id) / "splits"
+    out = config.run_dir(run_id) / "splits"
     print(build_splits(roots[0], out, s.val_ratio, s.test_ratio, s.seed, s.group_by).line(), file=sys.stderr)
     return str(out)
 
@@ -127,7 +133,7 @@ def train_config(run_id: str, embedding_dim: int | None) -> Path:
         if embedding_dim < 1 or embedding_dim % heads:
             raise ValueError(f"embedding_dim {embedding_dim}: must be a positive multiple of configs/train.yaml embedder.heads ({heads})")
         data["embedder"]["embedding_dim"] = int(embedding_dim)
-    path = run_dir(run_id) / "train.yaml"
+    path = config.run_dir(run_id) / "train.yaml"
     write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -218,7 +224,7 @@ def report(run_id: str) -> str:
         raise RuntimeError(f"report: run {run_id} has no retrieval_metrics rows in {config.db_url()}")
     print(f"Retrieval metrics of run {run_id} (cloudtune report retrieval_run --param run_id={run_id}):")
     print(reports.format_frame(table))
-    path = run_dir(run_id) / "reports" / "metrics.csv"
+    path = config.run_dir(run_id) / "reports" / "metrics.csv"
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
     finish(run_id, "succeeded", f"{len(table)} embedder x index rows; {path}")
@@ -236,7 +242,7 @@ def nightly_prepare(run_id: str) -> dict:
     base = published()
     if not base:
         raise RuntimeError(f"nightly: nothing is published in {config.home()} (trigger audio_retrieval first)")
-    src, dst = run_dir(base["run_id"]), run_dir(run_id)
+    src, dst = config.run_dir(base["run_id"]), config.run_dir(run_id)
     if src != dst:
         shutil.copytree(src / "splits", dst / "splits", dirs_exist_ok=True)
         checkpoint = src / "models" / "embedder.pt"

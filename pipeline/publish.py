@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 from pipeline import config
-from pipeline.embed.catalog import run_dir
 from pipeline.fsutil import write_json
 from pipeline.index.faiss_index import index_dir
 from pipeline.store import db
@@ -22,7 +21,7 @@ def published_path() -> Path:
 
 
 def publish_run(run_id: str, embedder: str | None = None, index_kind: str | None = None, url: str | None = None) -> dict:
-    evaluation = run_dir(run_id) / "reports" / "evaluation.json"
+    evaluation = config.run_dir(run_id) / "reports" / "evaluation.json"
     if not evaluation.exists():
         raise RuntimeError(f"publish: run {run_id} has no finished evaluation ({evaluation} is missing): run `cloudtune evaluate --run-id {run_id}`")
     done = json.loads(evaluation.read_text())

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from pipeline import config
 from pipeline.audio import io as audio_io
 from pipeline.embed import get_embedder
-from pipeline.embed.catalog import embeddings_dir, run_dir
+from pipeline.embed.catalog import embeddings_dir
 from pipeline.index.faiss_index import load_index
 from pipeline.publish import published
 from pipeline.store import db
@@ -39,7 +39,7 @@ class Searcher:
             run_id, embedder, index_kind = pub["run_id"], embedder or pub["embedder"], index_kind or pub["index_kind"]
         settings = config.load_index()
         if embedder is None:
-            evaluation = run_dir(run_id) / "reports" / "evaluation.json"
+            evaluation = config.run_dir(run_id) / "reports" / "evaluation.json"
             done = json.loads(evaluation.read_text())["embedders"] if evaluation.exists() else []
             embedder = settings["publish"].embedder
             if not (embeddings_dir(run_id, embedder) / "manifest.json").exists() and done:

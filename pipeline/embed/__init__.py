@@ -50,7 +50,7 @@ def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", batc
         from pipeline import config
         from pipeline.embed.contrastive import ContrastiveEmbedder
 
-        ckpt = config.home() / "runs" / str(run_id) / "models" / "embedder.pt"
+        ckpt = config.run_dir(run_id) / "models" / "embedder.pt"
         if not run_id or not ckpt.exists():
             raise EmbedderUnavailable(f"embedder contrastive: no trained embedder at {ckpt} (run `cloudtune train embedder --run-id {run_id}` first)")
         return ContrastiveEmbedder(ckpt, device, batch_size)

@@ -38,17 +38,13 @@ class Track:
     duration_s: float
 
 
-def run_dir(run_id: str) -> Path:
-    return config.home() / "runs" / run_id
-
-
 def embeddings_dir(run_id: str, embedder: str) -> Path:
-    return run_dir(run_id) / "embeddings" / embedder
+    return config.run_dir(run_id) / "embeddings" / embedder
 
 
 def split_track_ids(run_id: str, split: str) -> list[str]:
     """Track ids of one split list of the run (runs/<run_id>/splits/<split>.txt lists token files named <track_id>.*)."""
-    path = run_dir(run_id) / "splits" / f"{split}.txt"
+    path = config.run_dir(run_id) / "splits" / f"{split}.txt"
     if not path.exists():
         raise FileNotFoundError(f"{path}: the run has no {split} split (cloudtune splits / train embedder writes it)")
     return sorted({Path(line).name.split(".")[0] for line in path.read_text().split()})
@@ -87,7 +83,8 @@ def segment_starts(n_samples: int, sr: int, s: SegmentSettings) -> list[tuple[in
     return out
 
 
-def _read(track: Track, sr: int) -> np.ndarray:
+def read_track(track: Track, sr: int) -> np.ndarray:
+    """A track's canonical audio at ``sr``."""
     wave, file_sr = audio_io.load_canonical(track.audio_path)
     return audio_io.resample(wave, file_sr, sr) if file_sr != sr else wave
 
@@ -152,7 +149,7 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
             all_segments.extend(segs[["track_id", "start_s", "end_s"]].itertuples(index=False, name=None))
             bar.update(1)
     sr = embedder.sample_rate
-    for track, wave in prefetch(lambda t: _read(t, sr), todo):
+    for track, wave in prefetch(lambda t: read_track(t, sr), todo):
         bar.update(1)
         if isinstance(wave, Exception):
             errors.append((track, wave))

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.audio import io as audio_io
 from pipeline.audio.degrade import QUERY_DEGRADATIONS
 from pipeline.config import QuerySettings
-from pipeline.embed.catalog import Track
+from pipeline.embed.catalog import Track, read_track
 
 
 @dataclass
@@ -37,9 +36,7 @@ def clean_clips(tracks: list[Track], length_s: float, s: QuerySettings, sample_r
     out = []
     n = round(length_s * sample_rate)
     for t in tracks:
-        wave, sr = audio_io.load_canonical(t.audio_path)
-        if sr != sample_rate:
-            wave = audio_io.resample(wave, sr, sample_rate)
+        wave = read_track(t, sample_rate)
         if len(wave) < n:
             continue  # shorter than the query length: no clip of this length from this track
         for j in range(s.per_track):

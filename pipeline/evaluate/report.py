@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline.embed.catalog import run_dir  # noqa: E402
+from pipeline import config  # noqa: E402
 from pipeline.fsutil import write_text  # noqa: E402
 
 
@@ -89,6 +89,6 @@ def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_con
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>CloudTune evaluation {html.escape(run_id)}</title>"
             "<style>body{font-family:sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;font-size:13px} "
             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style></head><body>" + body + "</body></html>")
-    path = run_dir(run_id) / "reports" / "evaluation.html"
+    path = config.run_dir(run_id) / "reports" / "evaluation.html"
     write_text(path, page)
     return str(path)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from pipeline import config
 from pipeline.embed import EmbedderUnavailable, get_embedder
-from pipeline.embed.catalog import catalog_tracks, embed_catalog, run_catalogs, run_dir, split_track_ids
+from pipeline.embed.catalog import catalog_tracks, embed_catalog, run_catalogs, split_track_ids
 from pipeline.evaluate import metrics as M
 from pipeline.evaluate.queries import clean_clips, degrade, set_name
 from pipeline.fsutil import write_json
@@ -54,7 +54,7 @@ def _catalog_map(run_id, embedders, gallery, device, url, progress) -> dict | No
     catalog_of = {t.track_id: t.catalog for t in gallery}
     uri_of = {t.track_id: t.source_uri for t in gallery}
     try:
-        summary = train_catalog_vae(per_track, track_ids, [catalog_of[t] for t in track_ids], run_id, run_dir(run_id) / "reports" / "catalog_vae",
+        summary = train_catalog_vae(per_track, track_ids, [catalog_of[t] for t in track_ids], run_id, config.run_dir(run_id) / "reports" / "catalog_vae",
                                     device=device, url=url, progress=progress)
     except ValueError as exc:  # e.g. too few tracks for a map: the evaluation stands without it
         print(f"evaluate: no catalog map: {exc}", file=sys.stderr)
@@ -122,8 +122,9 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         approx_ids: dict[tuple[str, str], list[np.ndarray]] = {}
         sets = [(length, d) for length in qs.lengths_s for d in qs.degradations]
         bar = tqdm(total=len(sets) * len(loaded), desc="evaluate", unit="set", disable=not progress)
+        clips_of = {length: clean_clips(query_tracks, length, qs, sr) for length in qs.lengths_s}  # read once, used by the latency part too
         for length in qs.lengths_s:
-            clips = clean_clips(query_tracks, length, qs, sr)
+            clips = clips_of[length]
             if not clips:
                 print(f"evaluate: no query track is {length:g} s long: skipping {length:g} s queries", file=sys.stderr)
                 continue
@@ -152,7 +153,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
 
         # latency: single 5 s (or the longest) clips end to end and search alone; QPS of batched queries
         length = max(qs.lengths_s)
-        clips = clean_clips(query_tracks, length, qs, sr)
+        clips = clips_of[length]
         lat_waves = [w for d in qs.degradations for w in degrade(clips, d, qs.seed, sr)]
         lat_waves = [lat_waves[i] for i in np.random.default_rng(qs.seed).permutation(len(lat_waves))[: lat_s.single_queries]]
         batch = lat_waves * (1 + lat_s.batch_size // max(1, len(lat_waves)))
@@ -181,9 +182,9 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         from pipeline.evaluate.report import write_report
 
         report = write_report(run_id, rows, skipped, run_config, catalog_map)
-        write_json(run_dir(run_id) / "reports" / "evaluation.json", {"run_id": run_id, "evaluate_run_id": step.run_id, "finished_at": db.utcnow().isoformat(),
-                                                                    "embedders": [e.name for e, _ in loaded], "index_kinds": kinds, "skipped": skipped,
-                                                                    "report": str(report)})
+        write_json(config.run_dir(run_id) / "reports" / "evaluation.json",
+                   {"run_id": run_id, "evaluate_run_id": step.run_id, "finished_at": db.utcnow().isoformat(), "embedders": [e.name for e, _ in loaded],
+                    "index_kinds": kinds, "skipped": skipped, "report": str(report)})
         step.message = f"{len(rows)} metric rows for run {run_id}; report {report}"
     published = False
     if publish:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import config
-from pipeline.embed.catalog import embeddings_dir, load_embeddings, run_dir
+from pipeline.embed.catalog import embeddings_dir, load_embeddings
 from pipeline.fsutil import atomic_path, write_json
 from pipeline.store import db
 from pipeline.store.tables import index_builds
@@ -33,7 +33,7 @@ INDEX_KINDS = ("flat", "hnsw", "ivfpq")
 
 
 def index_dir(run_id: str, embedder: str, kind: str) -> Path:
-    return run_dir(run_id) / "index" / embedder / kind
+    return config.run_dir(run_id) / "index" / embedder / kind
 
 
 def ivfpq_params(n: int, dim: int, s) -> dict:

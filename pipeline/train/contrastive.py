@@ -35,10 +35,6 @@ from pipeline.store.tables import run_metrics, tracks, training_epochs
 from pipeline.tokenize.files import load_tokens
 
 
-def run_dir(run_id: str) -> Path:
-    return config.home() / "runs" / run_id
-
-
 def read_split(splits_dir: Path, split: str, tokens_root: Path, url: str | None = None) -> list[TrackSource]:
     """The tracks of one split list (token file paths relative to ``tokens_root``), with their canonical audio when known."""
     path = splits_dir / f"{split}.txt"
@@ -96,7 +92,7 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
     tokens_root = Path(tokens_root)
     device = resolve_device(device)
     run_id = run_id or db.new_run_id("train")
-    out = run_dir(run_id)
+    out = config.run_dir(run_id)
     splits_dir = Path(splits_dir) if splits_dir else out / "splits"
     if not (splits_dir / "train.txt").exists():
         from pipeline.data.splits import build_splits
