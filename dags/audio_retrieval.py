@@ -3,22 +3,25 @@
 
 `ingest` -> `train_tokenizer` -> `tokenize` (mapped over at most `max_shards` shards of the catalog) -> `splits`
 -> `train_embedder` -> `embed_catalog` -> `build_indexes` -> `evaluate` -> `publish` (updates the Asset
-`cloudtune_published_index`) -> `report`.
+`cloudtune_published_index`) -> `report`. After `splits`, in parallel with training, `wav2vec2_features` extracts the
+catalog's wav2vec2 vectors when `wav2vec2` is among the embedders and a model is configured (`wav2vec2.model`, e.g.
+`CLOUDTUNE__WAV2VEC2__MODEL=/models/wav2vec2-base`); otherwise it is skipped, with the reason in its log, and the
+run goes on without it.
 
 One DAG run is one pipeline run: its id (the `run_id` param, or Airflow's run id made path-safe) names
 `$CLOUDTUNE_HOME/runs/<run_id>/` and every row it writes (`runs`, `retrieval_metrics`, ...). Tasks pass paths,
 never arrays. GPU-bound tasks run in pool `gpu` and on Celery queue `gpu` (`cloudtune airflow setup` makes the pool).
 Defaults come from `configs/airflow.yaml` (`dag:`); every step is a plain function of `pipeline/flow.py`.
 
-Extending: the wav2vec2 features and VAE tasks go after `splits`, in parallel with `train_embedder`, as
-`@task(pool=GPU, queue=GPU)` functions whose outputs feed `embed_catalog` (add `wav2vec2` to the `embedders` param).
+Extending: another feature extractor goes after `splits` like `wav2vec2_features`, as a `@task(pool=GPU, queue=GPU)`
+function upstream of `build_indexes`, which indexes every requested embedder whose embeddings the run has.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
 
 
 def _settings() -> dict:
@@ -117,17 +120,30 @@ def audio_retrieval():
         return flow.train_embedder(pipeline_run, data["tokens_root"], data["splits_dir"], p["epochs"], p["embedding_dim"], p["device"])
 
     @task(pool=GPU, queue=GPU)
+    def wav2vec2_features(pipeline_run: str, data: dict) -> str:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipeline import flow
+
+        p = get_current_context()["params"]
+        try:
+            return flow.wav2vec2_features(pipeline_run, list(p["embedders"]), p["device"])
+        except flow.StepSkipped as exc:
+            raise AirflowSkipException(str(exc)) from None
+
+    @task(pool=GPU, queue=GPU)
     def embed_catalog(pipeline_run: str, checkpoint: str) -> dict:
         from pipeline import flow
 
         p = get_current_context()["params"]
-        return flow.embed_catalog(pipeline_run, list(p["embedders"]), p["device"])
+        return flow.embed_catalog(pipeline_run, [e for e in p["embedders"] if e not in flow.OWN_TASK_EMBEDDERS], p["device"])
 
-    @task
+    @task(trigger_rule=TriggerRule.NONE_FAILED)  # runs when wav2vec2_features was skipped
     def build_indexes(pipeline_run: str, embeddings: dict) -> list[str]:
         from pipeline import flow
 
-        return flow.build_indexes(pipeline_run, list(embeddings), list(get_current_context()["params"]["index_kinds"]))
+        p = get_current_context()["params"]
+        return flow.build_indexes(pipeline_run, flow.embedded(pipeline_run, list(p["embedders"])), list(p["index_kinds"]))
 
     @task(pool=GPU, queue=GPU)
     def evaluate(pipeline_run: str, indexes: list[str]) -> str:
@@ -156,6 +172,7 @@ def audio_retrieval():
     checkpoint = train_embedder(pipeline_run, data)
     embeddings = embed_catalog(pipeline_run, checkpoint)
     indexes = build_indexes(pipeline_run, embeddings)
+    wav2vec2_features(pipeline_run, data) >> indexes
     report(pipeline_run, publish(pipeline_run, evaluate(pipeline_run, indexes)))
 
 

@@ -245,7 +245,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from pipeline.config import Wav2Vec2Settings
     from pipeline.models import wav2vec2
 
-    settings = config.section(Wav2Vec2Settings, config.load(), "wav2vec2", model=args.model, layer=args.layer, device=args.device)
+    settings = config.section(Wav2Vec2Settings, config.load(), "wav2vec2", model=args.model, layer=args.layer, device=args.device,
+                              dtype=args.dtype)
     try:
         text = args.input.read_text() if args.input else sys.stdin.read()
     except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as exc:
@@ -275,7 +276,7 @@ def _embed_isolated(settings, wave, sr):
     from pipeline.service.bridge import RemoteError
     from pipeline.service.model_service import ModelService
 
-    init = {"model": settings.model, "layer": settings.layer, "device": settings.device}
+    init = {"model": settings.model, "layer": settings.layer, "device": settings.device, "dtype": settings.dtype}
     service = ModelService("pipeline.models.wav2vec2:Wav2Vec2Handler", init, isolated=True, name="wav2vec2-worker")
     try:
         service.initialize()
@@ -517,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", type=Path, help="read the JSON from this file instead of stdin")
     s.add_argument("--layer", type=int, help="pool hidden_states[N] instead of last_hidden_state (config wav2vec2.layer)")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), help="config wav2vec2.device")
+    s.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="config wav2vec2.dtype (auto: bfloat16 on CUDA and on CPUs with native bfloat16; float32 matches transformers' default exactly)")
     s.add_argument("--isolated", action="store_true", help="run the model in a worker process through the model service")
     s.set_defaults(func=cmd_embed)
 

@@ -268,7 +268,7 @@ class Wav2Vec2Settings:
     layer: int | None = None
     device: str = "auto"
     dtype: str = "auto"
-    threads: int = 1
+    threads: int = 0
     batch_size: int = 8
     max_batch_seconds: float = 80.0
     cpu_max_batch_seconds: float = 10.0

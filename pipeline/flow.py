@@ -154,28 +154,66 @@ def train_embedder(run_id: str, tokens_root: str, splits_dir: str, epochs: int |
     return summary["checkpoint"]
 
 
-def embed_catalog(run_id: str, embedders: list[str], device: str = "auto", catalogs: list[str] | None = None) -> dict[str, str]:
-    """Embed the run's catalogs with each embedder; {embedder: embeddings folder}. An embedder that cannot be built here
-    (wav2vec2 without a configured model) is skipped with its reason, as evaluate skips it; none at all is an error."""
+OWN_TASK_EMBEDDERS = ("wav2vec2",)  # the audio_retrieval DAG extracts these in a task of their own (wav2vec2_features)
+
+
+class StepSkipped(Exception):
+    """Nothing for a step to do here (e.g. no wav2vec2 model is configured); a DAG task turns it into Airflow's skip, with this reason."""
+
+
+def _embed_one(run_id: str, name: str, device: str, catalogs: list[str] | None) -> str:
+    """Embed the run's catalog segments with one embedder (raises EmbedderUnavailable); its embeddings folder."""
     from pipeline.devices import resolve_device
-    from pipeline.embed import EmbedderUnavailable, get_embedder
+    from pipeline.embed import get_embedder
     from pipeline.embed.catalog import embed_catalog as embed
     from pipeline.embed.catalog import embeddings_dir
+
+    embedder = get_embedder(name, run_id, resolve_device(device))
+    manifest = embed(run_id, embedder, catalogs)
+    print(f"embed-catalog: {name}: {manifest['count']} segments of {manifest['tracks']} tracks", file=sys.stderr)
+    return str(embeddings_dir(run_id, name))
+
+
+def embed_catalog(run_id: str, embedders: list[str], device: str = "auto", catalogs: list[str] | None = None) -> dict[str, str]:
+    """Embed the run's catalogs with each embedder; {embedder: embeddings folder}. An embedder that cannot be built here
+    (wav2vec2 without a configured model) is skipped with its reason, as evaluate skips it; when none of those asked for
+    can be built, that is an error."""
+    from pipeline.embed import EmbedderUnavailable
 
     out, skipped = {}, []
     for name in embedders:
         try:
-            embedder = get_embedder(name, run_id, resolve_device(device))
+            out[name] = _embed_one(run_id, name, device, catalogs)
         except EmbedderUnavailable as exc:
             print(f"embed-catalog: skipping {name}: {exc}", file=sys.stderr)
             skipped.append(str(exc))
-            continue
-        manifest = embed(run_id, embedder, catalogs)
-        print(f"embed-catalog: {name}: {manifest['count']} segments of {manifest['tracks']} tracks", file=sys.stderr)
-        out[name] = str(embeddings_dir(run_id, name))
-    if not out:
-        raise RuntimeError(f"embed-catalog: no embedder could be built ({'; '.join(skipped) or 'none requested'})")
+    if skipped and not out:
+        raise RuntimeError(f"embed-catalog: no embedder could be built ({'; '.join(skipped)})")
     return out
+
+
+def wav2vec2_features(run_id: str, embedders: list[str], device: str = "auto", catalogs: list[str] | None = None) -> str:
+    """wav2vec2 vectors of the run's catalog segments (the DAG's GPU-bound feature task); its embeddings folder.
+    Raises StepSkipped, with the reason, when wav2vec2 is not among ``embedders`` or no model is configured:
+    the task is skipped then, never filled with a random model."""
+    from pipeline.embed import EmbedderUnavailable
+
+    if "wav2vec2" not in embedders:
+        raise StepSkipped(f"wav2vec2 is not among the run's embedders ({', '.join(embedders)})")
+    try:
+        return _embed_one(run_id, "wav2vec2", device, catalogs)
+    except EmbedderUnavailable as exc:
+        raise StepSkipped(str(exc)) from None
+
+
+def embedded(run_id: str, embedders: list[str]) -> list[str]:
+    """Those of ``embedders`` whose catalog embeddings this run has (by their manifest on disk); none is an error."""
+    from pipeline.embed.catalog import embeddings_dir
+
+    have = [name for name in embedders if (embeddings_dir(run_id, name) / "manifest.json").exists()]
+    if not have:
+        raise RuntimeError(f"run {run_id}: no catalog embeddings for any of {', '.join(embedders) or 'no embedders'}")
+    return have
 
 
 def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> list[str]:

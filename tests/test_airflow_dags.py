@@ -16,17 +16,18 @@ import pytest
 import torch
 from conftest import PG_URL, _with_search_path
 from sqlalchemy import create_engine, text
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from pipeline import config, flow
 from pipeline.store import db
 
 CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
 DAGS = config.PROJECT_ROOT / "dags"
-GPU_TASKS = {"audio_retrieval": {"tokenize", "train_embedder", "embed_catalog", "evaluate"}, "nightly_reindex": {"tokenize", "embed_catalog", "evaluate"},
+GPU_TASKS = {"audio_retrieval": {"tokenize", "train_embedder", "wav2vec2_features", "embed_catalog", "evaluate"}, "nightly_reindex": {"tokenize", "embed_catalog", "evaluate"},
              "dream_generator": {"train"}}
 TASKS = {
-    "audio_retrieval": ["start", "ingest", "train_tokenizer", "plan_shards", "tokenize", "splits", "train_embedder", "embed_catalog", "build_indexes",
-                        "evaluate", "publish", "report"],
+    "audio_retrieval": ["start", "ingest", "train_tokenizer", "plan_shards", "tokenize", "splits", "train_embedder", "wav2vec2_features",
+                        "embed_catalog", "build_indexes", "evaluate", "publish", "report"],
     "nightly_reindex": ["start", "prepare", "ingest", "tokenize", "embed_catalog", "build_indexes", "evaluate", "check_regression", "publish", "report"],
     "dream_generator": ["train"],
 }
@@ -42,6 +43,8 @@ TINY = {  # a 1-epoch, 32-wide embedder on a 16-code, 3-level codec; 2 query cli
     "CLOUDTUNE_AIRFLOW__DAG__MIN_TRACKS_PER_SHARD": "4",  # 8 tracks -> 2 tokenize shards
     "CLOUDTUNE_AIRFLOW__DAG__RETRY_DELAY_S": "1",
 }  # training.num_workers stays 1: a forked DataLoader worker after FAISS ran in the same dag.test() process (it used to hang)
+TINY_WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16, 16), conv_stride=(5, 4, 4),
+                     conv_kernel=(10, 4, 4), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
 
 
 # --- integrity ------------------------------------------------------------------------------------
@@ -77,6 +80,9 @@ def test_tokenize_is_mapped_and_publish_updates_the_published_index_asset(bag):
     for dag_id in ("audio_retrieval", "nightly_reindex"):
         outlets = bag.dags[dag_id].get_task("publish").outlets
         assert [a.name for a in outlets] == ["cloudtune_published_index"]
+    assert retrieval.get_task("wav2vec2_features").upstream_task_ids == {"start", "splits"}
+    build = retrieval.get_task("build_indexes")
+    assert build.upstream_task_ids == {"start", "embed_catalog", "wav2vec2_features"} and build.trigger_rule == "none_failed"
     assert bag.dags["nightly_reindex"].get_task("check_regression").upstream_task_ids == {"start", "evaluate"}
     assert bag.dags["nightly_reindex"].get_task("publish").upstream_task_ids >= {"check_regression"}
 
@@ -130,6 +136,17 @@ def test_embed_step_skips_an_unavailable_embedder_but_not_all(capsys):
     assert "embed-catalog: skipping wav2vec2:" in capsys.readouterr().err
 
 
+def test_wav2vec2_step_is_skipped_with_its_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path))
+    with pytest.raises(flow.StepSkipped, match=r"wav2vec2 is not among the run's embedders \(mel-stats, contrastive\)"):
+        flow.wav2vec2_features("r", ["mel-stats", "contrastive"], "cpu")
+    with pytest.raises(flow.StepSkipped, match="wav2vec2: no model configured"):
+        flow.wav2vec2_features("r", ["mel-stats", "wav2vec2"], "cpu")
+    with pytest.raises(RuntimeError, match="run r: no catalog embeddings for any of mel-stats, wav2vec2"):
+        flow.embedded("r", ["mel-stats", "wav2vec2"])
+    assert flow.embed_catalog("r", [], "cpu") == {}  # the DAG's embed_catalog when wav2vec2 is the only embedder asked for
+
+
 def test_pipeline_run_id_is_path_safe():
     assert flow.pipeline_run_id("manual__2026-01-02T03:04:05.678+00:00") == "manual__2026-01-02T03-04-05.678-00-00"
     assert flow.pipeline_run_id("scheduled__x", "my run/1") == "my-run-1"
@@ -161,7 +178,11 @@ def chain(pg_admin, tmp_path_factory):
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     url = _with_search_path(PG_URL, schema)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CLOUDTUNE"))}
-    env.update(TINY, CLOUDTUNE_HOME=str(root / "home"), CLOUDTUNE_DB_URL=url)
+    wav2vec2 = root / "wav2vec2-tiny"  # a tiny random model of the real architecture: the demo's wav2vec2_features task runs
+    torch.manual_seed(0)
+    Wav2Vec2Model(Wav2Vec2Config(**TINY_WAV2VEC2)).save_pretrained(wav2vec2)
+    Wav2Vec2FeatureExtractor().save_pretrained(wav2vec2)
+    env.update(TINY, CLOUDTUNE_HOME=str(root / "home"), CLOUDTUNE_DB_URL=url, CLOUDTUNE__WAV2VEC2__MODEL=str(wav2vec2))
     out = {"root": root, "home": root / "home", "url": url, "env": env}
     out["demo"] = _cloudtune(env, "demo", "--tracks", "8", "--seconds", "6", "--epochs", "1", "--conf", '{"embedding_dim": 32}')
     assert out["demo"].returncode == 0, out["demo"].stdout[-3000:] + out["demo"].stderr[-3000:]
@@ -190,8 +211,8 @@ def test_demo_runs_the_real_dag_and_prints_the_metric_table(chain):
     assert "ingest: 8 tracks added" in stdout
     table = stdout.split("Retrieval metrics of run")[-1].splitlines()
     assert table[1].split() == ["embedder", "index_kind", "query_sets", "recall_at_1", "recall_at_10", "recall_at_100", "mrr"]
-    assert sorted((r.split()[0], r.split()[1]) for r in table[2:8]) == sorted((e, k) for e in ("contrastive", "mel-stats")
-                                                                             for k in ("flat", "hnsw", "ivfpq"))
+    assert sorted((r.split()[0], r.split()[1]) for r in table[2:11]) == sorted((e, k) for e in ("contrastive", "mel-stats", "wav2vec2")
+                                                                              for k in ("flat", "hnsw", "ivfpq"))
     # the Airflow metadata DB was created under CLOUDTUNE_HOME; tokenize ran as 2 mapped shards that covered all 8 tracks once
     with sqlite3.connect(chain["home"] / "airflow" / "airflow.db") as conn:
         states = conn.execute("SELECT task_id, map_index, state FROM task_instance WHERE dag_id = 'audio_retrieval'").fetchall()
@@ -209,7 +230,7 @@ def test_demo_metrics_are_in_postgres(chain):
         run = conn.execute(text("SELECT kind, status, config FROM runs WHERE run_id = :r"), {"r": chain["run_id"]}).one()
         epochs = conn.execute(text("SELECT COUNT(*) FROM training_epochs WHERE run_id = :r AND model = 'embedder'"), {"r": chain["run_id"]}).scalar()
     engine.dispose()
-    assert {(e, k) for e, k, *_ in kinds} == {(e, k) for e in ("contrastive", "mel-stats") for k in ("flat", "hnsw", "ivfpq")}
+    assert {(e, k) for e, k, *_ in kinds} == {(e, k) for e in ("contrastive", "mel-stats", "wav2vec2") for k in ("flat", "hnsw", "ivfpq")}
     assert all(n == 2 * 3 * 3 and 0 <= lo <= hi <= 1 for *_, n, lo, hi in kinds)  # 2 lengths x 3 degradations x Recall@1/10/100
     assert run.kind == "pipeline" and run.status == "succeeded" and run.config["epochs"] == 1 and run.config["embedding_dim"] == 32
     assert epochs == 1

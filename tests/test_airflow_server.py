@@ -95,7 +95,7 @@ def test_trigger_audio_retrieval_through_the_rest_api(airflow_server, tmp_path):
 
     _wait("the DAG to be parsed", lambda: client.get("/api/v2/dags/audio_retrieval").status_code == 200, 180, procs, logs)
     assert client.patch("/api/v2/dags/audio_retrieval", json={"is_paused": False}).status_code == 200
-    conf = {"catalog": "rest", "catalog_roots": [str(src)], "epochs": 1, "embedding_dim": 32, "embedders": ["mel-stats", "contrastive"],
+    conf = {"catalog": "rest", "catalog_roots": [str(src)], "epochs": 1, "embedding_dim": 32, "embedders": ["mel-stats", "contrastive", "wav2vec2"],
             "index_kinds": ["flat", "hnsw"], "device": "cpu", "run_id": "rest-api-run"}
     created = client.post("/api/v2/dags/audio_retrieval/dagRuns", json={"logical_date": None, "conf": conf})
     assert created.status_code == 200, created.text
@@ -109,6 +109,8 @@ def test_trigger_audio_retrieval_through_the_rest_api(airflow_server, tmp_path):
     tis = client.get(f"/api/v2/dags/audio_retrieval/dagRuns/{dag_run_id}/taskInstances").json()["task_instances"]
     assert state == "success", {t["task_id"]: t["state"] for t in tis}
     assert {t["task_id"] for t in tis} >= {"tokenize", "train_embedder", "evaluate", "publish", "report"}
+    states = {t["task_id"]: t["state"] for t in tis}  # no wav2vec2 model is configured: its task is skipped and the run goes on
+    assert states["wav2vec2_features"] == "skipped" and states["build_indexes"] == states["report"] == "success"
     assert {t["pool"] for t in tis if t["task_id"] in ("tokenize", "train_embedder", "evaluate")} == {"gpu"}
 
     page = client.get("/cloudtune/metrics")  # the plugin's page on the same api-server

@@ -34,6 +34,12 @@ def save_tiny(folder: Path, layer_norm: bool) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def float32(monkeypatch):
+    """Parity is a float32 claim: dtype auto would pick bfloat16 on a CPU with native bfloat16 (1 - cos ~1e-5, see test_bfloat16...)."""
+    monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__DTYPE", "float32")
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("w2v")
@@ -82,6 +88,23 @@ def test_embed_equals_the_mean_of_last_hidden_state(models, kind, tmp_path, caps
     np.testing.assert_allclose(vec, direct(models[kind], wave), rtol=1e-5, atol=1e-6)
     assert "input [1, 16000] -> last_hidden_state [1, 199, 32] -> pooled [1, 32]" in caplog.text
     assert "hidden 32" in caplog.text and ("attention mask yes" if kind == "layer" else "attention mask no") in caplog.text
+
+
+def test_bfloat16_and_what_auto_picks(models, tmp_path, capsys, monkeypatch):
+    from pipeline.models import wav2vec2
+
+    wave = clip(1.0, 16000, seed=5)
+    (tmp_path / "in.json").write_text(request(wave, 16000))
+    code, out, err = embed_cli(capsys, "--model", str(models["group"]), "--input", str(tmp_path / "in.json"), "--dtype", "bfloat16")
+    assert code == 0, err
+    vec, ref = np.asarray(json.loads(out)["embedding"]), direct(models["group"], wave)
+    assert vec.shape == ref.shape and np.dot(vec, ref) / np.linalg.norm(vec) / np.linalg.norm(ref) > 0.999
+    for native, cpu in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(wav2vec2, "cpu_has_native_bf16", lambda native=native: native)
+        assert wav2vec2.resolve_dtype("auto", "cpu") == cpu and wav2vec2.resolve_dtype("auto", "cuda:0") == torch.bfloat16
+    assert wav2vec2.resolve_dtype("float32", "cuda") == torch.float32
+    with pytest.raises(ValueError, match="wav2vec2.dtype 'int8'"):
+        wav2vec2.resolve_dtype("int8", "cpu")
 
 
 def test_embed_resamples_with_soxr_and_picks_a_layer(models, tmp_path, capsys, monkeypatch):
@@ -160,7 +183,7 @@ def test_cloudtune_embed_isolated_prints_only_the_json(models, tmp_path):
     result = json.loads(p.stdout)  # nothing else on stdout
     assert list(result) == ["embedding"] and p.stdout.count("\n") == 1
     assert "embedding [32]" in p.stderr and "worker pid" in p.stderr
-    in_process = Wav2Vec2Features(str(models["layer"]), device="cpu").embed_one(wave, 22050)
+    in_process = Wav2Vec2Features(str(models["layer"]), device="cpu", dtype="float32").embed_one(wave, 22050)
     np.testing.assert_allclose(result["embedding"], in_process, rtol=1e-5, atol=1e-6)
 
 
@@ -168,8 +191,8 @@ def test_cloudtune_embed_isolated_prints_only_the_json(models, tmp_path):
 def test_embedder_batches_equal_one_clip_at_a_time(models, kind):
     lengths = [1.0, 0.5, 1.0, 0.75, 1.0, 0.5, 0.3]
     waves = [clip(s, 24000, seed=i) for i, s in enumerate(lengths)]
-    features = Wav2Vec2Features(str(models[kind]), device="cpu", batch_size=3, max_batch_seconds=2.5)
-    embedder = get_wav2vec2_embedder(Wav2Vec2Settings(model=str(models[kind]), batch_size=3, cpu_max_batch_seconds=2.5), device="cpu")
+    features = Wav2Vec2Features(str(models[kind]), device="cpu", dtype="float32", batch_size=3, max_batch_seconds=2.5)
+    embedder = get_wav2vec2_embedder(Wav2Vec2Settings(model=str(models[kind]), dtype="float32", batch_size=3, cpu_max_batch_seconds=2.5), device="cpu")
     assert isinstance(embedder, SegmentEmbedder) and embedder.name == "wav2vec2" and embedder.dim == 32 and embedder.sample_rate == 24000
     vectors = embedder.embed(waves)
     assert vectors.shape == (7, 32) and vectors.dtype == np.float32

@@ -144,22 +144,25 @@ def pad_codes(views: list[np.ndarray], codebook_size: int) -> tuple[torch.Tensor
 class RetrievalProbe:
     """Fixed validation set for Recall@1: degraded query clips against the tracks' overlapping segments.
 
-    The gallery is every val track cut into clip-long segments (hop: half a clip) from the stored tokens;
-    queries are crops at seeded random offsets, degraded with the evaluation's named degradations when
-    audio and an rvq codec are at hand. Ranking is by track: a track scores its best segment.
+    The gallery is every val track cut into clip-long segments (hop: half a clip) from the stored tokens,
+    plus, as in the evaluation's catalog, the segments of the ``distractors`` (the train tracks' codes): a
+    query must find its own track among all of them. Queries come from the val tracks only: crops at seeded
+    random offsets, degraded with the evaluation's named degradations when audio and an rvq codec are at
+    hand. Ranking is by track: a track scores its best segment.
     """
 
     DEGRADATIONS = ("white10db", "pink0db", "telephone", "reverb", "speed1.03", "lowpass3k", "gain-12db", "clean")
 
-    def __init__(self, dataset: TokenPairDataset, queries_per_track: int, seed: int = 0):
+    def __init__(self, dataset: TokenPairDataset, queries_per_track: int, seed: int = 0, distractors: list[np.ndarray] | None = None):
         self.ds = dataset
         clip = dataset.clip_frames
         self.gallery, self.gallery_track, self.queries, self.query_track = [], [], [], []
-        for t, codes in enumerate(dataset.codes):
-            starts = range(0, max(1, codes.shape[1] - clip + 1), max(1, clip // 2))
-            for s in starts:
+        self.n_tracks = len(dataset.codes) + len(distractors or [])
+        for t, codes in enumerate([*dataset.codes, *(distractors or [])]):
+            for s in range(0, max(1, codes.shape[1] - clip + 1), max(1, clip // 2)):
                 self.gallery.append(codes[:, s : s + clip])
                 self.gallery_track.append(t)
+        for t, codes in enumerate(dataset.codes):
             for j in range(queries_per_track):
                 rng = np.random.default_rng([seed, 7919, t, j])
                 name = self.DEGRADATIONS[(t + j) % len(self.DEGRADATIONS)]
@@ -179,8 +182,7 @@ class RetrievalProbe:
         g = self._embed(embed, self.gallery, batch_size)
         q = self._embed(embed, self.queries, batch_size)
         scores = q @ g.T  # [queries, segments]
-        n_tracks = len(self.ds.tracks)
-        per_track = torch.full((q.shape[0], n_tracks), float("-inf"))
+        per_track = torch.full((q.shape[0], self.n_tracks), float("-inf"))
         index = torch.tensor(self.gallery_track).expand(q.shape[0], -1)
         per_track = per_track.scatter_reduce(1, index, scores, reduce="amax")
         hits = per_track.argmax(1) == torch.tensor(self.query_track)
