@@ -23,7 +23,8 @@ from pipeline.store import db
 
 CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
 DAGS = config.PROJECT_ROOT / "dags"
-GPU_TASKS = {"audio_retrieval": {"tokenize", "train_embedder", "wav2vec2_features", "embed_catalog", "evaluate"}, "nightly_reindex": {"tokenize", "embed_catalog", "evaluate"},
+GPU_TASKS = {"audio_retrieval": {"tokenize", "train_embedder", "wav2vec2_features", "embed_catalog", "evaluate"},
+             "nightly_reindex": {"tokenize", "embed_catalog", "evaluate"},
              "dream_generator": {"train"}}
 TASKS = {
     "audio_retrieval": ["start", "ingest", "train_tokenizer", "plan_shards", "tokenize", "splits", "train_embedder", "wav2vec2_features",
