@@ -207,6 +207,7 @@ class TrainSettings:
     grad_clip: float = 1.0
     clip_seconds: float = 5.0
     min_crop: float = 0.6
+    pair_window_s: float | None = None
     token_dropout: float = 0.1
     clips_per_track: int = 32
     augment_audio: bool = True

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
 from pipeline.config import EmbedderSettings, TrainSettings
-from pipeline.data.dataset import AudioView, PairCollator, TokenPairDataset, TrackSource, pad_codes, token_dropout
+from pipeline.data.dataset import AudioView, PairCollator, RetrievalProbe, TokenPairDataset, TrackSource, pad_codes, token_dropout
 from pipeline.ingest import ingest
 from pipeline.models.embedder import TokenEmbedder, info_nce
 from pipeline.store import db
@@ -97,6 +97,32 @@ def test_pair_dataset_views_are_random_crops_and_reproducible(tmp_path):
     batch = PairCollator(1024)([ds[i] for i in range(6)])
     assert batch["a"].shape[:2] == (6, 2) and batch["a_mask"].sum(1).min() >= 30 and batch["track"].tolist() == [0, 1, 2, 0, 1, 2]
     assert (batch["a"][~batch["a_mask"].unsqueeze(1).expand_as(batch["a"])] == pad_id(1024)).all()
+    # training.pair_window_s: the second view starts within that many seconds (12.5 frames/s) of the first, anywhere else in range
+    near = TokenPairDataset(ds.tracks, TrainSettings(clip_seconds=4.0, clips_per_track=200, token_dropout=0.0, pair_window_s=0.8), 1024, 12.5)
+    pairs = [(int(a[0, 0]) % 100, int(b[0, 0]) % 100, b.shape[1]) for a, b, _ in (near[i] for i in range(len(near)))]
+    gaps = [sb - sa for sa, sb, length in pairs if sb < 100 - length]  # not pushed back by the track's end
+    assert max(abs(g) for g in gaps) == 10 and min(gaps) < 0 < max(gaps)  # 0.8 s = 10 frames, both ways
+    assert all(sb <= sa + 10 for sa, sb, _ in pairs)  # at the end: as close as the track allows
+    assert max(abs(int(b[0, 0]) - int(a[0, 0])) for a, b, _ in (ds[i] for i in range(6))) > 10  # without it: anywhere in the track
+
+
+def test_retrieval_probe_searches_val_queries_among_val_and_distractor_tracks(tmp_path):
+    # 2 val tracks and 3 distractor (train) tracks of distinct codes; an embedder that is a bag of the clip's codes finds
+    # every clean query's own track, a constant one ties everywhere and "finds" track 0 only
+    meta = {"source": "s", "sample_rate": 24000, "duration_s": 8.0, "chunk_index": 0, "num_chunks": 1, "token_shape": [], "backend": "rvq",
+            "codec_version": "v"}
+    codes = [np.tile((100 * i + np.arange(100)) % 1000, (2, 1)) for i in range(5)]
+    files = [save_tokens(tmp_path / f"t{i}.npz", codes[i], {"track_id": f"t{i}", **meta}) for i in range(2)]
+    val = TokenPairDataset([TrackSource(f"t{i}", (f,)) for i, f in enumerate(files)], TrainSettings(clip_seconds=2.0), 1024, 12.5)
+    probe = RetrievalProbe(val, queries_per_track=6, seed=0, distractors=codes[2:])
+    assert probe.n_tracks == 5 and len(probe.queries) == 12 and sorted(set(probe.gallery_track)) == [0, 1, 2, 3, 4]
+
+    def bag(c, m):
+        out = torch.zeros(c.shape[0], 1026)
+        return torch.nn.functional.normalize(out.scatter_add(1, c[:, 0], m.float()), dim=1)
+
+    assert probe.recall_at_1(bag) == 1.0
+    assert probe.recall_at_1(lambda c, m: torch.ones(c.shape[0], 4)) == 0.5
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])

@@ -64,34 +64,43 @@ class TokenPairDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
         t = i % len(self.tracks)
         rng = np.random.default_rng([self.settings.seed, self.epoch, i])
-        return self.view(t, rng), self.view(t, rng), t
+        a, start = self.view(t, rng)
+        b, _ = self.view(t, rng, near=start)
+        return a, b, t
 
     def crop_frames(self, rng: np.random.Generator) -> int:
         return max(1, round(self.clip_frames * rng.uniform(self.settings.min_crop, 1.0)))
 
-    def view(self, t: int, rng: np.random.Generator) -> np.ndarray | AudioView:
+    def crop_start(self, track_frames: int, length: int, rng: np.random.Generator, near: int | None = None) -> int:
+        """A random first frame for a crop of ``length``; with ``training.pair_window_s`` and ``near`` (the other view's
+        start), within that many seconds of it (as close as the track's end allows), so the two views overlap or sit
+        side by side in the track."""
+        last = max(0, track_frames - length)
+        lo, hi = 0, last
+        if near is not None and self.settings.pair_window_s is not None:
+            window = round(self.settings.pair_window_s * self.frame_rate)
+            lo, hi = min(max(0, near - window), last), min(near + window, last)
+        return int(rng.integers(lo, hi + 1))
+
+    def view(self, t: int, rng: np.random.Generator, near: int | None = None) -> tuple[np.ndarray | AudioView, int]:
+        """One view of track ``t`` and the frame it starts at."""
         length = self.crop_frames(rng)
         track = self.tracks[t]
+        start = self.crop_start(self.codes[t].shape[1], length, rng, near)
         if self.codec is not None and track.audio_path is not None:
-            wave = self.audio_crop(track.audio_path, self.codes[t].shape[1], length, rng)
-            wave = random_degradation(wave, self.codec.sample_rate, rng, self.settings.degrade_p)
-            return AudioView(wave, int(rng.integers(2**31)))
-        return token_dropout(crop(self.codes[t], length, rng), self.settings.token_dropout, self.codebook_size, rng)
+            wave = random_degradation(self.audio_crop(track.audio_path, start, length), self.codec.sample_rate, rng, self.settings.degrade_p)
+            return AudioView(wave, int(rng.integers(2**31))), start
+        codes = self.codes[t][:, start : start + length]
+        return token_dropout(codes, self.settings.token_dropout, self.codebook_size, rng), start
 
-    def audio_crop(self, path: Path, track_frames: int, length: int, rng: np.random.Generator) -> np.ndarray:
-        """``length`` token frames of the track's canonical audio from a random frame."""
+    def audio_crop(self, path: Path, start: int, length: int) -> np.ndarray:
+        """``length`` token frames of the track's canonical audio from token frame ``start``."""
         hop = self.codec.features.hop
-        start = int(rng.integers(0, max(1, track_frames - length + 1)))
         data, _ = sf.read(path, start=start * hop, frames=length * hop, dtype="int16")
         return data.astype(np.float32) * np.float32(1 / 32768)
 
     def collator(self) -> PairCollator:
         return PairCollator(self.codebook_size, self.codec, self.settings.token_dropout, self.clip_frames)
-
-
-def crop(codes: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-    start = int(rng.integers(0, max(1, codes.shape[1] - length + 1)))
-    return codes[:, start : start + length]
 
 
 def token_dropout(codes: np.ndarray, p: float, codebook_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -167,28 +176,30 @@ class RetrievalProbe:
                 rng = np.random.default_rng([seed, 7919, t, j])
                 name = self.DEGRADATIONS[(t + j) % len(self.DEGRADATIONS)]
                 track = dataset.tracks[t]
+                start = dataset.crop_start(codes.shape[1], clip, rng)
                 if dataset.codec is not None and track.audio_path is not None:
-                    wave = dataset.audio_crop(track.audio_path, codes.shape[1], clip, rng)
+                    wave = dataset.audio_crop(track.audio_path, start, clip)
                     q = AudioView(QUERY_DEGRADATIONS[name](wave, dataset.codec.sample_rate, rng), 0)
                 else:
-                    q = crop(codes, clip, rng)
+                    q = codes[:, start : start + clip]
                 self.queries.append(q)
                 self.query_track.append(t)
         self.queries = PairCollator(dataset.codebook_size, dataset.codec, 0.0, clip).tokenize(self.queries)
 
     @torch.no_grad()
     def recall_at_1(self, embed, batch_size: int = 256) -> float:
-        """``embed(codes, mask) -> [N, D]``; the share of queries whose best track is their own."""
-        g = self._embed(embed, self.gallery, batch_size)
-        q = self._embed(embed, self.queries, batch_size)
-        scores = q @ g.T  # [queries, segments]
+        """``embed(codes, mask) -> [N, D]``; the share of queries whose best track is their own. The gallery is embedded
+        and scored one batch at a time, so memory stays at [queries, tracks] however large the catalog."""
+        q = self._embed(embed, self.queries)
         per_track = torch.full((q.shape[0], self.n_tracks), float("-inf"))
-        index = torch.tensor(self.gallery_track).expand(q.shape[0], -1)
-        per_track = per_track.scatter_reduce(1, index, scores, reduce="amax")
+        for i in range(0, len(self.gallery), batch_size):
+            scores = q @ self._embed(embed, self.gallery[i : i + batch_size]).T  # [queries, segments of this batch]
+            index = torch.tensor(self.gallery_track[i : i + batch_size]).expand(q.shape[0], -1)
+            per_track = per_track.scatter_reduce(1, index, scores, reduce="amax")
         hits = per_track.argmax(1) == torch.tensor(self.query_track)
         return float(hits.float().mean())
 
-    def _embed(self, embed, views, batch_size):
+    def _embed(self, embed, views, batch_size: int = 256):
         out = []
         for i in range(0, len(views), batch_size):
             codes, mask = pad_codes(views[i : i + batch_size], self.ds.codebook_size)

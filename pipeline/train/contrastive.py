@@ -111,7 +111,7 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
     val_ds = TokenPairDataset(val_tracks, train_s, codebook_size, frame_rate, codec)
     if train_ds.clip_frames > emb_s.max_frames:
         raise ValueError(f"training.clip_seconds {train_s.clip_seconds:g} gives {train_ds.clip_frames} frames > embedder.max_frames {emb_s.max_frames}")
-    probe = RetrievalProbe(val_ds, train_s.val_queries_per_track, train_s.seed)
+    probe = RetrievalProbe(val_ds, train_s.val_queries_per_track, train_s.seed, distractors=train_ds.codes)  # the train tracks are in the catalog too
     num_quantizers = train_ds.codes[0].shape[0]
 
     torch.manual_seed(train_s.seed)
@@ -125,8 +125,10 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
     total = steps_per_epoch * train_s.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_lambda, total=total, warmup=max(1, int(train_s.warmup_ratio * total))))
     # An exponential moving average of the weights (training.ema_decay, 0 = off) is what validation and search use:
-    # it smooths the step-to-step noise of a small-batch contrastive run.
-    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(train_s.ema_decay))
+    # it smooths the step-to-step noise of a small-batch contrastive run. Its horizon, 1 / (1 - decay) steps, never
+    # spans more than a quarter of the run, so a short run (the demo's 2 epochs) is not dragged back to its first steps.
+    ema_decay = max(0.0, min(train_s.ema_decay, 1 - 4 / total)) if train_s.ema_decay else 0.0
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay))
            if train_s.ema_decay else None)
     ckpt_path = out / "models" / "embedder.pt"
     history: list[dict] = []
@@ -145,7 +147,8 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
 
     use_amp = train_s.amp and device.startswith("cuda")
     run_config = {"tokens_root": str(tokens_root), "splits_dir": str(splits_dir), "device": device, "config": raw_cfg,
-                  "train_tracks": len(train_tracks), "val_tracks": len(val_tracks), "online_augmentation": codec is not None, "resume": resume}
+                  "train_tracks": len(train_tracks), "val_tracks": len(val_tracks), "online_augmentation": codec is not None, "resume": resume,
+                  "ema_decay": ema_decay, "steps": total}
     with db.connect(url) as conn, db.recorded_run(conn, "train", run_config, run_id) as run:
         clips_per_s = []
         for epoch in range(start_epoch, train_s.epochs):
