@@ -207,16 +207,16 @@ class TrainSettings:
     grad_clip: float = 1.0
     clip_seconds: float = 5.0
     min_crop: float = 0.6
-    pair_window_s: float | None = None
+    pair_window_s: float | None = 2.5
     token_dropout: float = 0.1
     clips_per_track: int = 32
     augment_audio: bool = True
     degrade_p: float = 0.5
-    val_queries_per_track: int = 16
-    num_workers: int = 0
+    val_queries_per_track: int = 128
+    num_workers: int = 1
     seed: int = 0
     amp: bool = True
-    ema_decay: float = 0.0
+    ema_decay: float = 0.98
 
 
 @dataclass(frozen=True)

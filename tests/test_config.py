@@ -1,4 +1,5 @@
-from dataclasses import FrozenInstanceError
+import os
+from dataclasses import FrozenInstanceError, fields
 
 import pytest
 
@@ -11,6 +12,18 @@ def test_defaults_come_from_yaml():
     audio = config.section(AudioSettings, cfg, "audio")
     assert audio.sample_rate == 24000
     assert config.section(IngestSettings, cfg, "ingest").min_seconds == 0.5
+
+
+def test_train_settings_defaults_are_configs_train_yaml(monkeypatch):
+    """A --config file that leaves a key out gets the settings class's default: it must be the product's (configs/train.yaml)."""
+    import yaml
+
+    for key in [k for k in os.environ if k.startswith("CLOUDTUNE_TRAIN__")]:
+        monkeypatch.delenv(key)
+    raw = yaml.safe_load((config.config_dir() / "train.yaml").read_text())
+    for name, settings in zip(("embedder", "training", "splits"), config.load_train()[:3], strict=True):
+        assert set(raw[name]) == {f.name for f in fields(settings)}, name
+        assert settings == type(settings)(), f"configs/train.yaml {name}: differs from {type(settings).__name__}'s defaults"
 
 
 def test_env_override_parses_yaml_values(monkeypatch):
