@@ -88,7 +88,8 @@ def test_evaluate_writes_the_full_metric_table(built, run_env):
         assert 0 < got[(emb, "ivfpq", "all", "recall_vs_exact", 10)] <= 1
         assert got[(emb, "flat", "5s/clean", "recall", 1)] == 1.0  # a clean clip finds its track
     report = (run_env / "runs" / "r1" / "reports" / "evaluation.html").read_text()
-    assert report.count("<img") == 4 and "5s queries" in report and "pink0db" in report and "Catalog map (contrastive" in report
+    assert report.count("<img") == 5 and "5s queries" in report and "pink0db" in report and "Catalog map (contrastive" in report
+    assert "<h2>Embedder training</h2>" in report  # the run's training curve
     with db.connect() as conn:
         latents = conn.execute(text("SELECT COUNT(*), COUNT(DISTINCT catalog) FROM vae_latents WHERE run_id = 'r1'")).one()
     assert tuple(latents) == (10, 1)  # one row per indexed track

@@ -138,6 +138,11 @@ def test_training_learns_and_a_killed_run_resumes_to_the_same_weights(db_url, to
     with db.connect(db_url) as conn:
         rows = conn.execute(select(training_epochs).where(training_epochs.c.run_id == "straight").order_by(training_epochs.c.epoch)).all()
     assert [r.epoch for r in rows] == [1, 2, 3] and rows[0].train_loss == pytest.approx(hist[0]["train_loss"])
+    assert all(len(h["batch_losses"]) >= 1 and np.mean(h["batch_losses"]) == pytest.approx(h["train_loss"]) for h in hist)
+    from PIL import Image
+
+    with Image.open(home / "runs" / "straight" / "models" / "training_curve.png") as im:  # loss and val Recall@1 per epoch
+        assert im.size == (1000, 400)
 
     def kill_after_two(epoch):
         if epoch == 2:

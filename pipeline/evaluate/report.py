@@ -85,6 +85,10 @@ def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_con
     parts.append(lat.pivot_table(index=["embedder", "index_kind"], columns="metric", values="value").round(3).to_html())
     if catalog_map:
         parts.extend(catalog_map_section(catalog_map))
+    curve = config.run_dir(run_id) / "models" / "training_curve.png"
+    if curve.exists():
+        parts.append("<h2>Embedder training</h2>")
+        parts.append(f'<img src="data:image/png;base64,{base64.b64encode(curve.read_bytes()).decode()}">')
     body = "\n".join(parts)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>CloudTune evaluation {html.escape(run_id)}</title>"
             "<style>body{font-family:sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;font-size:13px} "

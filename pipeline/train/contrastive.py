@@ -3,6 +3,7 @@
     $CLOUDTUNE_HOME/runs/<run_id>/splits/{train,val,test}.txt   (built when missing)
     $CLOUDTUNE_HOME/runs/<run_id>/models/embedder.pt            checkpoint after every epoch (atomic)
     $CLOUDTUNE_HOME/runs/<run_id>/models/embedder.json          settings and per-epoch history
+    $CLOUDTUNE_HOME/runs/<run_id>/models/training_curve.png     loss per batch and epoch, val Recall@1 per epoch (after every epoch)
 
 Every epoch starts from seeds derived from (seed, epoch), so a run resumed from its last checkpoint
 after a kill ends with exactly the weights of an uninterrupted run (on CPU).
@@ -30,6 +31,7 @@ from pipeline.data.dataset import RetrievalProbe, TokenPairDataset, TrackSource
 from pipeline.devices import resolve_device
 from pipeline.fsutil import atomic_path, write_json
 from pipeline.models.embedder import TokenEmbedder, info_nce
+from pipeline.plots import plot_contrastive_training
 from pipeline.store import db
 from pipeline.store.tables import run_metrics, tracks, training_epochs
 from pipeline.tokenize.files import load_tokens
@@ -183,7 +185,7 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
                 recall = probe.recall_at_1(lambda c, m, scored=scored: scored(c.to(device), m.to(device)))
             seconds = time.perf_counter() - started
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_recall_at_1": recall, "lr": scheduler.get_last_lr()[0],
-                   "seconds": seconds, "clips_per_s": 2 * len(train_ds) / train_seconds}
+                   "seconds": seconds, "clips_per_s": 2 * len(train_ds) / train_seconds, "batch_losses": losses}
             history.append(row)
             clips_per_s.append(row["clips_per_s"])
             with atomic_path(ckpt_path) as tmp:
@@ -191,6 +193,8 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
                             **({"ema": ema.state_dict(), "ema_model": ema.module.state_dict()} if ema is not None else {}),
                             "history": history, "embedder": asdict(emb_s), "training": asdict(train_s), "num_quantizers": num_quantizers,
                             "codebook_size": codebook_size, "frame_rate": frame_rate, "codec_version": meta["codec_version"]}, tmp)
+            plot_contrastive_training(history, out / "models" / "training_curve.png",
+                                      f"embedder {run_id}: {len(train_tracks)} train / {len(val_tracks)} val tracks")
             db.upsert(conn, training_epochs, [{"run_id": run.run_id, "model": "embedder", "epoch": epoch + 1, "train_loss": row["train_loss"],
                                                "val_loss": None, "val_recall_at_1": recall, "lr": row["lr"], "seconds": seconds,
                                                "recorded_at": db.utcnow()}])

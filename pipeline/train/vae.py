@@ -113,21 +113,13 @@ def plot_loss(epoch_losses: list[float], batch_losses: list[list[float]], path: 
     """Loss per image: every batch (thin line) and each epoch's average (dots), as a PNG written atomically."""
     from matplotlib.figure import Figure
 
+    from pipeline.plots import draw_loss, save_figure
+
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
-    xs, ys = [], []
-    for epoch, losses in enumerate(batch_losses):
-        xs += [epoch + (i + 1) / len(losses) for i in range(len(losses))]
-        ys += losses
-    ax.plot(xs, ys, lw=0.6, alpha=0.5, label="batch")
-    ax.plot(range(1, len(epoch_losses) + 1), epoch_losses, "o-", label="epoch average")
-    ax.set(xlabel="epoch", ylabel="loss per image", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return Path(path)
+    draw_loss(ax, epoch_losses, batch_losses, "loss per image")
+    ax.set_title(title)
+    return save_figure(fig, path)
 
 
 def check_settings(s: DreamSettings) -> None:
