@@ -22,22 +22,28 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("fretsonfire-songs-sectoid", "fretsonfire-songs-muldjord", "drascula-music")
 
 
+def fetch_debs(bench_dir: Path, packages: tuple[str, ...], into: Path) -> Path:
+    """Unpack Debian ``packages`` into ``into/<package>/``, fetching them with `apt-get download` into
+    ``bench_dir/debs`` when missing there. Only the packages named are unpacked, whatever else that folder holds."""
+    debs = bench_dir / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in packages if not list(debs.glob(f"{p}_*.deb"))]
+    if missing:
+        print(f"fetching {' '.join(missing)} with apt-get download ...", file=sys.stderr)
+        if subprocess.run(["apt-get", "download", *missing], cwd=debs).returncode != 0:
+            sys.exit(f"bench: apt-get download {' '.join(missing)} failed (run `apt-get update` first)")
+    for package in packages:
+        target = into / package
+        target.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg-deb", "-x", str(sorted(debs.glob(f"{package}_*.deb"))[-1]), str(target)], check=True)
+    return into
+
+
 def fetch_music(bench_dir: Path) -> Path:
     music = bench_dir / "music"
     if music.is_dir() and any(music.rglob("*.ogg")):
         return music
-    debs = bench_dir / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    missing = [p for p in PACKAGES if not list(debs.glob(f"{p}_*.deb"))]
-    if missing:
-        print(f"fetching {' '.join(missing)} with apt-get download ...", file=sys.stderr)
-        if subprocess.run(["apt-get", "download", *missing], cwd=debs).returncode != 0:
-            sys.exit("bench: apt-get download failed (run `apt-get update` first)")
-    for deb in sorted(debs.glob("*.deb")):
-        target = music / deb.name.split("_")[0]
-        target.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True)
-    return music
+    return fetch_debs(bench_dir, PACKAGES, music)
 
 
 def main() -> int:

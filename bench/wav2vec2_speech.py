@@ -30,15 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fetch_speech(bench_dir: Path) -> list[Path]:
+    from ingest import fetch_debs  # bench/ingest.py (this folder is on sys.path)
+
     speech = bench_dir / "speech"
     if not list(speech.rglob("Front_Left.wav")):
-        debs = bench_dir / "debs"
-        debs.mkdir(parents=True, exist_ok=True)
-        if not list(debs.glob("alsa-utils_*.deb")):
-            print("fetching alsa-utils with apt-get download ...", file=sys.stderr)
-            if subprocess.run(["apt-get", "download", "alsa-utils"], cwd=debs).returncode != 0:
-                sys.exit("bench: apt-get download alsa-utils failed (run `apt-get update` first)")
-        subprocess.run(["dpkg-deb", "-x", str(next(debs.glob("alsa-utils_*.deb"))), str(speech)], check=True)
+        fetch_debs(bench_dir, ("alsa-utils",), speech)
     return sorted(p for p in speech.rglob("*.wav") if p.stem != "Noise")
 
 

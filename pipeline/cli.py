@@ -221,6 +221,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     record = publish_run(args.run_id, args.embedder, args.kind)
     print(f"publish: run {record['run_id']} ({record['embedder']}, {record['index_kind']}) is now published")
     return 0
+
+
 def cmd_dream(args: argparse.Namespace) -> int:
     """The spec's contract: progress on stderr, the JSON result as the last stdout line, exit 0 / 1 (failed) / 2 (bad input)."""
     from pipeline.config import DreamSettings
@@ -239,6 +241,8 @@ def cmd_dream(args: argparse.Namespace) -> int:
         print(result["message"])
     print(json.dumps(result), flush=True)
     return code
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     import contextlib
 
@@ -502,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", choices=INDEX_KINDS)
     s.add_argument("--show", action="store_true")
     s.set_defaults(func=cmd_publish)
+
     s = sub.add_parser("dream", help="train the MNIST VAE (dream generator) and save 64 dreamed digits as an 8x8 grid; JSON result on stdout")
     s.add_argument("--data", help="folder with the MNIST IDX files (config dream.data_dir)")
     s.add_argument("--dataset", choices=("mnist", "digits"), help="mnist (IDX files under --data) | digits (bundled with scikit-learn, offline)")
@@ -513,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="auto | cpu | cuda (config dream.device)")
     s.add_argument("--seed", type=int, help="config dream.seed")
     s.set_defaults(func=cmd_dream)
+
     s = sub.add_parser("embed", help="wav2vec2 embedding of one clip: JSON {audio: {array, sampling_rate}} in, {embedding: [...]} out")
     s.add_argument("--model", help="local wav2vec2 directory or hub id (config wav2vec2.model)")
     s.add_argument("--input", type=Path, help="read the JSON from this file instead of stdin")

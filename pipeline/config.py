@@ -367,7 +367,8 @@ class QuerySettings:
     split: str = "test"
     lengths_s: tuple[float, ...] = (2.0, 5.0)
     per_track: int = 10
-    degradations: tuple[str, ...] = ("clean",)
+    degradations: tuple[str, ...] = ("clean", "white20db", "white10db", "white0db", "pink0db", "lowpass3k", "telephone", "gain-12db", "speed0.97",
+                                     "speed1.03", "reverb")
     seed: int = 1234
 
 
@@ -427,7 +428,7 @@ class DagSettings:
     tokenizer_backend: str = "rvq"
     epochs: int = 10
     embedding_dim: int = 256
-    embedders: tuple[str, ...] = ("mel-stats", "contrastive")
+    embedders: tuple[str, ...] = ("mel-stats", "contrastive", "wav2vec2")
     index_kinds: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
     device: str = "auto"
     max_shards: int = 4

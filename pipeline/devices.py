@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -15,3 +18,19 @@ def resolve_device(spec: str = "auto") -> str:
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {spec}: no CUDA device is available (torch {torch.__version__}); use --device cpu or auto")
     return spec
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op CPU thread count set to ``threads`` (when > 0) for the duration, then put back: no lasting side effect
+    on the process (a DAG's dag.test() runs every task in one)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads > 0 and threads != previous:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)

@@ -1,7 +1,7 @@
-import os
 from dataclasses import FrozenInstanceError, fields
 
 import pytest
+import yaml
 
 from pipeline import config
 from pipeline.config import AudioSettings, ConfigError, IngestSettings
@@ -14,16 +14,19 @@ def test_defaults_come_from_yaml():
     assert config.section(IngestSettings, cfg, "ingest").min_seconds == 0.5
 
 
-def test_train_settings_defaults_are_configs_train_yaml(monkeypatch):
-    """A --config file that leaves a key out gets the settings class's default: it must be the product's (configs/train.yaml)."""
-    import yaml
-
-    for key in [k for k in os.environ if k.startswith("CLOUDTUNE_TRAIN__")]:
-        monkeypatch.delenv(key)
-    raw = yaml.safe_load((config.config_dir() / "train.yaml").read_text())
-    for name, settings in zip(("embedder", "training", "splits"), config.load_train()[:3], strict=True):
-        assert set(raw[name]) == {f.name for f in fields(settings)}, name
-        assert settings == type(settings)(), f"configs/train.yaml {name}: differs from {type(settings).__name__}'s defaults"
+@pytest.mark.parametrize("name,sections", [("pipeline", config.SECTIONS), ("train", config.TRAIN_SECTIONS), ("index", config.INDEX_SECTIONS),
+                                           ("eval", config.EVAL_SECTIONS), ("airflow", config.AIRFLOW_SECTIONS)])
+def test_settings_defaults_are_the_config_files(name, sections):
+    """A --config file (or a section) that leaves a key out gets the settings class's default: it must be the product's,
+    configs/<name>.yaml's, or the two drift apart unseen (train.yaml's EMA and val probe did)."""
+    raw = yaml.safe_load((config.config_dir() / f"{name}.yaml").read_text())
+    for section, cls in sections.items():
+        given = raw.get(section) or {}
+        assert set(given) == {f.name for f in fields(cls)}, (name, section)  # every key is written out, with its comment
+        for key, value in given.items():
+            default = getattr(cls(), key)
+            assert (list(default) if isinstance(default, tuple) else default) == value, \
+                f"configs/{name}.yaml {section}.{key}: {value!r} != {cls.__name__}'s default {default!r}"
 
 
 def test_env_override_parses_yaml_values(monkeypatch):

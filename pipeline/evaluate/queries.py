@@ -7,6 +7,7 @@ is the same under every degradation, so the sets differ only by the degradation.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,17 +32,19 @@ def _rng(*keys) -> np.random.Generator:
     return np.random.default_rng([zlib.crc32(str(k).encode()) for k in keys])
 
 
-def clean_clips(tracks: list[Track], length_s: float, s: QuerySettings, sample_rate: int) -> list[Clip]:
-    """``per_track`` clips of ``length_s`` per track at seeded offsets (the same for every embedder and run)."""
-    out = []
-    n = round(length_s * sample_rate)
+def clean_clips(tracks: list[Track], lengths_s: Sequence[float], s: QuerySettings, sample_rate: int) -> dict[float, list[Clip]]:
+    """For each query length, ``per_track`` clips per track at seeded offsets (the same for every embedder and run).
+    Each track's audio is read once for all lengths."""
+    out: dict[float, list[Clip]] = {length: [] for length in lengths_s}
     for t in tracks:
         wave = read_track(t, sample_rate)
-        if len(wave) < n:
-            continue  # shorter than the query length: no clip of this length from this track
-        for j in range(s.per_track):
-            start = int(_rng(s.seed, t.track_id, length_s, j).integers(0, len(wave) - n + 1))
-            out.append(Clip(t.track_id, start / sample_rate, wave[start : start + n].copy()))
+        for length_s in lengths_s:
+            n = round(length_s * sample_rate)
+            if len(wave) < n:
+                continue  # shorter than the query length: no clip of this length from this track
+            for j in range(s.per_track):
+                start = int(_rng(s.seed, t.track_id, length_s, j).integers(0, len(wave) - n + 1))
+                out[length_s].append(Clip(t.track_id, start / sample_rate, wave[start : start + n].copy()))
     return out
 
 

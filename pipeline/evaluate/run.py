@@ -122,7 +122,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         approx_ids: dict[tuple[str, str], list[np.ndarray]] = {}
         sets = [(length, d) for length in qs.lengths_s for d in qs.degradations]
         bar = tqdm(total=len(sets) * len(loaded), desc="evaluate", unit="set", disable=not progress)
-        clips_of = {length: clean_clips(query_tracks, length, qs, sr) for length in qs.lengths_s}  # read once, used by the latency part too
+        clips_of = clean_clips(query_tracks, qs.lengths_s, qs, sr)  # each track read once; the latency part uses them too
         for length in qs.lengths_s:
             clips = clips_of[length]
             if not clips:

@@ -17,7 +17,6 @@ Models load from a local directory, or a hub id when ``wav2vec2.allow_download``
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from pipeline.audio import io as audio_io
-from pipeline.devices import resolve_device
+from pipeline.devices import resolve_device, torch_threads
 from pipeline.embed import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -219,17 +218,9 @@ class Wav2Vec2Features:
         log.debug("wav2vec2: %s", self.last_shapes)
         return pooled.float().cpu().numpy()
 
-    @contextlib.contextmanager
     def cpu_threads(self):
-        """torch's CPU thread count set to ``threads`` (when > 0) for the duration, then put back: no global side effect."""
-        previous = torch.get_num_threads()
-        if self.threads > 0 and self.threads != previous:
-            torch.set_num_threads(self.threads)
-        try:
-            yield
-        finally:
-            if torch.get_num_threads() != previous:
-                torch.set_num_threads(previous)
+        """torch's CPU thread count set to ``wav2vec2.threads`` (when > 0) while embedding, then put back."""
+        return torch_threads(self.threads)
 
     def embed_one(self, wave: np.ndarray, sr: int) -> np.ndarray:
         """The JSON contract: one clip at rate ``sr`` -> float32 [dim], the mean of last_hidden_state (or hidden_states[layer])."""

@@ -170,6 +170,5 @@ def recorded_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run
     finish_run(conn, run.run_id, run.status, run.message)
 
 
-__all__ = ["Run", "connect", "dispose_engines", "ensure_run",
-           "finish_run", "get_engine", "init_db", "new_run_id", "recorded_run", "schema_sql", "start_run", "upsert",
-           "utcnow"]
+__all__ = ["Run", "connect", "dispose_engines", "ensure_run", "finish_run", "get_engine", "init_db", "new_run_id", "recorded_run", "schema_sql",
+           "start_run", "upsert", "utcnow"]

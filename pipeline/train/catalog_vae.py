@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from pipeline import config
 from pipeline.config import CatalogVAESettings
-from pipeline.devices import resolve_device
+from pipeline.devices import resolve_device, torch_threads
 from pipeline.fsutil import atomic_path, write_json
 from pipeline.models.vae import VAE, gaussian_loss_function
 from pipeline.store import db
@@ -133,12 +133,8 @@ def train_catalog_vae(embeddings: np.ndarray, track_ids: list[str], catalogs: li
     data = torch.from_numpy(xs).to(device)
     model = VAE(input_dim=x.shape[1], hidden=s.hidden, latent_dim=2, sigmoid=False).to(device)
     t0 = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(s.threads or threads)  # the model is tiny: more intra-op threads only add synchronization
-    try:
+    with torch_threads(s.threads):  # the model is tiny: more intra-op threads only add synchronization
         history = fit(model, data, s, progress)
-    finally:
-        torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
 
     z, errors = latents_and_errors(model, data)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from pipeline import config
 from pipeline.config import DreamSettings
 from pipeline.data.mnist import IdxError, MnistNotFound, load_images
-from pipeline.devices import DEVICES, resolve_device
+from pipeline.devices import DEVICES, resolve_device, torch_threads
 from pipeline.fsutil import atomic_path
 from pipeline.models.vae import VAE, loss_function
 
@@ -185,12 +185,8 @@ def train_dream(settings: DreamSettings, progress: bool = True) -> dict:
     model = VAE(side * side, s.hidden, s.latent_dim).to(device)
 
     t0 = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(s.threads or threads)
-    try:
+    with torch_threads(s.threads):
         epoch_losses, batch_losses = fit(model, data, s, generator, progress)
-    finally:
-        torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
 
     out = Path(s.out)
