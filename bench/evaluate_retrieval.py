@@ -32,7 +32,8 @@ def main() -> int:
     if not (args.home / "runs" / args.run_id / "models" / "embedder.pt").exists():
         sys.exit(f"bench: no trained run {args.run_id} in {args.home}: run bench/train_embedder.py --run-id {args.run_id} first")
 
-    from pipeline.evaluate.run import evaluate, metric_table
+    from pipeline.evaluate.report import metric_table
+    from pipeline.evaluate.retrieval import evaluate
 
     started = time.perf_counter()
     result = evaluate(args.run_id, device=args.device, publish=False)

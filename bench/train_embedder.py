@@ -30,8 +30,8 @@ def main() -> int:
     if args.workers is not None:
         os.environ["CLOUDTUNE_TRAIN__TRAINING__NUM_WORKERS"] = str(args.workers)
 
-    from pipeline.tokenize.run import current_rvq, tokenize
-    from pipeline.train.contrastive import train_embedder
+    from pipeline.tokenize.catalog import current_rvq, tokenize
+    from pipeline.train.token_embedder import train_embedder
 
     codec = current_rvq("bench")
     if codec is None:

@@ -11,7 +11,7 @@ run goes on without it.
 One DAG run is one pipeline run: its id (the `run_id` param, or Airflow's run id made path-safe) names
 `$CLOUDTUNE_HOME/runs/<run_id>/` and every row it writes (`runs`, `retrieval_metrics`, ...). Tasks pass paths,
 never arrays. GPU-bound tasks run in pool `gpu` and on Celery queue `gpu` (`cloudtune airflow setup` makes the pool).
-Defaults come from `configs/airflow.yaml` (`dag:`); every step is a plain function of `pipeline/flow.py`.
+Defaults come from `configs/airflow.yaml` (`dag:`); every step is a plain function of `pipeline/steps/`.
 
 Extending: another feature extractor goes after `splits` like `wav2vec2_features`, as a `@task(pool=GPU, queue=GPU)`
 function upstream of `build_indexes`, which indexes every requested embedder whose embeddings the run has.
@@ -37,13 +37,13 @@ PUBLISHED_INDEX = Asset(name="cloudtune_published_index", uri="cloudtune://publi
 
 
 def _run_id() -> str:
-    from pipeline.flow import context_run_id
+    from pipeline.steps.bookkeeping import context_run_id
 
     return context_run_id(get_current_context())
 
 
 def _mark_failed(context) -> None:
-    from pipeline.flow import mark_failed
+    from pipeline.steps.bookkeeping import mark_failed
 
     mark_failed(context)
 
@@ -75,94 +75,94 @@ def _mark_failed(context) -> None:
 def audio_retrieval():
     @task
     def start() -> str:
-        from pipeline import flow
+        from pipeline.steps import bookkeeping
 
-        return flow.start(_run_id(), "pipeline", dict(get_current_context()["params"]))
+        return bookkeeping.start(_run_id(), "pipeline", dict(get_current_context()["params"]))
 
     @task
     def ingest(pipeline_run: str) -> dict:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
-        return flow.ingest_roots(p["catalog"], list(p["catalog_roots"]))
+        return retrieval.ingest_roots(p["catalog"], list(p["catalog_roots"]))
 
     @task
     def train_tokenizer(ingested: dict) -> str | None:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
-        return flow.train_tokenizer(ingested["catalog"], get_current_context()["params"]["tokenizer_backend"])
+        return retrieval.train_tokenizer(ingested["catalog"], get_current_context()["params"]["tokenizer_backend"])
 
     @task
     def plan_shards(ingested: dict, codec: str | None) -> list[list[int]]:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
-        return flow.plan_shards(ingested["catalog"], get_current_context()["params"]["max_shards"], D.min_tracks_per_shard)
+        return retrieval.plan_shards(ingested["catalog"], get_current_context()["params"]["max_shards"], D.min_tracks_per_shard)
 
     @task(pool=GPU, queue=GPU)
     def tokenize(shard: list[int]) -> str:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
-        return flow.tokenize_shard(p["catalog"], p["tokenizer_backend"], shard, p["device"])
+        return retrieval.tokenize_shard(p["catalog"], p["tokenizer_backend"], shard, p["device"])
 
     @task
     def splits(pipeline_run: str, tokens_roots: list[str]) -> dict:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         roots = sorted(set(tokens_roots))
-        return {"tokens_root": roots[0], "splits_dir": flow.make_splits(pipeline_run, roots)}
+        return {"tokens_root": roots[0], "splits_dir": retrieval.make_splits(pipeline_run, roots)}
 
     @task(pool=GPU, queue=GPU)
     def train_embedder(pipeline_run: str, data: dict) -> str:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
-        return flow.train_embedder(pipeline_run, data["tokens_root"], data["splits_dir"], p["epochs"], p["embedding_dim"], p["device"])
+        return retrieval.train_embedder(pipeline_run, data["tokens_root"], data["splits_dir"], p["epochs"], p["embedding_dim"], p["device"])
 
     @task(pool=GPU, queue=GPU)
     def wav2vec2_features(pipeline_run: str, data: dict) -> str:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
         try:
-            return flow.wav2vec2_features(pipeline_run, list(p["embedders"]), p["device"])
-        except flow.StepSkipped as exc:
+            return retrieval.wav2vec2_features(pipeline_run, list(p["embedders"]), p["device"])
+        except retrieval.StepSkipped as exc:
             raise AirflowSkipException(str(exc)) from None
 
     @task(pool=GPU, queue=GPU)
     def embed_catalog(pipeline_run: str, checkpoint: str) -> dict:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
-        return flow.embed_catalog(pipeline_run, [e for e in p["embedders"] if e not in flow.OWN_TASK_EMBEDDERS], p["device"])
+        return retrieval.embed_catalog(pipeline_run, [e for e in p["embedders"] if e not in retrieval.OWN_TASK_EMBEDDERS], p["device"])
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)  # runs when wav2vec2_features was skipped
     def build_indexes(pipeline_run: str, embeddings: dict) -> list[str]:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
-        return flow.build_indexes(pipeline_run, flow.embedded(pipeline_run, list(p["embedders"])), list(p["index_kinds"]))
+        return retrieval.build_indexes(pipeline_run, retrieval.embedded(pipeline_run, list(p["embedders"])), list(p["index_kinds"]))
 
     @task(pool=GPU, queue=GPU)
     def evaluate(pipeline_run: str, indexes: list[str]) -> str:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
-        return flow.evaluate(pipeline_run, list(p["embedders"]), list(p["index_kinds"]), p["device"])
+        return retrieval.evaluate(pipeline_run, list(p["embedders"]), list(p["index_kinds"]), p["device"])
 
     @task(outlets=[PUBLISHED_INDEX])
     def publish(pipeline_run: str, evaluation_report: str) -> dict:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
-        return flow.publish(pipeline_run)
+        return retrieval.publish(pipeline_run)
 
     @task
     def report(pipeline_run: str, published: dict) -> str:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
-        return flow.report(pipeline_run)
+        return retrieval.report(pipeline_run)
 
     pipeline_run = start()
     ingested = ingest(pipeline_run)

@@ -9,7 +9,7 @@ are reused) -> `build_indexes` -> `evaluate` -> `check_regression` -> `publish` 
 `check_regression` compares the mean Recall@K (configs/airflow.yaml `nightly.metric_k`) over the query sets
 with the previous succeeded nightly; a drop beyond `nightly.max_recall_drop` fails the run at once (no retry),
 leaves the published index as it was, and shows in `sql/reports/regressions.sql`.
-Schedule: configs/airflow.yaml `nightly.schedule`. Every step is a plain function of `pipeline/flow.py`.
+Schedule: configs/airflow.yaml `nightly.schedule`. Every step is a plain function of `pipeline/steps/`.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ PUBLISHED_INDEX = Asset(name="cloudtune_published_index", uri="cloudtune://publi
 
 
 def _run_id() -> str:
-    from pipeline.flow import context_run_id
+    from pipeline.steps.bookkeeping import context_run_id
 
     return context_run_id(get_current_context())
 
 
 def _mark_failed(context) -> None:
-    from pipeline.flow import mark_failed
+    from pipeline.steps.bookkeeping import mark_failed
 
     mark_failed(context)
 
@@ -65,73 +65,73 @@ def _mark_failed(context) -> None:
 def nightly_reindex():
     @task
     def start() -> str:
-        from pipeline import flow
+        from pipeline.steps import bookkeeping
 
-        return flow.start(_run_id(), "nightly", dict(get_current_context()["params"]))
+        return bookkeeping.start(_run_id(), "nightly", dict(get_current_context()["params"]))
 
     @task
     def prepare(pipeline_run: str) -> dict:
-        from pipeline import flow
+        from pipeline.steps import nightly
 
-        return flow.nightly_prepare(pipeline_run)
+        return nightly.nightly_prepare(pipeline_run)
 
     @task
     def ingest(plan: dict) -> dict:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
-        return flow.ingest_roots(p["catalog"], list(p["catalog_roots"]))
+        return retrieval.ingest_roots(p["catalog"], list(p["catalog_roots"]))
 
     @task(pool=GPU, queue=GPU)
     def tokenize(ingested: dict) -> str:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
-        return flow.tokenize_shard(ingested["catalog"], p["tokenizer_backend"], None, p["device"])
+        return retrieval.tokenize_shard(ingested["catalog"], p["tokenizer_backend"], None, p["device"])
 
     @task(pool=GPU, queue=GPU)
     def embed_catalog(pipeline_run: str, plan: dict, ingested: dict, tokens_root: str) -> dict:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         catalogs = sorted({*plan["catalogs"], ingested["catalog"]})
-        return flow.embed_catalog(pipeline_run, [plan["embedder"]], get_current_context()["params"]["device"], catalogs)
+        return retrieval.embed_catalog(pipeline_run, [plan["embedder"]], get_current_context()["params"]["device"], catalogs)
 
     @task
     def build_indexes(pipeline_run: str, plan: dict, embeddings: dict) -> list[str]:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
-        return flow.build_indexes(pipeline_run, [plan["embedder"]], [plan["index_kind"]])
+        return retrieval.build_indexes(pipeline_run, [plan["embedder"]], [plan["index_kind"]])
 
     @task(pool=GPU, queue=GPU)
     def evaluate(pipeline_run: str, plan: dict, ingested: dict, indexes: list[str]) -> str:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
         catalogs = sorted({*plan["catalogs"], ingested["catalog"]})
-        return flow.evaluate(pipeline_run, [plan["embedder"]], [plan["index_kind"]], get_current_context()["params"]["device"], catalogs)
+        return retrieval.evaluate(pipeline_run, [plan["embedder"]], [plan["index_kind"]], get_current_context()["params"]["device"], catalogs)
 
     @task(retries=0)
     def check_regression(pipeline_run: str, evaluation_report: str) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pipeline import flow
+        from pipeline.steps import nightly
 
         p = get_current_context()["params"]
         try:
-            return flow.check_regression(pipeline_run, p["metric_k"], p["max_recall_drop"])
-        except flow.RegressionError as exc:
+            return nightly.check_regression(pipeline_run, p["metric_k"], p["max_recall_drop"])
+        except nightly.RegressionError as exc:
             raise AirflowFailException(str(exc)) from exc
 
     @task(outlets=[PUBLISHED_INDEX])
     def publish(pipeline_run: str, plan: dict, check: dict) -> dict:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
-        return flow.publish(pipeline_run, plan["embedder"], plan["index_kind"])
+        return retrieval.publish(pipeline_run, plan["embedder"], plan["index_kind"])
 
     @task
     def report(pipeline_run: str, published: dict) -> str:
-        from pipeline import flow
+        from pipeline.steps import retrieval
 
-        return flow.report(pipeline_run)
+        return retrieval.report(pipeline_run)
 
     pipeline_run = start()
     plan = prepare(pipeline_run)

@@ -83,7 +83,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:
     from pipeline.config import RVQSettings
-    from pipeline.tokenize.run import train_tokenizer
+    from pipeline.tokenize.catalog import train_tokenizer
 
     settings = config.section(RVQSettings, config.load(), "rvq", levels=args.levels, codebook_size=args.codebook_size)
     folder, report = train_tokenizer(args.catalog, args.input_root, settings=settings)
@@ -95,7 +95,7 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from pipeline.tokenize.run import tokenize
+    from pipeline.tokenize.catalog import tokenize
 
     summary = tokenize(args.backend, args.catalog, args.input_root, args.output_root, device=args.device, max_files=args.max_files,
                        chunk_seconds=args.chunk_seconds, save_format=args.save_format, overwrite=args.overwrite, fail_fast=args.fail_fast,
@@ -116,8 +116,8 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipeline.tokenize.run import current_rvq
-    from pipeline.train.contrastive import train_embedder
+    from pipeline.tokenize.catalog import current_rvq
+    from pipeline.train.token_embedder import train_embedder
 
     tokens_root = args.tokens_root
     if tokens_root is None:
@@ -175,7 +175,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.devices import resolve_device
-    from pipeline.evaluate.run import evaluate, metric_table
+    from pipeline.evaluate.report import metric_table
+    from pipeline.evaluate.retrieval import evaluate
 
     run_id = _published_or(args.run_id)
     result = evaluate(run_id, embedders=args.embedder, index_kinds=args.kind, catalogs=args.catalog, device=resolve_device(args.device),
@@ -312,7 +313,7 @@ def _dag_conf(raw: str | None) -> dict:
 def run_pipeline_dag(dag_id: str, conf: dict) -> str:
     """One DAG run in-process (dag.test()); returns the pipeline run id, or raises CommandError naming the failed tasks."""
     from pipeline.airflow_local import run_dag
-    from pipeline.flow import pipeline_run_id
+    from pipeline.steps.bookkeeping import pipeline_run_id
 
     result = run_dag(dag_id, conf)
     run_id = pipeline_run_id(result["dag_run_id"], conf.get("run_id"))
@@ -324,7 +325,7 @@ def run_pipeline_dag(dag_id: str, conf: dict) -> str:
 
 
 def print_metric_table(run_id: str) -> None:
-    from pipeline.flow import metric_summary
+    from pipeline.steps.retrieval import metric_summary
     from pipeline.store import reports
 
     print(f"\nRetrieval metrics of run {run_id}, read back from {db_name()} (cloudtune report retrieval_run --param run_id={run_id}):")

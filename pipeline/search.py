@@ -72,7 +72,7 @@ def _read(path: str, sr: int) -> np.ndarray:
 
 def search_clips(paths: list[str], searcher: Searcher, top_k: int | None = None, batch_size: int = 64) -> Iterator[dict]:
     """One result dict per clip, in the order given: {"query", "results"} or {"query", "error"}."""
-    from pipeline.tokenize.run import prefetch
+    from pipeline.prefetch import prefetch
 
     top_k = top_k or config.load_index()["search"].top_k
     batch: list[tuple[str, np.ndarray]] = []

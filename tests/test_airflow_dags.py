@@ -18,7 +18,8 @@ from conftest import PG_URL, _with_search_path
 from sqlalchemy import create_engine, text
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-from pipeline import config, flow
+from pipeline import config
+from pipeline.steps import bookkeeping, retrieval
 from pipeline.store import db
 
 CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
@@ -133,33 +134,33 @@ def test_run_rejects_bad_conf_before_starting_airflow(capsys):
 
 def test_embed_step_skips_an_unavailable_embedder_but_not_all(capsys):
     with pytest.raises(RuntimeError, match="embed-catalog: no embedder could be built"):
-        flow.embed_catalog("r", ["wav2vec2"], "cpu")  # no wav2vec2 model configured here
+        retrieval.embed_catalog("r", ["wav2vec2"], "cpu")  # no wav2vec2 model configured here
     assert "embed-catalog: skipping wav2vec2:" in capsys.readouterr().err
 
 
 def test_wav2vec2_step_is_skipped_with_its_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path))
-    with pytest.raises(flow.StepSkipped, match=r"wav2vec2 is not among the run's embedders \(mel-stats, contrastive\)"):
-        flow.wav2vec2_features("r", ["mel-stats", "contrastive"], "cpu")
-    with pytest.raises(flow.StepSkipped, match="wav2vec2: no model configured"):
-        flow.wav2vec2_features("r", ["mel-stats", "wav2vec2"], "cpu")
+    with pytest.raises(retrieval.StepSkipped, match=r"wav2vec2 is not among the run's embedders \(mel-stats, contrastive\)"):
+        retrieval.wav2vec2_features("r", ["mel-stats", "contrastive"], "cpu")
+    with pytest.raises(retrieval.StepSkipped, match="wav2vec2: no model configured"):
+        retrieval.wav2vec2_features("r", ["mel-stats", "wav2vec2"], "cpu")
     with pytest.raises(RuntimeError, match="run r: no catalog embeddings for any of mel-stats, wav2vec2"):
-        flow.embedded("r", ["mel-stats", "wav2vec2"])
-    assert flow.embed_catalog("r", [], "cpu") == {}  # the DAG's embed_catalog when wav2vec2 is the only embedder asked for
+        retrieval.embedded("r", ["mel-stats", "wav2vec2"])
+    assert retrieval.embed_catalog("r", [], "cpu") == {}  # the DAG's embed_catalog when wav2vec2 is the only embedder asked for
 
 
 def test_pipeline_run_id_is_path_safe():
-    assert flow.pipeline_run_id("manual__2026-01-02T03:04:05.678+00:00") == "manual__2026-01-02T03-04-05.678-00-00"
-    assert flow.pipeline_run_id("scheduled__x", "my run/1") == "my-run-1"
+    assert bookkeeping.pipeline_run_id("manual__2026-01-02T03:04:05.678+00:00") == "manual__2026-01-02T03-04-05.678-00-00"
+    assert bookkeeping.pipeline_run_id("scheduled__x", "my run/1") == "my-run-1"
     with pytest.raises(ValueError, match="nothing left"):
-        flow.pipeline_run_id("::")
+        bookkeeping.pipeline_run_id("::")
 
 
 def test_train_config_checks_the_embedding_dim():
-    path = flow.train_config("r", 64)
+    path = retrieval.train_config("r", 64)
     assert config.load_train(path)[0].embedding_dim == 64
     with pytest.raises(ValueError, match="embedding_dim 30: must be a positive multiple of configs/train.yaml embedder.heads"):
-        flow.train_config("r", 30)
+        retrieval.train_config("r", 30)
 
 
 # --- real runs: demo on PostgreSQL, then the nightly re-index -------------------------------------------

@@ -13,14 +13,14 @@ from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
 from pipeline.embed import get_embedder
 from pipeline.embed.catalog import embed_catalog, segment_starts
-from pipeline.evaluate.run import evaluate
+from pipeline.evaluate.retrieval import evaluate
 from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index
 from pipeline.ingest import ingest
 from pipeline.publish import publish_run, published
 from pipeline.store import db, reports
 from pipeline.store.tables import retrieval_metrics, runs, tracks
-from pipeline.tokenize.run import tokenize
-from pipeline.train.contrastive import train_embedder
+from pipeline.tokenize.catalog import tokenize
+from pipeline.train.token_embedder import train_embedder
 
 ENV = {
     "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",

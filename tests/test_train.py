@@ -9,13 +9,13 @@ from pipeline.cli import main
 from pipeline.config import EmbedderSettings, TrainSettings
 from pipeline.data.dataset import AudioView, PairCollator, RetrievalProbe, TokenPairDataset, TrackSource, pad_codes, token_dropout
 from pipeline.ingest import ingest
-from pipeline.models.embedder import TokenEmbedder, info_nce
+from pipeline.models.token_embedder import TokenEmbedder, info_nce, load_embedder
 from pipeline.store import db
 from pipeline.store.tables import training_epochs
 from pipeline.tokenize import mask_id, pad_id
+from pipeline.tokenize.catalog import tokenize
 from pipeline.tokenize.files import save_tokens
-from pipeline.tokenize.run import tokenize
-from pipeline.train.contrastive import load_embedder, train_embedder
+from pipeline.train.token_embedder import train_embedder
 
 TINY_MODEL = EmbedderSettings(embedding_dim=32, hidden=64, layers=1, heads=2, dropout=0.1, max_frames=64)
 
@@ -169,7 +169,8 @@ def test_training_learns_and_a_killed_run_resumes_to_the_same_weights(db_url, to
 def test_audio_views_are_tokenized_together_in_the_collator(tokens, tiny_config):
     from pathlib import Path
 
-    from pipeline.train.contrastive import find_codec, read_split
+    from pipeline.tokenize.catalog import find_codec
+    from pipeline.train.token_embedder import read_split
 
     root = Path(tokens)
     from pipeline.data.splits import build_splits

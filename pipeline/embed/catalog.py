@@ -137,7 +137,7 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
             pending_waves.clear()
             pending_meta.clear()
 
-    from pipeline.tokenize.run import prefetch
+    from pipeline.prefetch import prefetch
 
     todo = [t for t in items if t.track_id not in previous]
     bar = tqdm(total=len(items), desc=f"embed-catalog ({embedder.name})", unit="track", disable=not progress)

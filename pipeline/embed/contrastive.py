@@ -19,7 +19,8 @@ class ContrastiveEmbedder:
     name = "contrastive"
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", batch_size: int = 64):
-        from pipeline.train.contrastive import find_codec, load_embedder
+        from pipeline.models.token_embedder import load_embedder
+        from pipeline.tokenize.catalog import find_codec
 
         self.checkpoint = Path(checkpoint)
         self.model, ckpt = load_embedder(self.checkpoint, device)
@@ -27,7 +28,7 @@ class ContrastiveEmbedder:
         self.codebook_size, self.codec_version = int(ckpt["codebook_size"]), ckpt["codec_version"]
         self.tokenizer = find_codec(self.codec_version)
         if self.tokenizer is None:
-            from pipeline.tokenize.run import load_tokenizer
+            from pipeline.tokenize.catalog import load_tokenizer
 
             moss = load_tokenizer("moss", "", device)
             if moss.version != self.codec_version:

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -64,9 +65,18 @@ def catalog_map_section(catalog_map: dict) -> list[str]:
     return parts
 
 
-def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_config: dict, catalog_map: dict | None = None) -> str:
-    from pipeline.evaluate.run import metric_table
+def metric_table(rows: list[dict], length: str = "5s"):
+    """Recall@1 / MRR per (embedder, index kind) x degradation for one query length, as a DataFrame."""
+    import pandas as pd
 
+    df = pd.DataFrame(rows)
+    df = df[df.query_set.str.startswith(f"{length}/")]
+    df = df[((df.metric == "recall") & (df.k == 1)) | (df.metric == "mrr")]
+    df = df.assign(metric=np.where(df.metric == "mrr", "MRR", "R@1"), degradation=df.query_set.str.split("/").str[1])
+    return df.pivot_table(index=["embedder", "index_kind", "metric"], columns="degradation", values="value", sort=False)
+
+
+def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_config: dict, catalog_map: dict | None = None) -> str:
     df = pd.DataFrame(rows)
     lengths = sorted({q.split("/")[0] for q in df.query_set if not q.startswith(("latency", "all"))}, key=lambda s: -float(s[:-1]))
     parts = [f"<h1>Retrieval evaluation of run {html.escape(run_id)}</h1>",

@@ -25,6 +25,7 @@ from pipeline import config
 from pipeline.audio import io as audio_io
 from pipeline.config import IngestSettings, MossSettings, RVQSettings, TokenizeSettings
 from pipeline.fsutil import write_json, write_text
+from pipeline.prefetch import prefetch
 from pipeline.store import db
 from pipeline.store.tables import run_errors, run_metrics, tracks
 from pipeline.tokenize.files import FORMATS, save_tokens
@@ -84,33 +85,6 @@ def read_audio(item: Item, sample_rate: int) -> np.ndarray:
     return audio_io.load(item.path, sr=sample_rate)[0]
 
 
-def prefetch(fn, items: list, depth: int = 4, workers: int = 2):
-    """Yield ``(item, fn(item) or the exception it raised)`` in order, computing up to ``depth`` ahead in threads.
-
-    Audio decoding (libsndfile via cffi) releases the GIL, so reading the next tracks overlaps with
-    encoding the current ones; memory stays bounded by ``depth`` tracks.
-    """
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    def call(item):
-        try:
-            return fn(item)
-        except Exception as exc:  # handed to the caller, which records it per item
-            return exc
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque = deque()
-        for item in items:
-            pending.append((item, pool.submit(call, item)))
-            if len(pending) >= depth:
-                head, fut = pending.popleft()
-                yield head, fut.result()
-        while pending:
-            head, fut = pending.popleft()
-            yield head, fut.result()
-
-
 def holdout_split(ids: list[str], ratio: float, seed: int) -> tuple[list[str], list[str]]:
     """Deterministic track-level holdout (by a hash of the id): (train, holdout); both non-empty from 2 tracks."""
     ranked = sorted(ids, key=lambda i: xxhash.xxh3_64_intdigest(f"{seed}:{i}".encode()))
@@ -128,6 +102,13 @@ def current_rvq(scope: str) -> Path | None:
         return None
     path = codec_dir(scope) / pointer.read_text().strip()
     return path if (path / "codec.json").exists() else None
+
+
+def find_codec(codec_version: str):
+    """The rvq codec that made the tokens, if it is in this CLOUDTUNE_HOME (for online augmentation)."""
+    for meta in sorted((config.home() / "tokenizers").glob(f"*/{codec_version}/codec.json")):
+        return RVQCodec.load(meta.parent)
+    return None
 
 
 def _record_metrics(conn, run_id: str, stage: str, values: dict[tuple[str, int], float]) -> None:
@@ -182,7 +163,6 @@ def _train_and_save(items: list[Item], train_ids: list[str], hold_ids: list[str]
                   "holdout_tracks": len(hold_ids), "holdout_frames": int(z.shape[0]), "mel_snr_db_by_level": codec.snr_by_level(z)}
     codec.save(folder)
     return codec.info
-
 
 
 def load_tokenizer(backend: str, scope: str, device: str = "auto", model_dir: str | None = None, num_quantizers: int | None = None,

@@ -193,15 +193,3 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         publish_run(run_id, url=url)
         published = True
     return {"run_id": run_id, "rows": rows, "report": str(report), "skipped": skipped, "published": published}
-
-
-def metric_table(rows: list[dict], length: str = "5s"):
-    """Recall@1 / MRR per (embedder, index kind) x degradation for one query length, as a DataFrame."""
-    import pandas as pd
-
-    df = pd.DataFrame(rows)
-    df = df[df.query_set.str.startswith(f"{length}/")]
-    df = df[((df.metric == "recall") & (df.k == 1)) | (df.metric == "mrr")]
-    df = df.assign(metric=np.where(df.metric == "mrr", "MRR", "R@1"), degradation=df.query_set.str.split("/").str[1])
-    return df.pivot_table(index=["embedder", "index_kind", "metric"], columns="degradation", values="value", sort=False)
-

@@ -12,6 +12,8 @@ neighbouring codes land near the clean one. The tables are trained from there.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -76,3 +78,12 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, groups: torch
         logits = logits.masked_fill(same, float("-inf"))
     target = torch.arange(a.shape[0], device=a.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def load_embedder(checkpoint: str | Path, device: str = "cpu") -> tuple[TokenEmbedder, dict]:
+    """A trained embedder (eval mode) and its checkpoint metadata."""
+    ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
+    model = TokenEmbedder(ckpt["num_quantizers"], ckpt["codebook_size"], EmbedderSettings(**ckpt["embedder"])).to(device)
+    model.load_state_dict(ckpt.get("ema_model", ckpt["model"]))  # the averaged weights when training kept them
+    model.eval()
+    return model, {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "ema", "ema_model")}

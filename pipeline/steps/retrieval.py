@@ -1,70 +1,29 @@
-"""The steps of the Airflow DAGs as plain functions: JSON-able arguments in, paths and small dicts out, never arrays.
+"""The steps of the ``audio_retrieval`` DAG as plain functions: JSON-able arguments in, paths and small dicts out, never arrays.
 
-``dags/audio_retrieval.py`` and ``dags/nightly_reindex.py`` only wire these together; each is usable (and
-tested) without Airflow. One DAG run is one pipeline run: every artifact goes to
-``$CLOUDTUNE_HOME/runs/<run_id>/`` and every metric row names ``run_id`` (see :func:`pipeline_run_id`).
+``dags/audio_retrieval.py`` only wires these together (``dags/nightly_reindex.py`` reuses several); each is usable
+(and tested) without Airflow. Each step reads its settings from configs/ and hands them to the domain modules.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 from sqlalchemy import select, update
 
 from pipeline import config
-from pipeline.fsutil import atomic_path, write_json, write_text
+from pipeline.fsutil import atomic_path, write_text
+from pipeline.steps.bookkeeping import finish
 from pipeline.store import db
 from pipeline.store.tables import runs
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class RegressionError(RuntimeError):
-    """The nightly re-evaluation lost more Recall@K than the configured threshold."""
-
-
-def pipeline_run_id(dag_run_id: str, given: str | None = None) -> str:
-    """The pipeline run id of a DAG run: ``given`` (a param) or Airflow's run id made safe for paths and SQL
-    (``manual__2026-01-02T03:04:05.678+00:00`` -> ``manual__2026-01-02T03-04-05.678-00-00``)."""
-    run_id = _UNSAFE.sub("-", (given or dag_run_id).strip()).strip("-.")
-    if not run_id:
-        raise ValueError(f"run id {given or dag_run_id!r}: nothing left after removing characters outside [A-Za-z0-9._-]")
-    return run_id
-
-
-def context_run_id(context) -> str:
-    """The pipeline run id of the DAG run a task (or a callback) runs in."""
-    return pipeline_run_id(context["run_id"], context["params"].get("run_id"))
-
-
-def mark_failed(context) -> None:
-    """on_failure_callback of the pipeline DAGs: a task failed for good (retries spent), so the pipeline run is failed too."""
-    finish(context_run_id(context), "failed", f"task {context['ti'].task_id} failed: {context.get('exception')}")
-
-
-def start(run_id: str, kind: str, params: dict[str, Any]) -> str:
-    """The DAG run's `runs` row (status running, the params as its config); returns the run id."""
-    with db.connect() as conn:
-        db.start_run(conn, kind, params, run_id)
-    write_json(config.run_dir(run_id) / "params.json", params)
-    return run_id
-
-
-def finish(run_id: str, status: str = "succeeded", message: str | None = None) -> None:
-    with db.connect() as conn:
-        db.finish_run(conn, run_id, status, message)
 
 
 def ingest_roots(catalog: str, roots: list[str]) -> dict:
     """Ingest new audio under ``roots`` into ``catalog`` (unchanged files are skipped); an empty list uses the catalog as it is."""
     from pipeline.ingest import ingest
-    from pipeline.tokenize.run import list_items
+    from pipeline.tokenize.catalog import list_items
 
     line = f"ingest: no catalog roots given: using catalog {catalog} as it is"
     if roots:
@@ -85,7 +44,7 @@ def train_tokenizer(catalog: str, backend: str) -> str | None:
         return None
     if backend != "rvq":
         raise ValueError(f"tokenizer_backend {backend!r}: expected rvq or moss")
-    from pipeline.tokenize.run import train_tokenizer as train
+    from pipeline.tokenize.catalog import train_tokenizer as train
 
     folder, _ = train(catalog)
     return str(folder)
@@ -93,7 +52,7 @@ def train_tokenizer(catalog: str, backend: str) -> str | None:
 
 def plan_shards(catalog: str, max_shards: int, min_tracks_per_shard: int) -> list[list[int]]:
     """[[i, n], ...]: n = ceil(tracks / min_tracks_per_shard), at least 1 and at most ``max_shards``."""
-    from pipeline.tokenize.run import list_items
+    from pipeline.tokenize.catalog import list_items
 
     if max_shards < 1 or min_tracks_per_shard < 1:
         raise ValueError(f"max_shards {max_shards} and min_tracks_per_shard {min_tracks_per_shard} must be >= 1")
@@ -103,7 +62,7 @@ def plan_shards(catalog: str, max_shards: int, min_tracks_per_shard: int) -> lis
 
 def tokenize_shard(catalog: str, backend: str, shard: list[int] | None, device: str = "auto") -> str:
     """Tokenize one shard of the catalog (tracks already tokenized are skipped); returns the tokens folder."""
-    from pipeline.tokenize.run import tokenize
+    from pipeline.tokenize.catalog import tokenize
 
     summary = tokenize(backend, catalog, device=device, shard=tuple(shard) if shard else None)
     print(summary.line(), file=sys.stderr)
@@ -140,7 +99,7 @@ def train_config(run_id: str, embedding_dim: int | None) -> Path:
 
 def train_embedder(run_id: str, tokens_root: str, splits_dir: str, epochs: int | None, embedding_dim: int | None, device: str = "auto") -> str:
     """Contrastive training of the run's embedder (resumes from its last checkpoint on a retry); returns the checkpoint path."""
-    from pipeline.train.contrastive import train_embedder as train
+    from pipeline.train.token_embedder import train_embedder as train
 
     with db.connect() as conn:  # training records itself under the run id: keep the DAG run's own `runs` row as it was
         row = conn.execute(select(runs.c.kind, runs.c.config, runs.c.started_at).where(runs.c.run_id == run_id)).first()
@@ -233,7 +192,7 @@ def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> 
 def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: str = "auto", catalogs: list[str] | None = None) -> str:
     """Recall@K, MRR, latency rows into retrieval_metrics (not published yet); returns the HTML report path."""
     from pipeline.devices import resolve_device
-    from pipeline.evaluate.run import evaluate as run_evaluation
+    from pipeline.evaluate.retrieval import evaluate as run_evaluation
 
     result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, device=resolve_device(device), publish=False)
     print(f"evaluate: {len(result['rows'])} metric rows for run {run_id}; report {result['report']}", file=sys.stderr)
@@ -267,53 +226,3 @@ def report(run_id: str) -> str:
         table.to_csv(tmp, index=False)
     finish(run_id, "succeeded", f"{len(table)} embedder x index rows; {path}")
     return str(path)
-
-
-# --- nightly re-index ----------------------------------------------------------------------------
-
-
-def nightly_prepare(run_id: str) -> dict:
-    """Start a nightly run from the published one: its splits (the same query tracks every night) and its embedder checkpoint."""
-    from pipeline.embed.catalog import run_catalogs
-    from pipeline.publish import published
-
-    base = published()
-    if not base:
-        raise RuntimeError(f"nightly: nothing is published in {config.home()} (trigger audio_retrieval first)")
-    src, dst = config.run_dir(base["run_id"]), config.run_dir(run_id)
-    if src != dst:
-        shutil.copytree(src / "splits", dst / "splits", dirs_exist_ok=True)
-        checkpoint = src / "models" / "embedder.pt"
-        if checkpoint.exists():
-            (dst / "models").mkdir(parents=True, exist_ok=True)
-            with atomic_path(dst / "models" / "embedder.pt") as tmp:
-                shutil.copyfile(checkpoint, tmp)
-    plan = {"base_run_id": base["run_id"], "embedder": base["embedder"], "index_kind": base["index_kind"], "catalogs": run_catalogs(run_id)}
-    write_json(dst / "nightly.json", plan)
-    return plan
-
-
-def regressions(k: int, max_drop: float):
-    """sql/reports/regressions.sql: every nightly run against the succeeded nightly before it."""
-    from pipeline.store import reports
-
-    return reports.run_report("regressions", {"k": int(k), "max_drop": float(max_drop)})
-
-
-def check_regression(run_id: str, k: int, max_drop: float) -> dict:
-    """Compare the run's mean Recall@K with the previous succeeded nightly's; a drop over ``max_drop`` raises RegressionError."""
-    table = regressions(k, max_drop)
-    mine = table[table.run_id == run_id]
-    if mine.empty:
-        print(f"nightly: run {run_id} has no earlier succeeded nightly to compare with: nothing to check", file=sys.stderr)
-        return {"run_id": run_id, "compared_with": None, "regression": False}
-    for row in mine.itertuples():
-        print(f"nightly: {row.embedder}/{row.index_kind} Recall@{k} {row.previous_recall:.4f} ({row.previous_run_id}) -> {row.recall:.4f}: "
-              f"drop {row.recall_drop:+.4f} (threshold {max_drop:g})", file=sys.stderr)
-    worst = mine.sort_values("recall_drop").iloc[-1]
-    if bool(worst.regression):
-        message = (f"Recall@{k} regression: {worst.embedder}/{worst.index_kind} {worst.previous_recall:.4f} ({worst.previous_run_id}) -> "
-                   f"{worst.recall:.4f}, drop {worst.recall_drop:.4f} > {max_drop:g} (sql/reports/regressions.sql)")
-        finish(run_id, "failed", message)
-        raise RegressionError(message)
-    return {"run_id": run_id, "compared_with": worst.previous_run_id, "regression": False, "recall_drop": float(worst.recall_drop)}

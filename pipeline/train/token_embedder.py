@@ -26,14 +26,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import config
-from pipeline.config import EmbedderSettings, TrainSettings
+from pipeline.config import TrainSettings
 from pipeline.data.dataset import RetrievalProbe, TokenPairDataset, TrackSource
 from pipeline.devices import resolve_device
 from pipeline.fsutil import atomic_path, write_json
-from pipeline.models.embedder import TokenEmbedder, info_nce
+from pipeline.models.token_embedder import TokenEmbedder, info_nce
 from pipeline.plots import plot_contrastive_training
 from pipeline.store import db
 from pipeline.store.tables import run_metrics, tracks, training_epochs
+from pipeline.tokenize.catalog import find_codec
 from pipeline.tokenize.files import load_tokens
 
 
@@ -51,15 +52,6 @@ def read_split(splits_dir: Path, split: str, tokens_root: Path, url: str | None 
         audio = dict(conn.execute(select(tracks.c.track_id, tracks.c.audio_path).where(tracks.c.track_id.in_(list(by_track)))).all())
     home = config.home()
     return [TrackSource(t, tuple(files), home / audio[t] if t in audio else None) for t, files in sorted(by_track.items())]
-
-
-def find_codec(codec_version: str):
-    """The rvq codec that made the tokens, if it is in this CLOUDTUNE_HOME (for online augmentation)."""
-    from pipeline.tokenize.rvq import RVQCodec
-
-    for meta in sorted((config.home() / "tokenizers").glob(f"*/{codec_version}/codec.json")):
-        return RVQCodec.load(meta.parent)
-    return None
 
 
 def lr_lambda(step: int, total: int, warmup: int) -> float:
@@ -213,14 +205,3 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
         if history:
             run.message = f"embedder: {len(history)} epochs, loss {history[-1]['train_loss']:.4f}, val R@1 {history[-1]['val_recall_at_1']:.3f}"
     return summary
-
-
-def load_embedder(checkpoint: str | Path, device: str = "cpu") -> tuple[TokenEmbedder, dict]:
-    """A trained embedder (eval mode) and its checkpoint metadata."""
-    ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
-    model = TokenEmbedder(ckpt["num_quantizers"], ckpt["codebook_size"], EmbedderSettings(**ckpt["embedder"])).to(device)
-    model.load_state_dict(ckpt.get("ema_model", ckpt["model"]))  # the averaged weights when training kept them
-    model.eval()
-    return model, {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "ema", "ema_model")}
-
-

@@ -12,8 +12,8 @@ from pipeline.cli import main
 from pipeline.ingest import ingest
 from pipeline.store import db
 from pipeline.store.tables import run_errors, run_metrics, runs, tracks
+from pipeline.tokenize.catalog import holdout_split, tokenize, train_tokenizer
 from pipeline.tokenize.files import load_tokens
-from pipeline.tokenize.run import holdout_split, tokenize, train_tokenizer
 
 N_TRACKS = 5
 
