@@ -29,7 +29,9 @@ def main() -> int:
     args = ap.parse_args()
     os.environ["CLOUDTUNE_HOME"] = str(args.home)
     os.environ.pop("CLOUDTUNE_DB_URL", None)
-    if not (args.home / "runs" / args.run_id / "models" / "embedder.pt").exists():
+    from pipeline import paths
+
+    if not paths.embedder_checkpoint(args.run_id).exists():
         sys.exit(f"bench: no trained run {args.run_id} in {args.home}: run bench/train_embedder.py --run-id {args.run_id} first")
 
     from pipeline.evaluate.report import metric_table

@@ -30,13 +30,14 @@ def main() -> int:
     if args.workers is not None:
         os.environ["CLOUDTUNE_TRAIN__TRAINING__NUM_WORKERS"] = str(args.workers)
 
+    from pipeline import paths
     from pipeline.tokenize.catalog import current_rvq, tokenize
     from pipeline.train.token_embedder import train_embedder
 
     codec = current_rvq("bench")
     if codec is None:
         sys.exit(f"bench: no tokenized bench catalog in {args.home}: run bench/tokenize_rvq.py first")
-    tokens = args.home / "tokens" / "bench" / codec.name
+    tokens = paths.tokens_dir("bench", codec.name)
     if not tokens.is_dir():
         print(tokenize("rvq", "bench").line())
     started = time.perf_counter()

@@ -12,14 +12,14 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline import config
+from pipeline import config, paths
 
 DAGS_DIR = config.PROJECT_ROOT / "dags"
 PLUGINS_DIR = config.PROJECT_ROOT / "plugins"
 
 
 def airflow_home() -> Path:
-    return Path(os.environ.get("AIRFLOW_HOME") or config.home() / "airflow")
+    return Path(os.environ.get("AIRFLOW_HOME") or paths.airflow_home())
 
 
 def airflow_env(home: Path | None = None) -> dict[str, str]:
@@ -31,7 +31,7 @@ def airflow_env(home: Path | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_DIR),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "CLOUDTUNE_HOME": str(config.home()),
+        "CLOUDTUNE_HOME": str(paths.home()),
         "CLOUDTUNE_DB_URL": config.db_url(),
     }
     return {k: os.environ.get(k) or v for k, v in env.items()}

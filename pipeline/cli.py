@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline import __version__, config
+from pipeline import __version__, config, paths
 
 EXIT_FAILED = 1  # the command ran but its work failed
 EXIT_USAGE = 2  # bad input: arguments, config, files
@@ -124,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         codec = current_rvq(args.catalog)
         if codec is None:
             raise CommandError(f"--catalog {args.catalog}: no rvq tokens yet (run: cloudtune tokenize --catalog {args.catalog})", EXIT_USAGE)
-        tokens_root = config.home() / "tokens" / args.catalog / codec.name
+        tokens_root = paths.tokens_dir(args.catalog, codec.name)
     if not Path(tokens_root).is_dir():
         raise CommandError(f"--tokens-root {tokens_root}: not a folder", EXIT_USAGE)
     summary = train_embedder(tokens_root, args.splits_dir, run_id=args.run_id, config_path=args.config, device=args.device, epochs=args.epochs,
@@ -149,7 +149,7 @@ def _published_or(run_id: str | None) -> str:
 def cmd_embed_catalog(args: argparse.Namespace) -> int:
     from pipeline.devices import resolve_device
     from pipeline.embed import EmbedderUnavailable, get_embedder
-    from pipeline.embed.catalog import embed_catalog, embeddings_dir
+    from pipeline.embed.catalog import embed_catalog
 
     run_id = _published_or(args.run_id)
     try:
@@ -158,18 +158,18 @@ def cmd_embed_catalog(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), EXIT_USAGE) from None
     m = embed_catalog(run_id, embedder, args.catalog)
     print(f"embed-catalog: {m['count']} segments of {m['tracks']} tracks ({', '.join(m['catalogs'])}) with {args.embedder}, dim {m['dim']}, "
-          f"{len(m['failed_tracks'])} failed, {m['reused_tracks']} reused -> {embeddings_dir(run_id, args.embedder)}")
+          f"{len(m['failed_tracks'])} failed, {m['reused_tracks']} reused -> {paths.embeddings(run_id, args.embedder).folder}")
     return EXIT_FAILED if m["failed_tracks"] and args.strict else 0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from pipeline.index.faiss_index import build_index, index_dir
+    from pipeline.index.faiss_index import build_index
 
     run_id = _published_or(args.run_id)
     for kind in args.kind:
         m = build_index(run_id, args.embedder, kind)
         print(f"index: {kind} over {m['count']} x {m['dim']} {args.embedder} vectors in {m['build_seconds']:.2f} s, "
-              f"{m['bytes_per_vector']:.0f} bytes/vector, params {json.dumps(m['params'])} -> {index_dir(run_id, args.embedder, kind)}")
+              f"{m['bytes_per_vector']:.0f} bytes/vector, params {json.dumps(m['params'])} -> {paths.index(run_id, args.embedder, kind).folder}")
     return 0
 
 
@@ -368,7 +368,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.ingest import ingest
 
     s = config.section(DemoCatalogSettings, config.load(), "demo_catalog", tracks=args.tracks, seconds=args.seconds, seed=args.seed)
-    out = config.home() / "demo" / f"catalog-seed{s.seed}-{s.tracks}x{s.seconds:g}s"
+    out = paths.demo_catalog_dir(s.seed, s.tracks, s.seconds)
     if not (out / "catalog.json").exists():
         build_catalog(out, s.tracks, s.seconds, s.seed, s.sample_rate, s.channels, s.shared_motif_ratio, workers=os.cpu_count() or 1)
     summary = ingest([out], catalog="demo")

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from pipeline import paths
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "CLOUDTUNE__"
 
@@ -28,20 +30,8 @@ def config_dir() -> Path:
     return Path(os.environ.get("CLOUDTUNE_CONFIG_DIR", PROJECT_ROOT / "configs"))
 
 
-def home() -> Path:
-    """The artifact root, created on first use."""
-    path = Path(os.environ.get("CLOUDTUNE_HOME", "var")).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def run_dir(run_id: str) -> Path:
-    """A pipeline run's artifacts: ``$CLOUDTUNE_HOME/runs/<run_id>/`` (tokens, models, embeddings, index, reports)."""
-    return home() / "runs" / str(run_id)
-
-
 def db_url() -> str:
-    return os.environ.get("CLOUDTUNE_DB_URL") or f"sqlite:///{home() / 'cloudtune.db'}"
+    return os.environ.get("CLOUDTUNE_DB_URL") or f"sqlite:///{paths.db_file()}"
 
 
 def sql_dir() -> Path:

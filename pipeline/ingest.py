@@ -25,7 +25,7 @@ import xxhash
 from sqlalchemy import Connection, select
 from tqdm import tqdm
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.audio import io as audio_io
 from pipeline.config import AudioSettings, IngestSettings
 from pipeline.store import db
@@ -124,10 +124,6 @@ def find_audio_files(sources: Iterable[str | os.PathLike], extensions: Iterable[
         else:
             raise FileNotFoundError(f"ingest: source not found: {src}")
     return sorted(found)
-
-
-def canonical_relpath(content_hash: str) -> str:
-    return f"audio/{content_hash[:2]}/{content_hash}.flac"
 
 
 NOT_AUDIO = "not an audio file (no WAV/FLAC/OGG/MP3/AIFF signature in its first bytes)"
@@ -241,7 +237,7 @@ def process_file(path: Path, home: Path, audio: AudioSettings, settings: IngestS
     result = FileResult(path.as_uri(), st.st_size, st.st_mtime_ns)
     try:
         d = decode_file(path, audio, settings)
-        rel = canonical_relpath(d.content_hash)
+        rel = paths.canonical_relpath(d.content_hash)
         if not (home / rel).exists():
             wave = audio_io.normalize(d.mono, audio.target_rms_dbfs, audio.peak_ceiling_dbfs, inplace=True)
             audio_io.write_flac(home / rel, wave, audio.sample_rate, audio.flac_subtype, audio.flac_compression_level)
@@ -341,7 +337,7 @@ def ingest(
     workers = workers if workers is not None else settings.workers
     workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
     sources = [str(s) for s in sources]
-    home = config.home()
+    home = paths.home()
     files = find_audio_files(sources, settings.extensions)
     started = time.perf_counter()
     engine = db.get_engine(url)

@@ -8,20 +8,14 @@ failed or half-done run never replaces the published one.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.fsutil import write_json
-from pipeline.index.faiss_index import index_dir
 from pipeline.store import db
 
 
-def published_path() -> Path:
-    return config.home() / "published.json"
-
-
 def publish_run(run_id: str, embedder: str | None = None, index_kind: str | None = None, url: str | None = None) -> dict:
-    evaluation = config.run_dir(run_id) / "reports" / "evaluation.json"
+    evaluation = paths.evaluation_json(run_id)
     if not evaluation.exists():
         raise RuntimeError(f"publish: run {run_id} has no finished evaluation ({evaluation} is missing): run `cloudtune evaluate --run-id {run_id}`")
     done = json.loads(evaluation.read_text())
@@ -34,20 +28,20 @@ def publish_run(run_id: str, embedder: str | None = None, index_kind: str | None
             raise RuntimeError(f"publish: embedder {embedder} was not evaluated in run {run_id} (evaluated: {', '.join(done['embedders'])})")
         wanted = done["embedders"][-1]  # the configured one is missing: the last evaluated (learned ones come after mel-stats)
     if not index_kind_given:
-        have = [k for k in done["index_kinds"] if (index_dir(run_id, wanted, k) / "manifest.json").exists()]
+        have = [k for k in done["index_kinds"] if paths.index(run_id, wanted, k).manifest.exists()]
         if index_kind not in have and have:
             index_kind = have[0] if len(have) == 1 else [k for k in have if k != "flat"][0]  # an ANN index when the run has one
-    if not (index_dir(run_id, wanted, index_kind) / "manifest.json").exists():
+    if not paths.index(run_id, wanted, index_kind).manifest.exists():
         raise RuntimeError(f"publish: run {run_id} has no {index_kind} index of {wanted}")
     record = {"run_id": run_id, "embedder": wanted, "index_kind": index_kind, "published_at": db.utcnow().isoformat(),
               "evaluation": str(evaluation), "report": done.get("report")}
     previous = published()
     if previous and previous.get("run_id") != run_id:
         record["previous"] = {k: previous[k] for k in ("run_id", "embedder", "index_kind", "published_at") if k in previous}
-    write_json(published_path(), record)
+    write_json(paths.published_json(), record)
     return record
 
 
 def published() -> dict | None:
-    path = published_path()
+    path = paths.published_json()
     return json.loads(path.read_text()) if path.exists() else None

@@ -15,10 +15,9 @@ import numpy as np
 import soundfile as sf
 from sqlalchemy import select
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.audio import io as audio_io
 from pipeline.embed import get_embedder
-from pipeline.embed.catalog import embeddings_dir
 from pipeline.index.faiss_index import load_index
 from pipeline.publish import published
 from pipeline.store import db
@@ -35,14 +34,14 @@ class Searcher:
         pub = published()
         if run_id is None:
             if pub is None:
-                raise RuntimeError(f"search: no published run in {config.home()} (evaluate a run, or name one with --run-id)")
+                raise RuntimeError(f"search: no published run in {paths.home()} (evaluate a run, or name one with --run-id)")
             run_id, embedder, index_kind = pub["run_id"], embedder or pub["embedder"], index_kind or pub["index_kind"]
         settings = config.load_index()
         if embedder is None:
-            evaluation = config.run_dir(run_id) / "reports" / "evaluation.json"
+            evaluation = paths.evaluation_json(run_id)
             done = json.loads(evaluation.read_text())["embedders"] if evaluation.exists() else []
             embedder = settings["publish"].embedder
-            if not (embeddings_dir(run_id, embedder) / "manifest.json").exists() and done:
+            if not paths.embeddings(run_id, embedder).manifest.exists() and done:
                 embedder = done[-1]
         self.run_id, self.index_kind = run_id, index_kind or settings["publish"].index_kind
         self.embedder = get_embedder(embedder, run_id, device)

@@ -3,7 +3,7 @@ from dataclasses import FrozenInstanceError, fields
 import pytest
 import yaml
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.config import AudioSettings, ConfigError, IngestSettings
 
 
@@ -68,5 +68,5 @@ def test_explicit_overrides_win_and_settings_are_frozen():
 
 
 def test_home_and_db_url_defaults(home):
-    assert config.home() == home.resolve() and home.is_dir()
+    assert paths.home() == home.resolve() and home.is_dir()
     assert config.db_url() == f"sqlite:///{home.resolve() / 'cloudtune.db'}"

@@ -3,7 +3,7 @@ import json
 import pytest
 from sqlalchemy import create_engine, func, inspect, select, text
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.store import db, reports
 from pipeline.store.tables import retrieval_metrics, runs, tracks
 
@@ -96,9 +96,9 @@ def test_normalize_url():
 
 def test_runs_and_upsert_are_idempotent(db_url):
     with db.connect(db_url) as conn:
-        run_id = db.start_run(conn, "test", {"path": config.home(), "levels": (1, 2)})
+        run_id = db.start_run(conn, "test", {"path": paths.home(), "levels": (1, 2)})
         row = conn.execute(select(runs).where(runs.c.run_id == run_id)).one()
-        assert row.status == "running" and row.config == {"path": str(config.home()), "levels": [1, 2]}
+        assert row.status == "running" and row.config == {"path": str(paths.home()), "levels": [1, 2]}
         metric = {"run_id": run_id, "embedder": "mel-stats", "index_kind": "flat", "query_set": "5s/clean", "metric": "recall", "k": 10}
         db.upsert(conn, retrieval_metrics, [{**metric, "value": 0.5, "recorded_at": db.utcnow()}])
         db.upsert(conn, retrieval_metrics, [{**metric, "value": 0.75, "recorded_at": db.utcnow()}])

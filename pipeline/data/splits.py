@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm import tqdm
 
+from pipeline import paths
 from pipeline.fsutil import write_json, write_text
 from pipeline.store import db
 from pipeline.store.tables import run_errors, splits
@@ -112,7 +113,7 @@ def build_splits(tokens_root: str | Path, output_root: str | Path, val_ratio: fl
             tracks_in[split] += 1
             rows.append({"run_id": run.run_id, "track_id": track, "split": split, "group_key": track_group[track] if group_by else None})
         for split in SPLITS:
-            write_text(out / f"{split}.txt", "".join(f"{f}\n" for f in lists[split]))
+            write_text(paths.split_list(out, split), "".join(f"{f}\n" for f in lists[split]))
         groups_in = dict.fromkeys(SPLITS, 0)
         for split in split_of_group.values():
             groups_in[split] += 1

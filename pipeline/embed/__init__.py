@@ -47,11 +47,11 @@ def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", batc
 
         return MelStatsEmbedder()
     if name == "contrastive":
-        from pipeline import config
+        from pipeline import paths
         from pipeline.embed.contrastive import ContrastiveEmbedder
 
-        ckpt = config.run_dir(run_id) / "models" / "embedder.pt"
-        if not run_id or not ckpt.exists():
+        ckpt = paths.embedder_checkpoint(run_id) if run_id else None
+        if ckpt is None or not ckpt.exists():
             raise EmbedderUnavailable(f"embedder contrastive: no trained embedder at {ckpt} (run `cloudtune train embedder --run-id {run_id}` first)")
         return ContrastiveEmbedder(ckpt, device, batch_size)
     if name == "wav2vec2":

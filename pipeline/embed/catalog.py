@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import select
 from tqdm import tqdm
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.audio import io as audio_io
 from pipeline.config import SegmentSettings
 from pipeline.embed import SegmentEmbedder
@@ -38,13 +38,9 @@ class Track:
     duration_s: float
 
 
-def embeddings_dir(run_id: str, embedder: str) -> Path:
-    return config.run_dir(run_id) / "embeddings" / embedder
-
-
 def split_track_ids(run_id: str, split: str) -> list[str]:
     """Track ids of one split list of the run (runs/<run_id>/splits/<split>.txt lists token files named <track_id>.*)."""
-    path = config.run_dir(run_id) / "splits" / f"{split}.txt"
+    path = paths.split_list(paths.splits_dir(run_id), split)
     if not path.exists():
         raise FileNotFoundError(f"{path}: the run has no {split} split (cloudtune splits / train embedder writes it)")
     return sorted({Path(line).name.split(".")[0] for line in path.read_text().split()})
@@ -66,8 +62,7 @@ def catalog_tracks(catalogs: list[str], url: str | None = None) -> list[Track]:
                             .where(tracks.c.catalog.in_(catalogs)).order_by(tracks.c.track_id)).all()
     if not rows:
         raise ValueError(f"catalog {', '.join(catalogs)}: no ingested tracks (run `cloudtune ingest` first)")
-    home = config.home()
-    return [Track(r.track_id, r.catalog, r.source_uri, home / r.audio_path, float(r.duration_s)) for r in rows]
+    return [Track(r.track_id, r.catalog, r.source_uri, paths.canonical_audio(r.audio_path), float(r.duration_s)) for r in rows]
 
 
 def segment_starts(n_samples: int, sr: int, s: SegmentSettings) -> list[tuple[int, int]]:
@@ -89,16 +84,16 @@ def read_track(track: Track, sr: int) -> np.ndarray:
     return audio_io.resample(wave, file_sr, sr) if file_sr != sr else wave
 
 
-def load_embeddings(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame, dict]:
-    folder = Path(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.exists():
+def load_embeddings(files: paths.EmbeddingFiles) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """(vectors [N, dim], segments table [N rows: track_id, start_s, ...], manifest) of one embedder's catalog embeddings."""
+    folder = files.folder
+    if not files.manifest.exists():
         raise FileNotFoundError(f"{folder}: no catalog embeddings here (run `cloudtune embed-catalog` first)")
     import json
 
-    manifest = json.loads(manifest_path.read_text())
-    vectors = np.load(folder / "vectors.npy", mmap_mode="r")
-    segments = pd.read_csv(folder / "segments.csv", dtype={"track_id": str})
+    manifest = json.loads(files.manifest.read_text())
+    vectors = np.load(files.vectors, mmap_mode="r")
+    segments = pd.read_csv(files.segments, dtype={"track_id": str})
     if len(vectors) != len(segments) or len(vectors) != manifest["count"]:
         raise ValueError(f"{folder}: vectors.npy ({len(vectors)}), segments.csv ({len(segments)}) and manifest ({manifest['count']}) disagree")
     return np.asarray(vectors), segments, manifest
@@ -110,14 +105,15 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
     settings = settings or config.load_index()["segments"]
     catalogs = sorted(catalogs or run_catalogs(run_id, url))
     items = catalog_tracks(catalogs, url)
-    out = embeddings_dir(run_id, embedder.name)
+    files = paths.embeddings(run_id, embedder.name)
+    out = files.folder
     info = embedder.manifest()
     segmentation = asdict(settings) | {"sample_rate": embedder.sample_rate}
     track_ids = [t.track_id for t in items]
 
     previous: dict[str, np.ndarray] = {}
-    if (out / "manifest.json").exists():
-        vectors, segments, old = load_embeddings(out)
+    if files.manifest.exists():
+        vectors, segments, old = load_embeddings(files)
         if old["embedder"] == info and old["segmentation"] == segmentation:
             if old["track_ids"] == track_ids:
                 print(f"embed-catalog: {out} is up to date ({old['count']} segments of {len(track_ids)} tracks)", file=sys.stderr)
@@ -177,12 +173,12 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
                 "failed_tracks": [t.track_id for t, _ in errors], "audio_seconds": audio_seconds, "seconds": seconds,
                 "created_at": db.utcnow().isoformat()}
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "vectors.npy") as tmp:
+    with atomic_path(files.vectors) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, vectors)
-    with atomic_path(out / "segments.csv") as tmp:
+    with atomic_path(files.segments) as tmp:
         segments.to_csv(tmp, index=False)
-    write_json(out / "manifest.json", manifest)
+    write_json(files.manifest, manifest)
     if errors:
         with db.connect(url) as conn:
             db.ensure_run(conn, run_id)

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline import config  # noqa: E402
+from pipeline import paths  # noqa: E402
 from pipeline.fsutil import write_text  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_con
     parts.append(lat.pivot_table(index=["embedder", "index_kind"], columns="metric", values="value").round(3).to_html())
     if catalog_map:
         parts.extend(catalog_map_section(catalog_map))
-    curve = config.run_dir(run_id) / "models" / "training_curve.png"
+    curve = paths.training_curve(run_id)
     if curve.exists():
         parts.append("<h2>Embedder training</h2>")
         parts.append(f'<img src="data:image/png;base64,{base64.b64encode(curve.read_bytes()).decode()}">')
@@ -103,6 +103,6 @@ def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_con
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>CloudTune evaluation {html.escape(run_id)}</title>"
             "<style>body{font-family:sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;font-size:13px} "
             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style></head><body>" + body + "</body></html>")
-    path = config.run_dir(run_id) / "reports" / "evaluation.html"
+    path = paths.evaluation_html(run_id)
     write_text(path, page)
     return str(path)

@@ -16,13 +16,13 @@ from dataclasses import asdict
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.embed import EmbedderUnavailable, get_embedder
 from pipeline.embed.catalog import catalog_tracks, embed_catalog, run_catalogs, split_track_ids
 from pipeline.evaluate import metrics as M
 from pipeline.evaluate.queries import clean_clips, degrade, set_name
 from pipeline.fsutil import write_json
-from pipeline.index.faiss_index import build_index, index_dir, load_index
+from pipeline.index.faiss_index import build_index, load_index
 from pipeline.store import db
 from pipeline.store.tables import retrieval_metrics
 
@@ -32,7 +32,7 @@ def _ensure_artifacts(run_id, embedder, kinds, catalogs, index_settings, url, pr
     built from the embeddings that are there now)."""
     manifest = embed_catalog(run_id, embedder, catalogs, settings=index_settings["segments"], url=url, progress=progress)
     for kind in kinds:
-        path = index_dir(run_id, embedder.name, kind) / "manifest.json"
+        path = paths.index(run_id, embedder.name, kind).manifest
         if not path.exists() or json.loads(path.read_text()).get("embeddings_created_at") != manifest["created_at"]:
             m = build_index(run_id, embedder.name, kind, settings=index_settings, url=url)
             print(f"evaluate: built {kind} index of {embedder.name}: {m['count']} vectors in {m['build_seconds']:.2f} s", file=sys.stderr)
@@ -41,12 +41,12 @@ def _ensure_artifacts(run_id, embedder, kinds, catalogs, index_settings, url, pr
 
 def _catalog_map(run_id, embedders, gallery, device, url, progress) -> dict | None:
     """The catalog VAE on one vector per track (the mean of its segments) of the embedder the run will publish."""
-    from pipeline.embed.catalog import embeddings_dir, load_embeddings
+    from pipeline.embed.catalog import load_embeddings
     from pipeline.train.catalog_vae import train_catalog_vae
 
     wanted = config.load_index()["publish"].embedder
     name = wanted if wanted in [e.name for e in embedders] else embedders[-1].name
-    vectors, segments, _ = load_embeddings(embeddings_dir(run_id, name))
+    vectors, segments, _ = load_embeddings(paths.embeddings(run_id, name))
     groups = segments.groupby("track_id", sort=True).indices
     track_ids = list(groups)
     per_track = np.stack([vectors[groups[t]].mean(0) for t in track_ids])
@@ -54,7 +54,7 @@ def _catalog_map(run_id, embedders, gallery, device, url, progress) -> dict | No
     catalog_of = {t.track_id: t.catalog for t in gallery}
     uri_of = {t.track_id: t.source_uri for t in gallery}
     try:
-        summary = train_catalog_vae(per_track, track_ids, [catalog_of[t] for t in track_ids], run_id, config.run_dir(run_id) / "reports" / "catalog_vae",
+        summary = train_catalog_vae(per_track, track_ids, [catalog_of[t] for t in track_ids], run_id, paths.catalog_vae_dir(run_id),
                                     device=device, url=url, progress=progress)
     except ValueError as exc:  # e.g. too few tracks for a map: the evaluation stands without it
         print(f"evaluate: no catalog map: {exc}", file=sys.stderr)
@@ -182,7 +182,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         from pipeline.evaluate.report import write_report
 
         report = write_report(run_id, rows, skipped, run_config, catalog_map)
-        write_json(config.run_dir(run_id) / "reports" / "evaluation.json",
+        write_json(paths.evaluation_json(run_id),
                    {"run_id": run_id, "evaluate_run_id": step.run_id, "finished_at": db.utcnow().isoformat(), "embedders": [e.name for e, _ in loaded],
                     "index_kinds": kinds, "skipped": skipped, "report": str(report)})
         step.message = f"{len(rows)} metric rows for run {run_id}; report {report}"

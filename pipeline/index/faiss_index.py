@@ -17,23 +17,18 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import faiss
 import numpy as np
 import pandas as pd
 
-from pipeline import config
-from pipeline.embed.catalog import embeddings_dir, load_embeddings
+from pipeline import config, paths
+from pipeline.embed.catalog import load_embeddings
 from pipeline.fsutil import atomic_path, write_json
 from pipeline.store import db
 from pipeline.store.tables import index_builds
 
 INDEX_KINDS = ("flat", "hnsw", "ivfpq")
-
-
-def index_dir(run_id: str, embedder: str, kind: str) -> Path:
-    return config.run_dir(run_id) / "index" / embedder / kind
 
 
 def ivfpq_params(n: int, dim: int, s) -> dict:
@@ -79,24 +74,24 @@ def make_index(kind: str, vectors: np.ndarray, settings: dict, seed: int = 0) ->
 def build_index(run_id: str, embedder: str, kind: str, *, settings: dict | None = None, url: str | None = None) -> dict:
     """Build one index over ``runs/<run_id>/embeddings/<embedder>``, save it with its manifest and record the build."""
     settings = settings or config.load_index()
-    vectors, _, emb_manifest = load_embeddings(embeddings_dir(run_id, embedder))
+    vectors, _, emb_manifest = load_embeddings(paths.embeddings(run_id, embedder))
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     started = time.perf_counter()
     index, params = make_index(kind, vectors, settings)
     seconds = time.perf_counter() - started
-    out = index_dir(run_id, embedder, kind)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "index.faiss") as tmp:
+    files = paths.index(run_id, embedder, kind)
+    with atomic_path(files.index) as tmp:
         faiss.write_index(index, str(tmp))
-    size = (out / "index.faiss").stat().st_size
+    size = files.index.stat().st_size
     manifest = {"run_id": run_id, "kind": kind, "embedder": emb_manifest["embedder"], "embeddings_created_at": emb_manifest["created_at"],
                 "dim": int(vectors.shape[1]), "count": int(index.ntotal), "params": params, "build_seconds": seconds, "bytes": size,
                 "bytes_per_vector": size / max(1, index.ntotal), "built_at": db.utcnow().isoformat()}
-    write_json(out / "manifest.json", manifest)
+    write_json(files.manifest, manifest)
     with db.connect(url) as conn:
         db.ensure_run(conn, run_id)
         db.upsert(conn, index_builds, [{"run_id": run_id, "embedder": embedder, "index_kind": kind, "params": params, "n_vectors": int(index.ntotal),
-                                        "dim": int(vectors.shape[1]), "build_seconds": seconds, "bytes": size, "path": str(out), "built_at": db.utcnow()}])
+                                        "dim": int(vectors.shape[1]), "build_seconds": seconds, "bytes": size, "path": str(files.folder),
+                                        "built_at": db.utcnow()}])
         conn.commit()
     return manifest
 
@@ -153,8 +148,8 @@ class TrackIndex:
 
 def load_index(run_id: str, embedder_manifest: dict, kind: str, segments_k: int | None = None) -> TrackIndex:
     """Load an index and check it was built from vectors of this very embedder (name, dim, version)."""
-    folder = index_dir(run_id, embedder_manifest["name"], kind)
-    manifest_path = folder / "manifest.json"
+    files = paths.index(run_id, embedder_manifest["name"], kind)
+    folder, manifest_path = files.folder, files.manifest
     if not manifest_path.exists():
         raise FileNotFoundError(f"{folder}: no {kind} index (run `cloudtune index build --kind {kind} --embedder {embedder_manifest['name']}`)")
     manifest = json.loads(manifest_path.read_text())
@@ -162,12 +157,12 @@ def load_index(run_id: str, embedder_manifest: dict, kind: str, segments_k: int 
     for key in ("name", "dim", "version"):
         if built_for.get(key) != embedder_manifest.get(key):
             raise ValueError(f"{manifest_path}: built for embedder {key}={built_for.get(key)!r}, but the embedder has {embedder_manifest.get(key)!r}")
-    emb_dir = embeddings_dir(run_id, embedder_manifest["name"])
-    emb_created = json.loads((emb_dir / "manifest.json").read_text())["created_at"]
+    emb_files = paths.embeddings(run_id, embedder_manifest["name"])
+    emb_created = json.loads(emb_files.manifest.read_text())["created_at"]
     if manifest.get("embeddings_created_at") != emb_created:
-        raise ValueError(f"{manifest_path}: built from older embeddings than {emb_dir} holds now: rebuild the index")
-    index = faiss.read_index(str(folder / "index.faiss"))
-    segments = pd.read_csv(emb_dir / "segments.csv", dtype={"track_id": str})
+        raise ValueError(f"{manifest_path}: built from older embeddings than {emb_files.folder} holds now: rebuild the index")
+    index = faiss.read_index(str(files.index))
+    segments = pd.read_csv(emb_files.segments, dtype={"track_id": str})
     if len(segments) != index.ntotal:
         raise ValueError(f"{folder}: the index has {index.ntotal} vectors but segments.csv {len(segments)}: rebuild the index")
     codes, uniques = pd.factorize(segments.track_id)
@@ -175,4 +170,4 @@ def load_index(run_id: str, embedder_manifest: dict, kind: str, segments_k: int 
     return TrackIndex(index, manifest, np.asarray(uniques), codes.astype(np.int64), segments_k)
 
 
-__all__ = ["INDEX_KINDS", "TrackIndex", "build_index", "collapse_to_tracks", "index_dir", "ivfpq_params", "load_index", "make_index", "search"]
+__all__ = ["INDEX_KINDS", "TrackIndex", "build_index", "collapse_to_tracks", "ivfpq_params", "load_index", "make_index", "search"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline import config
+from pipeline import paths
 from pipeline.fsutil import write_json
 from pipeline.store import db
 
@@ -39,7 +39,7 @@ def start(run_id: str, kind: str, params: dict[str, Any]) -> str:
     """The DAG run's `runs` row (status running, the params as its config); returns the run id."""
     with db.connect() as conn:
         db.start_run(conn, kind, params, run_id)
-    write_json(config.run_dir(run_id) / "params.json", params)
+    write_json(paths.run_params(run_id), params)
     return run_id
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import sys
 
-from pipeline import config
+from pipeline import paths
 from pipeline.fsutil import atomic_path, write_json
 from pipeline.steps.bookkeeping import finish
 
@@ -25,17 +25,16 @@ def nightly_prepare(run_id: str) -> dict:
 
     base = published()
     if not base:
-        raise RuntimeError(f"nightly: nothing is published in {config.home()} (trigger audio_retrieval first)")
-    src, dst = config.run_dir(base["run_id"]), config.run_dir(run_id)
+        raise RuntimeError(f"nightly: nothing is published in {paths.home()} (trigger audio_retrieval first)")
+    src, dst = base["run_id"], run_id
     if src != dst:
-        shutil.copytree(src / "splits", dst / "splits", dirs_exist_ok=True)
-        checkpoint = src / "models" / "embedder.pt"
+        shutil.copytree(paths.splits_dir(src), paths.splits_dir(dst), dirs_exist_ok=True)
+        checkpoint = paths.embedder_checkpoint(src)
         if checkpoint.exists():
-            (dst / "models").mkdir(parents=True, exist_ok=True)
-            with atomic_path(dst / "models" / "embedder.pt") as tmp:
+            with atomic_path(paths.embedder_checkpoint(dst)) as tmp:
                 shutil.copyfile(checkpoint, tmp)
     plan = {"base_run_id": base["run_id"], "embedder": base["embedder"], "index_kind": base["index_kind"], "catalogs": run_catalogs(run_id)}
-    write_json(dst / "nightly.json", plan)
+    write_json(paths.nightly_plan(dst), plan)
     return plan
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from sqlalchemy import select, update
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.fsutil import atomic_path, write_text
 from pipeline.steps.bookkeeping import finish
 from pipeline.store import db
@@ -79,7 +79,7 @@ def make_splits(run_id: str, tokens_roots: list[str]) -> str:
     if len(roots) != 1:
         raise ValueError(f"splits: the tokenize shards wrote to {len(roots)} folders ({', '.join(roots)}); expected one")
     s = config.load_train()[2]
-    out = config.run_dir(run_id) / "splits"
+    out = paths.splits_dir(run_id)
     print(build_splits(roots[0], out, s.val_ratio, s.test_ratio, s.seed, s.group_by).line(), file=sys.stderr)
     return str(out)
 
@@ -92,7 +92,7 @@ def train_config(run_id: str, embedding_dim: int | None) -> Path:
         if embedding_dim < 1 or embedding_dim % heads:
             raise ValueError(f"embedding_dim {embedding_dim}: must be a positive multiple of configs/train.yaml embedder.heads ({heads})")
         data["embedder"]["embedding_dim"] = int(embedding_dim)
-    path = config.run_dir(run_id) / "train.yaml"
+    path = paths.train_config(run_id)
     write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -125,12 +125,11 @@ def _embed_one(run_id: str, name: str, device: str, catalogs: list[str] | None) 
     from pipeline.devices import resolve_device
     from pipeline.embed import get_embedder
     from pipeline.embed.catalog import embed_catalog as embed
-    from pipeline.embed.catalog import embeddings_dir
 
     embedder = get_embedder(name, run_id, resolve_device(device))
     manifest = embed(run_id, embedder, catalogs)
     print(f"embed-catalog: {name}: {manifest['count']} segments of {manifest['tracks']} tracks", file=sys.stderr)
-    return str(embeddings_dir(run_id, name))
+    return str(paths.embeddings(run_id, name).folder)
 
 
 def embed_catalog(run_id: str, embedders: list[str], device: str = "auto", catalogs: list[str] | None = None) -> dict[str, str]:
@@ -167,9 +166,7 @@ def wav2vec2_features(run_id: str, embedders: list[str], device: str = "auto", c
 
 def embedded(run_id: str, embedders: list[str]) -> list[str]:
     """Those of ``embedders`` whose catalog embeddings this run has (by their manifest on disk); none is an error."""
-    from pipeline.embed.catalog import embeddings_dir
-
-    have = [name for name in embedders if (embeddings_dir(run_id, name) / "manifest.json").exists()]
+    have = [name for name in embedders if paths.embeddings(run_id, name).manifest.exists()]
     if not have:
         raise RuntimeError(f"run {run_id}: no catalog embeddings for any of {', '.join(embedders) or 'no embedders'}")
     return have
@@ -177,7 +174,7 @@ def embedded(run_id: str, embedders: list[str]) -> list[str]:
 
 def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> list[str]:
     """Every index kind (flat always, the exact reference) over each embedder's vectors; the index folders."""
-    from pipeline.index.faiss_index import build_index, index_dir
+    from pipeline.index.faiss_index import build_index
 
     kinds = list(dict.fromkeys(["flat", *index_kinds]))
     out = []
@@ -185,7 +182,7 @@ def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> 
         for kind in kinds:
             m = build_index(run_id, name, kind)
             print(f"index: {name}/{kind}: {m['count']} vectors in {m['build_seconds']:.2f} s", file=sys.stderr)
-            out.append(str(index_dir(run_id, name, kind)))
+            out.append(str(paths.index(run_id, name, kind).folder))
     return out
 
 
@@ -221,7 +218,7 @@ def report(run_id: str) -> str:
         raise RuntimeError(f"report: run {run_id} has no retrieval_metrics rows in {config.db_url()}")
     print(f"Retrieval metrics of run {run_id} (cloudtune report retrieval_run --param run_id={run_id}):")
     print(reports.format_frame(table))
-    path = config.run_dir(run_id) / "reports" / "metrics.csv"
+    path = paths.metrics_csv(run_id)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
     finish(run_id, "succeeded", f"{len(table)} embedder x index rows; {path}")

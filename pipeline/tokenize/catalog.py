@@ -21,7 +21,7 @@ import xxhash
 from sqlalchemy import select
 from tqdm import tqdm
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.audio import io as audio_io
 from pipeline.config import IngestSettings, MossSettings, RVQSettings, TokenizeSettings
 from pipeline.fsutil import write_json, write_text
@@ -54,13 +54,12 @@ def list_items(catalog: str | None = None, input_root: str | Path | None = None,
     """The tracks of a catalog (from the metrics DB), or the audio files under a folder, sorted by id."""
     scope_name(catalog, input_root)
     if catalog is not None:
-        home = config.home()
         with db.connect(url) as conn:
             q = select(tracks.c.track_id, tracks.c.source_uri, tracks.c.audio_path).where(tracks.c.catalog == catalog).order_by(tracks.c.track_id)
             rows = conn.execute(q).all()
         if not rows:
             raise ValueError(f"--catalog {catalog}: no tracks in this catalog (ingest it first: cloudtune ingest SRC --catalog {catalog})")
-        return [Item(r.track_id, r.source_uri, home / r.audio_path, True) for r in rows]
+        return [Item(r.track_id, r.source_uri, paths.canonical_audio(r.audio_path), True) for r in rows]
     from pipeline.ingest import find_audio_files
 
     root = Path(input_root).resolve()
@@ -92,21 +91,17 @@ def holdout_split(ids: list[str], ratio: float, seed: int) -> tuple[list[str], l
     return sorted(ranked[n_hold:]), sorted(ranked[:n_hold])
 
 
-def codec_dir(scope: str) -> Path:
-    return config.home() / "tokenizers" / scope
-
-
 def current_rvq(scope: str) -> Path | None:
-    pointer = codec_dir(scope) / "current"
+    pointer = paths.codec_pointer(scope)
     if not pointer.exists():
         return None
-    path = codec_dir(scope) / pointer.read_text().strip()
+    path = paths.codec_dir(scope, pointer.read_text().strip())
     return path if (path / "codec.json").exists() else None
 
 
 def find_codec(codec_version: str):
     """The rvq codec that made the tokens, if it is in this CLOUDTUNE_HOME (for online augmentation)."""
-    for meta in sorted((config.home() / "tokenizers").glob(f"*/{codec_version}/codec.json")):
+    for meta in sorted(paths.tokenizers_root().glob(f"*/{codec_version}/codec.json")):
         return RVQCodec.load(meta.parent)
     return None
 
@@ -131,7 +126,7 @@ def train_tokenizer(catalog: str | None = None, input_root: str | Path | None = 
     items = list_items(catalog, input_root, url)
     train_ids, hold_ids = holdout_split([i.track_id for i in items], settings.holdout_ratio, settings.seed)
     version = codec_version(settings, sample_rate, train_ids)
-    folder = codec_dir(scope) / version
+    folder = paths.codec_dir(scope, version)
     run_config = {"scope": scope, "version": version, "rvq": asdict(settings), "train_tracks": len(train_ids), "holdout_tracks": len(hold_ids)}
     with db.connect(url) as conn, db.recorded_run(conn, "tokenizer_train", run_config, run_id) as run:
         if (folder / "codec.json").exists():
@@ -139,7 +134,7 @@ def train_tokenizer(catalog: str | None = None, input_root: str | Path | None = 
             print(f"tokenizer: {version} already trained for {scope} ({folder})", file=sys.stderr)
         else:
             report = _train_and_save(items, train_ids, hold_ids, sample_rate, settings, folder, progress)
-        write_text(codec_dir(scope) / "current", version + "\n")
+        write_text(paths.codec_pointer(scope), version + "\n")
         metrics = {("mel_snr_db", q + 1): v for q, v in enumerate(report["mel_snr_db_by_level"])}
         metrics.update({("train_seconds", 0): report["train_seconds"], ("train_hours", 0): report["train_hours"]})
         _record_metrics(conn, run.run_id, "tokenizer", metrics)
@@ -263,7 +258,7 @@ def tokenize(backend: str | None = None, catalog: str | None = None, input_root:
             raise ValueError(f"shard {index}/{count}: no rvq codec for {scope} yet (train it once before tokenizing in shards)")
         items = items[index::count]
     tok = load_tokenizer(s.backend, scope, device, model_dir, num_quantizers, catalog, input_root, url, progress)
-    out = Path(output_root) if output_root else config.home() / "tokens" / scope / tok.version
+    out = Path(output_root) if output_root else paths.tokens_dir(scope, tok.version)
     out.mkdir(parents=True, exist_ok=True)
     chunk_frames = round(s.chunk_seconds * tok.frame_rate)
     if s.chunk_seconds and chunk_frames < 1:

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.config import TrainSettings
 from pipeline.data.dataset import RetrievalProbe, TokenPairDataset, TrackSource
 from pipeline.devices import resolve_device
@@ -40,7 +40,7 @@ from pipeline.tokenize.files import load_tokens
 
 def read_split(splits_dir: Path, split: str, tokens_root: Path, url: str | None = None) -> list[TrackSource]:
     """The tracks of one split list (token file paths relative to ``tokens_root``), with their canonical audio when known."""
-    path = splits_dir / f"{split}.txt"
+    path = paths.split_list(splits_dir, split)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such split list (cloudtune splits writes it)")
     by_track: dict[str, list[Path]] = {}
@@ -50,8 +50,7 @@ def read_split(splits_dir: Path, split: str, tokens_root: Path, url: str | None 
         raise ValueError(f"{path}: the {split} split is empty")
     with db.connect(url) as conn:
         audio = dict(conn.execute(select(tracks.c.track_id, tracks.c.audio_path).where(tracks.c.track_id.in_(list(by_track)))).all())
-    home = config.home()
-    return [TrackSource(t, tuple(files), home / audio[t] if t in audio else None) for t, files in sorted(by_track.items())]
+    return [TrackSource(t, tuple(files), paths.canonical_audio(audio[t]) if t in audio else None) for t, files in sorted(by_track.items())]
 
 
 def lr_lambda(step: int, total: int, warmup: int) -> float:
@@ -86,8 +85,7 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
     tokens_root = Path(tokens_root)
     device = resolve_device(device)
     run_id = run_id or db.new_run_id("train")
-    out = config.run_dir(run_id)
-    splits_dir = Path(splits_dir) if splits_dir else out / "splits"
+    splits_dir = Path(splits_dir) if splits_dir else paths.splits_dir(run_id)
     if not (splits_dir / "train.txt").exists():
         from pipeline.data.splits import build_splits
 
@@ -124,7 +122,7 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
     ema_decay = max(0.0, min(train_s.ema_decay, 1 - 4 / total)) if train_s.ema_decay else 0.0
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay))
            if train_s.ema_decay else None)
-    ckpt_path = out / "models" / "embedder.pt"
+    ckpt_path = paths.embedder_checkpoint(run_id)
     history: list[dict] = []
     start_epoch = 0
     if resume and ckpt_path.exists():
@@ -185,7 +183,7 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
                             **({"ema": ema.state_dict(), "ema_model": ema.module.state_dict()} if ema is not None else {}),
                             "history": history, "embedder": asdict(emb_s), "training": asdict(train_s), "num_quantizers": num_quantizers,
                             "codebook_size": codebook_size, "frame_rate": frame_rate, "codec_version": meta["codec_version"]}, tmp)
-            plot_contrastive_training(history, out / "models" / "training_curve.png",
+            plot_contrastive_training(history, paths.training_curve(run_id),
                                       f"embedder {run_id}: {len(train_tracks)} train / {len(val_tracks)} val tracks")
             db.upsert(conn, training_epochs, [{"run_id": run.run_id, "model": "embedder", "epoch": epoch + 1, "train_loss": row["train_loss"],
                                                "val_loss": None, "val_recall_at_1": recall, "lr": row["lr"], "seconds": seconds,
@@ -197,7 +195,7 @@ def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None
                 on_epoch_end(epoch + 1)
         summary = {"run_id": run.run_id, "checkpoint": str(ckpt_path), "device": device, "epochs": train_s.epochs, "history": history,
                    "train_tracks": len(train_tracks), "val_tracks": len(val_tracks), "online_augmentation": codec is not None}
-        write_json(out / "models" / "embedder.json", summary)
+        write_json(paths.embedder_summary(run_id), summary)
         if clips_per_s:
             db.upsert(conn, run_metrics, [{"run_id": run.run_id, "stage": "train", "metric": "clips_per_s", "k": 0,
                                            "value": float(np.mean(clips_per_s)), "recorded_at": db.utcnow()}])

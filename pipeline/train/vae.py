@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.config import DreamSettings
 from pipeline.data.mnist import IdxError, MnistNotFound, load_images
 from pipeline.devices import DEVICES, resolve_device, torch_threads
@@ -220,7 +220,7 @@ def dream_from_params(params: dict) -> dict:
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    home = config.home()
+    home = paths.home()
     under_home = {k: str(home / params[k]) if not Path(params[k]).is_absolute() else params[k] for k in ("data", "out")}
     s = config.section(DreamSettings, config.load(), "dream", data_dir=under_home["data"], dataset=params["dataset"], epochs=params["epochs"],
                        batch_size=params["batch_size"], latent_dim=params["latent_dim"], lr=params["lr"], out=under_home["out"],
