@@ -1,11 +1,18 @@
-"""`--device auto|cpu|cuda` everywhere: auto picks CUDA when torch sees a GPU."""
+"""Hardware facts: `--device auto|cpu|cuda` everywhere (auto picks CUDA when torch sees a GPU), the dtype a model runs in,
+torch's CPU thread count."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def resolve_device(spec: str = "auto") -> str:
@@ -34,3 +41,29 @@ def torch_threads(threads: int) -> Iterator[None]:
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX-BF16, Arm BF16), read from /proc/cpuinfo.
+
+    Elsewhere (or when unsure) bfloat16 would be emulated, which is slower than float32."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), [])
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(flags))
+
+
+def resolve_dtype(dtype: str, device: str, setting: str = "dtype", cpu_bfloat16: bool = True) -> torch.dtype:
+    """``auto``: bfloat16 on CUDA, and on CPUs with native bfloat16 when ``cpu_bfloat16``; float32 otherwise. Else one of
+    :data:`DTYPES`; ``setting`` names the config key in the error (``wav2vec2.dtype``). On this repo's dev CPU (AVX512-BF16)
+    bfloat16 runs wav2vec2-base 2.2x faster than float32, and its vectors differ from float32's by 1 - cos < 2e-5."""
+    import torch
+
+    if dtype == "auto":
+        native = device.startswith("cuda") or (cpu_bfloat16 and cpu_has_native_bf16())
+        return torch.bfloat16 if native else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"{setting} {dtype!r}: expected auto or one of {', '.join(DTYPES)}")
+    return getattr(torch, dtype)

@@ -91,7 +91,7 @@ def test_embed_equals_the_mean_of_last_hidden_state(models, kind, tmp_path, caps
 
 
 def test_bfloat16_and_what_auto_picks(models, tmp_path, capsys, monkeypatch):
-    from pipeline.models import wav2vec2
+    from pipeline import devices
 
     wave = clip(1.0, 16000, seed=5)
     (tmp_path / "in.json").write_text(request(wave, 16000))
@@ -100,11 +100,12 @@ def test_bfloat16_and_what_auto_picks(models, tmp_path, capsys, monkeypatch):
     vec, ref = np.asarray(json.loads(out)["embedding"]), direct(models["group"], wave)
     assert vec.shape == ref.shape and np.dot(vec, ref) / np.linalg.norm(vec) / np.linalg.norm(ref) > 0.999
     for native, cpu in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(wav2vec2, "cpu_has_native_bf16", lambda native=native: native)
-        assert wav2vec2.resolve_dtype("auto", "cpu") == cpu and wav2vec2.resolve_dtype("auto", "cuda:0") == torch.bfloat16
-    assert wav2vec2.resolve_dtype("float32", "cuda") == torch.float32
+        monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda native=native: native)
+        assert devices.resolve_dtype("auto", "cpu") == cpu and devices.resolve_dtype("auto", "cuda:0") == torch.bfloat16
+        assert devices.resolve_dtype("auto", "cpu", cpu_bfloat16=False) == torch.float32  # moss.dtype auto: bfloat16 on CUDA only
+    assert devices.resolve_dtype("float32", "cuda") == torch.float32
     with pytest.raises(ValueError, match="wav2vec2.dtype 'int8'"):
-        wav2vec2.resolve_dtype("int8", "cpu")
+        devices.resolve_dtype("int8", "cpu", "wav2vec2.dtype")
 
 
 def test_embed_resamples_with_soxr_and_picks_a_layer(models, tmp_path, capsys, monkeypatch):

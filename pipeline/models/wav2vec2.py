@@ -30,39 +30,16 @@ import numpy as np
 import torch
 
 from pipeline.audio import io as audio_io
-from pipeline.devices import resolve_device, torch_threads
+from pipeline.devices import resolve_device, resolve_dtype, torch_threads
 from pipeline.embed import l2_normalize
 
 log = logging.getLogger(__name__)
 
 MODEL_RATE = 16000
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class Wav2Vec2NotConfigured(ValueError):
     """No wav2vec2 model is configured: the DAG task and the evaluation skip the embedder with this message."""
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX-BF16, Arm BF16), read from /proc/cpuinfo.
-
-    Elsewhere (or when unsure) bfloat16 would be emulated, which is slower than float32."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith(("flags", "Features"))), [])
-    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(flags))
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """``auto``: bfloat16 on CUDA and on CPUs with native bfloat16, float32 otherwise. On this repo's dev CPU (AVX512-BF16)
-    bfloat16 runs wav2vec2-base 2.2x faster than float32, and its vectors differ from float32's by 1 - cos < 2e-5."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") or cpu_has_native_bf16() else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"wav2vec2.dtype {dtype!r}: expected auto or one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def check_audio(array: Any, sampling_rate: Any, max_seconds: float | None = None, where: str = "audio") -> tuple[np.ndarray, int]:
@@ -153,7 +130,7 @@ def load_model(model: str | None, device: str = "auto", dtype: str = "auto", all
         raise ValueError(f"wav2vec2: cannot load a model from {model!r}: {' '.join(str(exc).split())[:300]}") from None
     if fe.sampling_rate != MODEL_RATE:
         log.warning("wav2vec2: the feature extractor expects %d Hz; audio is resampled to that", fe.sampling_rate)
-    torch_dtype = resolve_dtype(dtype, device_name)
+    torch_dtype = resolve_dtype(dtype, device_name, "wav2vec2.dtype")
     net.eval()
     try:
         net.to(device=device_name, dtype=torch_dtype)
@@ -161,7 +138,7 @@ def load_model(model: str | None, device: str = "auto", dtype: str = "auto", all
         if device != "auto" or device_name == "cpu":
             raise
         log.warning("wav2vec2: cannot place the model on %s (%s); falling back to the CPU", device_name, " ".join(str(exc).split())[:200])
-        device_name, torch_dtype = "cpu", resolve_dtype(dtype, "cpu")
+        device_name, torch_dtype = "cpu", resolve_dtype(dtype, "cpu", "wav2vec2.dtype")
         net.to(device="cpu", dtype=torch_dtype)
     return Loaded(fe, net, device_name, torch_dtype, source)
 

@@ -17,9 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.audio import io as audio_io
-from pipeline.devices import resolve_device
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from pipeline.devices import resolve_device, resolve_dtype
 
 
 def _quantizer_setting(cfg, names: tuple[str, ...], default: int) -> int:
@@ -43,11 +41,7 @@ class MossTokenizer:
         if not model:
             raise ValueError("moss: no model given: pass --model-dir (a local MOSS-Audio-Tokenizer directory or a hub id) or set moss.model_dir")
         self.device = resolve_device(device)
-        if dtype == "auto":
-            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
-        if dtype not in DTYPES:
-            raise ValueError(f"moss.dtype {dtype!r}: expected auto or one of {', '.join(DTYPES)}")
-        self.dtype = DTYPES[dtype]
+        self.dtype = resolve_dtype(dtype, self.device, "moss.dtype", cpu_bfloat16=False)  # auto: bfloat16 on CUDA only
         try:
             self.model = AutoModel.from_pretrained(model, trust_remote_code=True, dtype=self.dtype)
         except (OSError, ValueError) as exc:
