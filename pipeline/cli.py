@@ -247,6 +247,7 @@ def cmd_dream(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     import contextlib
 
+    from pipeline.audio.contract import parse_request
     from pipeline.config import Wav2Vec2Settings
     from pipeline.models import wav2vec2
 
@@ -258,7 +259,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         where = f"--input {args.input}" if args.input else "stdin"
         raise CommandError(f"{where}: cannot read: {exc.strerror if isinstance(exc, OSError) else exc}", EXIT_USAGE) from None
     try:
-        wave, sr = wav2vec2.parse_request(text, settings.max_seconds)
+        wave, sr = parse_request(text, settings.max_seconds, limit_name="wav2vec2.max_seconds")
     except ValueError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
     if not settings.model:
