@@ -116,7 +116,9 @@ def main() -> int:
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     from pipeline import config
-    from pipeline.models.wav2vec2 import Wav2Vec2Embedder, Wav2Vec2Features
+    from pipeline.embed.wav2vec2 import Wav2Vec2Embedder
+    from pipeline.models.wav2vec2 import Wav2Vec2Features
+    from pipeline.service import handlers
     from pipeline.service.model_service import ModelService
     from pipeline.service.worker import proc_memory_mb
 
@@ -183,7 +185,7 @@ def main() -> int:
             env = {"CLOUDTUNE__WAV2VEC2__DTYPE": service_dtype, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
             if args.service_threads is not None:
                 env["CLOUDTUNE__WAV2VEC2__THREADS"] = str(args.service_threads)
-            service = ModelService("pipeline.models.wav2vec2:Wav2Vec2Handler", {"model": model_dir, "device": args.device}, isolated=True, env=env)
+            service = ModelService(handlers.WAV2VEC2, {"model": model_dir, "device": args.device}, isolated=True, env=env)
             t0 = time.perf_counter()
             service.initialize(preload=True)
             ready_s = time.perf_counter() - t0

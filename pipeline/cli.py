@@ -148,12 +148,14 @@ def _published_or(run_id: str | None) -> str:
 
 def cmd_embed_catalog(args: argparse.Namespace) -> int:
     from pipeline.devices import resolve_device
-    from pipeline.embed import EmbedderUnavailable, get_embedder
+    from pipeline.embed import EmbedderUnavailable
     from pipeline.embed.catalog import embed_catalog
+    from pipeline.embed.registry import get_embedder
+    from pipeline.steps.retrieval import embedder_settings
 
     run_id = _published_or(args.run_id)
     try:
-        embedder = get_embedder(args.embedder, run_id, resolve_device(args.device))
+        embedder = get_embedder(args.embedder, run_id, resolve_device(args.device), **embedder_settings())
     except EmbedderUnavailable as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
     m = embed_catalog(run_id, embedder, args.catalog)
@@ -177,10 +179,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.devices import resolve_device
     from pipeline.evaluate.report import metric_table
     from pipeline.evaluate.retrieval import evaluate
+    from pipeline.steps.retrieval import embedder_settings
 
     run_id = _published_or(args.run_id)
     result = evaluate(run_id, embedders=args.embedder, index_kinds=args.kind, catalogs=args.catalog, device=resolve_device(args.device),
-                      publish=not args.no_publish)
+                      publish=not args.no_publish, embedder_settings=embedder_settings())
     for length in ("5s", "2s"):
         table = metric_table(result["rows"], length)
         if len(table):
@@ -195,8 +198,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from pipeline.devices import resolve_device
     from pipeline.search import Searcher, search_clips
+    from pipeline.steps.retrieval import embedder_settings
 
-    searcher = Searcher(args.run_id, args.embedder, args.kind, resolve_device(args.device))
+    searcher = Searcher(args.run_id, args.embedder, args.kind, resolve_device(args.device), embedder_settings=embedder_settings())
     failed = 0
     for result in search_clips(args.clips, searcher, args.top_k):
         if "error" in result:
@@ -279,11 +283,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _embed_isolated(settings, wave, sr):
+    from dataclasses import asdict
+
+    from pipeline.service import handlers
     from pipeline.service.bridge import RemoteError
     from pipeline.service.model_service import ModelService
 
-    init = {"model": settings.model, "layer": settings.layer, "device": settings.device, "dtype": settings.dtype}
-    service = ModelService("pipeline.models.wav2vec2:Wav2Vec2Handler", init, isolated=True, name="wav2vec2-worker")
+    service_settings = config.section(config.ServiceSettings, config.load(), "service")
+    service = ModelService(handlers.WAV2VEC2, {"settings": asdict(settings)}, service_settings, isolated=True, name="wav2vec2-worker")
     try:
         service.initialize()
         return service.process(wave, sr)

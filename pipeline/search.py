@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from pipeline import config, paths
 from pipeline.audio import io as audio_io
-from pipeline.embed import get_embedder
+from pipeline.embed.registry import get_embedder
 from pipeline.index.faiss_index import load_index
 from pipeline.publish import published
 from pipeline.store import db
@@ -27,10 +27,11 @@ MIN_SECONDS = 0.5
 
 
 class Searcher:
-    """A run's embedder and index, loaded once; ``search`` takes waveforms at ``sample_rate``."""
+    """A run's embedder and index, loaded once; ``search`` takes waveforms at ``sample_rate``. ``embedder_settings``: keyword
+    arguments of ``get_embedder`` (``wav2vec2``, ``sample_rate``), read from config by the caller (needed for wav2vec2)."""
 
     def __init__(self, run_id: str | None = None, embedder: str | None = None, index_kind: str | None = None, device: str = "cpu",
-                 url: str | None = None):
+                 url: str | None = None, embedder_settings: dict | None = None):
         pub = published()
         if run_id is None:
             if pub is None:
@@ -44,7 +45,7 @@ class Searcher:
             if not paths.embeddings(run_id, embedder).manifest.exists() and done:
                 embedder = done[-1]
         self.run_id, self.index_kind = run_id, index_kind or settings["publish"].index_kind
-        self.embedder = get_embedder(embedder, run_id, device)
+        self.embedder = get_embedder(embedder, run_id, device, **(embedder_settings or {}))
         self.index = load_index(run_id, self.embedder.manifest(), self.index_kind)
         with db.connect(url) as conn:
             uris = dict(conn.execute(select(tracks.c.track_id, tracks.c.source_uri).where(tracks.c.track_id.in_(list(self.index.track_ids)))).all())

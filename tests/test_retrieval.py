@@ -11,12 +11,13 @@ from sqlalchemy import create_engine, select, text
 
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
-from pipeline.embed import get_embedder
 from pipeline.embed.catalog import embed_catalog, segment_starts
+from pipeline.embed.registry import get_embedder
 from pipeline.evaluate.retrieval import evaluate
 from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index
 from pipeline.ingest import ingest
 from pipeline.publish import publish_run, published
+from pipeline.steps.retrieval import embedder_settings
 from pipeline.store import db, reports
 from pipeline.store.tables import retrieval_metrics, runs, tracks
 from pipeline.tokenize.catalog import tokenize
@@ -228,11 +229,13 @@ def test_evaluate_on_postgres(built, run_env, pg_url, monkeypatch):
 def test_wav2vec2_is_a_row_set_when_a_model_is_given_and_skipped_otherwise(run_env, tmp_path, monkeypatch):
     from test_wav2vec2 import save_tiny
 
-    result = evaluate("r1", embedders=["mel-stats", "wav2vec2"], index_kinds=["flat"], publish=False, progress=False)
+    result = evaluate("r1", embedders=["mel-stats", "wav2vec2"], index_kinds=["flat"], publish=False, progress=False, embedder_settings=embedder_settings())
     assert "no model configured" in result["skipped"]["wav2vec2"] and {r["embedder"] for r in result["rows"]} == {"mel-stats"}
     monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__MODEL", str(save_tiny(tmp_path / "w2v", layer_norm=True)))
-    result = evaluate("r1", embedders=["wav2vec2"], index_kinds=["flat", "hnsw"], publish=False, progress=False)
+    result = evaluate("r1", embedders=["mel-stats", "wav2vec2"], index_kinds=["flat"], publish=False, progress=False)  # settings are passed, never read here
+    assert "no wav2vec2 settings were given" in result["skipped"]["wav2vec2"]
+    result = evaluate("r1", embedders=["wav2vec2"], index_kinds=["flat", "hnsw"], publish=False, progress=False, embedder_settings=embedder_settings())
     rows = {(r["index_kind"], r["query_set"], r["metric"], r["k"]) for r in result["rows"] if r["embedder"] == "wav2vec2"}
     assert {("flat", q, "recall", 1) for q in SETS} <= rows and ("hnsw", "all", "recall_vs_exact", 10) in rows
     manifest = json.loads((run_env / "runs" / "r1" / "index" / "wav2vec2" / "flat" / "manifest.json").read_text())
-    assert manifest["embedder"]["model"].endswith("w2v") and manifest["dim"] == get_embedder("wav2vec2").dim
+    assert manifest["embedder"]["model"].endswith("w2v") and manifest["dim"] == get_embedder("wav2vec2", **embedder_settings()).dim

@@ -14,10 +14,13 @@ import soxr
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
+from pipeline import config
 from pipeline.cli import main
 from pipeline.config import Wav2Vec2Settings
 from pipeline.embed import SegmentEmbedder
-from pipeline.models.wav2vec2 import Wav2Vec2Features, Wav2Vec2NotConfigured, get_wav2vec2_embedder
+from pipeline.embed.wav2vec2 import get_wav2vec2_embedder
+from pipeline.models.wav2vec2 import Wav2Vec2Features, Wav2Vec2NotConfigured
+from pipeline.service import handlers
 from pipeline.service.model_service import ModelService
 
 CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
@@ -61,6 +64,12 @@ def direct(model_dir: Path, wave16k: np.ndarray, layer: int | None = None) -> np
     out = model(**inputs, output_hidden_states=True)
     hidden = out.last_hidden_state if layer is None else out.hidden_states[layer]
     return hidden.mean(dim=1)[0].numpy()
+
+
+def configured() -> dict:
+    """The wav2vec2 section and the audio rate as the config (with its env overrides) has them now: what a step passes down."""
+    data = config.load()
+    return {"settings": config.section(Wav2Vec2Settings, data, "wav2vec2"), "sample_rate": config.section(config.AudioSettings, data, "audio").sample_rate}
 
 
 def embed_cli(capsys, *args, stdin: str | None = None, monkeypatch=None):
@@ -193,7 +202,7 @@ def test_embedder_batches_equal_one_clip_at_a_time(models, kind):
     lengths = [1.0, 0.5, 1.0, 0.75, 1.0, 0.5, 0.3]
     waves = [clip(s, 24000, seed=i) for i, s in enumerate(lengths)]
     features = Wav2Vec2Features(str(models[kind]), device="cpu", dtype="float32", batch_size=3, max_batch_seconds=2.5)
-    embedder = get_wav2vec2_embedder(Wav2Vec2Settings(model=str(models[kind]), dtype="float32", batch_size=3, cpu_max_batch_seconds=2.5), device="cpu")
+    embedder = get_wav2vec2_embedder(Wav2Vec2Settings(model=str(models[kind]), dtype="float32", batch_size=3, cpu_max_batch_seconds=2.5), 24000, device="cpu")
     assert isinstance(embedder, SegmentEmbedder) and embedder.name == "wav2vec2" and embedder.dim == 32 and embedder.sample_rate == 24000
     vectors = embedder.embed(waves)
     assert vectors.shape == (7, 32) and vectors.dtype == np.float32
@@ -215,12 +224,12 @@ def test_embedder_batches_equal_one_clip_at_a_time(models, kind):
 
 def test_embedder_not_configured_is_one_line(monkeypatch, models):
     with pytest.raises(Wav2Vec2NotConfigured) as err:
-        get_wav2vec2_embedder()
+        get_wav2vec2_embedder(**configured())
     assert "\n" not in str(err.value) and "no model configured" in str(err.value)
     monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__MODEL", str(models["group"]))
     monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__LAYER", "1")
     monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__THREADS", "1")
-    embedder = get_wav2vec2_embedder(device="cpu")
+    embedder = get_wav2vec2_embedder(**configured(), device="cpu")
     assert embedder.manifest()["layer"] == 1 and embedder.dim == 32
     before = torch.get_num_threads()
     assert embedder.embed([clip(0.3, 24000)]).shape == (1, 32)
@@ -229,7 +238,7 @@ def test_embedder_not_configured_is_one_line(monkeypatch, models):
 
 def test_service_analyze_in_process(models):
     wave = clip(0.5, 8000)
-    with ModelService("pipeline.models.wav2vec2:Wav2Vec2Handler", {"model": str(models["group"]), "device": "cpu"}, isolated=False) as service:
+    with ModelService(handlers.WAV2VEC2, {"model": str(models["group"]), "device": "cpu"}, isolated=False) as service:
         assert service.capabilities()["loaded"] is False  # lazy: nothing loaded before the first request
         out = service.analyze(wave, 8000)
         assert out["duration_s"] == pytest.approx(0.5) and out["frames"] == 99 and out["layer"] == "last" and out["peak"] > 0.3

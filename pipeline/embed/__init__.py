@@ -4,6 +4,9 @@ Every retrieval embedder (``mel-stats`` baseline, the trained ``contrastive`` to
 implements :class:`SegmentEmbedder`, so the catalog embedding, the FAISS indexes, the evaluation and
 ``cloudtune search`` treat them alike. Waveforms come in as mono float32 at ``sample_rate`` (the
 canonical 24 kHz of ingested audio); an embedder that needs another rate resamples inside ``embed``.
+
+This package's root holds only the protocol and what every embedder shares; ``pipeline.embed.registry.get_embedder``
+builds one by name, and each embedder lives in a module of its own (``mel_stats``, ``contrastive``, ``wav2vec2``).
 """
 
 from __future__ import annotations
@@ -38,27 +41,3 @@ EMBEDDERS = ("mel-stats", "contrastive", "wav2vec2")
 
 class EmbedderUnavailable(RuntimeError):
     """The embedder cannot be built for this run (no trained checkpoint, no model configured); the message says why."""
-
-
-def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", batch_size: int = 64) -> SegmentEmbedder:
-    """The named embedder; ``contrastive`` is the one trained in ``run_id`` (runs/<run_id>/models/embedder.pt)."""
-    if name == "mel-stats":
-        from pipeline.embed.mel_stats import MelStatsEmbedder
-
-        return MelStatsEmbedder()
-    if name == "contrastive":
-        from pipeline import paths
-        from pipeline.embed.contrastive import ContrastiveEmbedder
-
-        ckpt = paths.embedder_checkpoint(run_id) if run_id else None
-        if ckpt is None or not ckpt.exists():
-            raise EmbedderUnavailable(f"embedder contrastive: no trained embedder at {ckpt} (run `cloudtune train embedder --run-id {run_id}` first)")
-        return ContrastiveEmbedder(ckpt, device, batch_size)
-    if name == "wav2vec2":
-        from pipeline.models.wav2vec2 import Wav2Vec2NotConfigured, get_wav2vec2_embedder
-
-        try:
-            return get_wav2vec2_embedder(device=device)
-        except Wav2Vec2NotConfigured as exc:  # skipped with this reason, never replaced by a random model
-            raise EmbedderUnavailable(str(exc)) from None
-    raise ValueError(f"--embedder {name!r}: expected one of {', '.join(EMBEDDERS)}")

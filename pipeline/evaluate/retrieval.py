@@ -17,8 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import config, paths
-from pipeline.embed import EmbedderUnavailable, get_embedder
+from pipeline.embed import EmbedderUnavailable
 from pipeline.embed.catalog import catalog_tracks, embed_catalog, run_catalogs, split_track_ids
+from pipeline.embed.registry import get_embedder
 from pipeline.evaluate import metrics as M
 from pipeline.evaluate.queries import clean_clips, degrade, set_name
 from pipeline.fsutil import write_json
@@ -78,8 +79,10 @@ def _timed_single(embedder, idx, waves, top_k):
 
 
 def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: list[str] | None = None, catalogs: list[str] | None = None,
-             device: str = "cpu", publish: bool = True, url: str | None = None, progress: bool = True) -> dict:
-    """Evaluate the run; returns {"rows": [...], "report": path, "skipped": {embedder: reason}, "published": bool}."""
+             device: str = "cpu", publish: bool = True, url: str | None = None, progress: bool = True, embedder_settings: dict | None = None) -> dict:
+    """Evaluate the run; returns {"rows": [...], "report": path, "skipped": {embedder: reason}, "published": bool}.
+    ``embedder_settings``: keyword arguments of ``get_embedder`` (``wav2vec2``, ``sample_rate``), read from config by the caller;
+    without them wav2vec2 is skipped."""
     eval_s = config.load_eval()
     index_s = config.load_index()
     qs, run_s, lat_s = eval_s["queries"], eval_s["run"], eval_s["latency"]
@@ -103,7 +106,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         loaded = []
         for name in embedders:
             try:
-                emb = get_embedder(name, run_id, device)
+                emb = get_embedder(name, run_id, device, **(embedder_settings or {}))
             except EmbedderUnavailable as exc:
                 skipped[name] = str(exc)
                 print(f"evaluate: skipping {name}: {exc}", file=sys.stderr)

@@ -1,9 +1,10 @@
-"""wav2vec2 features: mean-pooled hidden states of a Wav2Vec2Model, for `cloudtune embed` and the `wav2vec2` retrieval embedder.
+"""wav2vec2 features: mean-pooled hidden states of a Wav2Vec2Model, for `cloudtune embed`, the `wav2vec2` retrieval
+embedder (``pipeline.embed.wav2vec2``) and the model-service handler (``pipeline.service.handlers.wav2vec2``).
 
-The JSON contract (``cloudtune embed``): ``{"audio": {"array": [...], "sampling_rate": N}}`` in, the mean over
-time of ``last_hidden_state`` (or of ``hidden_states[layer]``) out: 768 numbers for wav2vec2-base. The audio is
-resampled to the model's 16 kHz with soxr, run through ``Wav2Vec2FeatureExtractor`` and ``Wav2Vec2Model``
-under ``torch.inference_mode``.
+A clip at any rate in, the mean over time of ``last_hidden_state`` (or of ``hidden_states[layer]``) out: 768 numbers
+for wav2vec2-base. The audio is resampled to the model's 16 kHz with soxr, run through ``Wav2Vec2FeatureExtractor``
+and ``Wav2Vec2Model`` under ``torch.inference_mode``. The request format callers take clips in is
+``pipeline.audio.contract``.
 
 Padding follows the model's rule. Feature extractors with ``return_attention_mask`` (layer-norm models such as
 wav2vec2-large-lv60) get padded batches plus an attention mask, and their vectors do not depend on the padding.
@@ -20,19 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 
 from pipeline.audio import io as audio_io
-from pipeline.audio.contract import check_audio
 from pipeline.devices import resolve_device, resolve_dtype, torch_threads
-from pipeline.embed import l2_normalize
+
+if TYPE_CHECKING:
+    from pipeline.config import Wav2Vec2Settings
 
 log = logging.getLogger(__name__)
 
@@ -180,95 +181,12 @@ class Wav2Vec2Features:
                 "dtype": str(self.dtype).removeprefix("torch."), "feat_extract_norm": self.norm, "attention_mask": self.use_mask}
 
 
-class Wav2Vec2Embedder:
-    """The ``wav2vec2`` retrieval embedder (:class:`pipeline.embed.SegmentEmbedder`): canonical-rate waves in,
-    L2-normalized mean-pooled wav2vec2 vectors out."""
-
-    name = "wav2vec2"
-
-    def __init__(self, features: Wav2Vec2Features, sample_rate: int = 24000, progress: bool = False):
-        self.features = features
-        self.dim = features.dim
-        self.sample_rate = sample_rate
-        self.progress = progress
-
-    def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        if not len(waves):
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return l2_normalize(self.features.embed_batch(waves, self.sample_rate, progress=self.progress))
-
-    def manifest(self) -> dict[str, Any]:
-        m = self.features.manifest()
-        return {"name": self.name, "sample_rate": self.sample_rate, **m, "version": f"{m['config_sha1']}/layer{m['layer']}"}
-
-
-def features_from_settings(settings=None, device: str | None = None, model: str | None = None, layer: int | None = None) -> Wav2Vec2Features:
-    """A :class:`Wav2Vec2Features` from the ``wav2vec2:`` config section (arguments given here win)."""
-    from pipeline import config
-
-    s = settings or config.section(config.Wav2Vec2Settings, config.load(), "wav2vec2")
-    model = model or s.model
-    if not model:
+def features_from_settings(settings: Wav2Vec2Settings, device: str | None = None) -> Wav2Vec2Features:
+    """A :class:`Wav2Vec2Features` from the ``wav2vec2:`` config section, as the caller read it (``device`` given here wins).
+    Raises :class:`Wav2Vec2NotConfigured` (one line) when ``settings.model`` is null."""
+    s = settings
+    if not s.model:
         raise Wav2Vec2NotConfigured("wav2vec2: no model configured (set wav2vec2.model or CLOUDTUNE__WAV2VEC2__MODEL to a local directory)")
-    return Wav2Vec2Features(model, layer=s.layer if layer is None else layer, device=device or s.device, dtype=s.dtype, allow_download=s.allow_download,
-                            threads=s.threads, batch_size=s.batch_size, max_batch_seconds=s.max_batch_seconds,
-                            cpu_max_batch_seconds=s.cpu_max_batch_seconds, pad_group_norm=s.pad_group_norm, resample_quality=s.resample_quality)
-
-
-def get_wav2vec2_embedder(settings=None, device: str | None = None, sample_rate: int | None = None, progress: bool = False) -> Wav2Vec2Embedder:
-    """The ``wav2vec2`` embedder for catalog embedding and evaluation. Raises :class:`Wav2Vec2NotConfigured`
-    (one line) when ``wav2vec2.model`` is null, so a DAG task or an evaluation can skip it with that reason."""
-    from pipeline import config
-
-    if sample_rate is None:
-        sample_rate = config.section(config.AudioSettings, config.load(), "audio").sample_rate
-    return Wav2Vec2Embedder(features_from_settings(settings, device), sample_rate=sample_rate, progress=progress)
-
-
-class Wav2Vec2Handler:
-    """What a model-service worker hosts (``pipeline.service``): loads the model lazily on the first request."""
-
-    def __init__(self, model: str | None = None, layer: int | None = None, device: str | None = None, max_seconds: float | None = None,
-                 dtype: str | None = None):
-        from pipeline import config
-
-        self.settings = config.section(config.Wav2Vec2Settings, config.load(), "wav2vec2", dtype=dtype)
-        self.model, self.layer, self.device = model or self.settings.model, layer, device or self.settings.device
-        self.max_seconds = self.settings.max_seconds if max_seconds is None else max_seconds
-        if not self.model:
-            raise Wav2Vec2NotConfigured("wav2vec2: no model configured: pass --model or set wav2vec2.model")
-        self._features: Wav2Vec2Features | None = None
-
-    @property
-    def features(self) -> Wav2Vec2Features:
-        if self._features is None:
-            self._features = features_from_settings(self.settings, self.device, self.model, self.layer)
-        return self._features
-
-    def capabilities(self) -> dict[str, Any]:
-        caps = {"name": "wav2vec2", "model": self.model, "max_duration_s": self.max_seconds, "formats": ["json-array", "float32-ndarray"],
-                "sample_rates": "any (resampled to 16000 Hz)", "methods": ["embed", "analyze", "load"], "loaded": self._features is not None}
-        if self._features is not None:
-            caps.update(dim=self._features.dim, device=self._features.device, layer=self._features.layer, layers=self._features.num_layers)
-        return caps
-
-    def load(self) -> dict[str, Any]:
-        return {"dim": self.features.dim, "device": self.features.device, "dtype": str(self.features.dtype).removeprefix("torch.")}
-
-    def embed(self, array, sampling_rate) -> dict[str, Any]:
-        wave, sr = check_audio(array, sampling_rate, self.max_seconds, limit_name="wav2vec2.max_seconds")
-        return {"embedding": self.features.embed_one(wave, sr)}
-
-    def analyze(self, array, sampling_rate) -> dict[str, Any]:
-        """The embedding plus what a caller wants to know about the clip: duration, level, peak, model frames."""
-        wave, sr = check_audio(array, sampling_rate, self.max_seconds, limit_name="wav2vec2.max_seconds")
-        t0 = time.perf_counter()
-        resampled = self.features.to_model_rate(wave, sr)
-        with self.features.cpu_threads():
-            embedding = self.features.forward([resampled])[0]
-        frames = int(self.features.model._get_feat_extract_output_lengths(torch.tensor(resampled.shape[0])))
-        level = audio_io.rms_dbfs(wave)
-        return {"embedding": embedding, "duration_s": wave.size / sr, "sampling_rate": sr, "rms_dbfs": level if math.isfinite(level) else None,
-                "peak": float(np.abs(wave).max()), "frames": frames, "frame_rate_hz": frames * MODEL_RATE / resampled.shape[0],
-                "norm": float(np.linalg.norm(embedding)), "layer": "last" if self.features.layer is None else self.features.layer,
-                "compute_ms": (time.perf_counter() - t0) * 1e3}
+    return Wav2Vec2Features(s.model, layer=s.layer, device=device or s.device, dtype=s.dtype, allow_download=s.allow_download, threads=s.threads,
+                            batch_size=s.batch_size, max_batch_seconds=s.max_batch_seconds, cpu_max_batch_seconds=s.cpu_max_batch_seconds,
+                            pad_group_norm=s.pad_group_norm, resample_quality=s.resample_quality)

@@ -1,6 +1,6 @@
 """The worker process: hosts one handler object and answers protocol requests (JSON lines) on stdin/stdout.
 
-    python -m pipeline.service.worker --handler pipeline.models.wav2vec2:Wav2Vec2Handler --init '{"model": "/models/w2v"}'
+    python -m pipeline.service.worker --handler pipeline.service.handlers.wav2vec2:Wav2Vec2Handler --init '{"model": "/models/w2v"}'
 
 The handler is built once at start from ``--init`` (JSON keyword arguments). A request's ``method`` is called
 with its ``params`` as keyword arguments; ``ping`` (health), ``capabilities`` and ``shutdown`` are built in.

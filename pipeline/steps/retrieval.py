@@ -120,13 +120,21 @@ class StepSkipped(Exception):
     """Nothing for a step to do here (e.g. no wav2vec2 model is configured); a DAG task turns it into Airflow's skip, with this reason."""
 
 
+def embedder_settings() -> dict:
+    """What building an embedder needs from configs/pipeline.yaml, as keyword arguments of ``pipeline.embed.registry.get_embedder``:
+    the ``wav2vec2:`` section and the catalog's ``audio.sample_rate``."""
+    data = config.load()
+    return {"wav2vec2": config.section(config.Wav2Vec2Settings, data, "wav2vec2"),
+            "sample_rate": config.section(config.AudioSettings, data, "audio").sample_rate}
+
+
 def _embed_one(run_id: str, name: str, device: str, catalogs: list[str] | None) -> str:
     """Embed the run's catalog segments with one embedder (raises EmbedderUnavailable); its embeddings folder."""
     from pipeline.devices import resolve_device
-    from pipeline.embed import get_embedder
     from pipeline.embed.catalog import embed_catalog as embed
+    from pipeline.embed.registry import get_embedder
 
-    embedder = get_embedder(name, run_id, resolve_device(device))
+    embedder = get_embedder(name, run_id, resolve_device(device), **embedder_settings())
     manifest = embed(run_id, embedder, catalogs)
     print(f"embed-catalog: {name}: {manifest['count']} segments of {manifest['tracks']} tracks", file=sys.stderr)
     return str(paths.embeddings(run_id, name).folder)
@@ -191,7 +199,8 @@ def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: 
     from pipeline.devices import resolve_device
     from pipeline.evaluate.retrieval import evaluate as run_evaluation
 
-    result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, device=resolve_device(device), publish=False)
+    result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, device=resolve_device(device), publish=False,
+                            embedder_settings=embedder_settings())
     print(f"evaluate: {len(result['rows'])} metric rows for run {run_id}; report {result['report']}", file=sys.stderr)
     return result["report"]
 
