@@ -245,3 +245,19 @@ def test_service_analyze_in_process(models):
         np.testing.assert_allclose(out["embedding"], direct(models["group"], soxr.resample(wave, 8000, 16000, quality="HQ")), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(service.process(wave, 8000), out["embedding"], rtol=1e-6)
         assert service.call("capabilities")["loaded"] is True and service.capabilities()["success_rate"] == 1.0
+
+
+def test_service_handler_takes_its_settings_from_the_caller(models, monkeypatch):
+    """cloudtune embed --isolated passes the wav2vec2 section it read; the handler then reads no config of its own."""
+    from dataclasses import asdict
+
+    monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__MAX_SECONDS", "99")
+    settings = Wav2Vec2Settings(model=str(models["layer"]), device="cpu", dtype="float32", max_seconds=0.25, layer=1)
+    with ModelService(handlers.WAV2VEC2, {"settings": asdict(settings)}, isolated=False) as service:
+        caps = service.capabilities()
+        assert caps["max_duration_s"] == 0.25 and caps["model"] == str(models["layer"]) and caps["loaded"] is False
+        with pytest.raises(ValueError, match="over the service's 0.25 s limit"):
+            service.process(clip(0.5, 16000), 16000)
+        assert service.analyze(clip(0.2, 16000), 16000)["layer"] == 1
+    with pytest.raises(config.ConfigError, match="config wav2vec2.bogus: unknown key"):
+        ModelService(handlers.WAV2VEC2, {"settings": {"bogus": 1}}, isolated=False).initialize()
