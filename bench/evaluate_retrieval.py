@@ -35,10 +35,10 @@ def main() -> int:
         sys.exit(f"bench: no trained run {args.run_id} in {args.home}: run bench/train_embedder.py --run-id {args.run_id} first")
 
     from pipeline.evaluate.report import metric_table
-    from pipeline.evaluate.retrieval import evaluate
+    from pipeline.steps.evaluation import evaluate
 
     started = time.perf_counter()
-    result = evaluate(args.run_id, device=args.device, publish=False)
+    result = evaluate(args.run_id, device=args.device)
     wall = time.perf_counter() - started
     pd.set_option("display.width", 250)
     for length in ("5s", "2s"):

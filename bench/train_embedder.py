@@ -31,8 +31,8 @@ def main() -> int:
         os.environ["CLOUDTUNE_TRAIN__TRAINING__NUM_WORKERS"] = str(args.workers)
 
     from pipeline import paths
+    from pipeline.steps.training import train_token_embedder as train_embedder
     from pipeline.tokenize.catalog import current_rvq, tokenize
-    from pipeline.train.token_embedder import train_embedder
 
     codec = current_rvq("bench")
     if codec is None:

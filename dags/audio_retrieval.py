@@ -107,17 +107,17 @@ def audio_retrieval():
 
     @task
     def splits(pipeline_run: str, tokens_roots: list[str]) -> dict:
-        from pipeline.steps import retrieval
+        from pipeline.steps import training
 
         roots = sorted(set(tokens_roots))
-        return {"tokens_root": roots[0], "splits_dir": retrieval.make_splits(pipeline_run, roots)}
+        return {"tokens_root": roots[0], "splits_dir": training.make_splits(pipeline_run, roots)}
 
     @task(pool=GPU, queue=GPU)
     def train_embedder(pipeline_run: str, data: dict) -> str:
-        from pipeline.steps import retrieval
+        from pipeline.steps import training
 
         p = get_current_context()["params"]
-        return retrieval.train_embedder(pipeline_run, data["tokens_root"], data["splits_dir"], p["epochs"], p["embedding_dim"], p["device"])
+        return training.train_embedder(pipeline_run, data["tokens_root"], data["splits_dir"], p["epochs"], p["embedding_dim"], p["device"])
 
     @task(pool=GPU, queue=GPU)
     def wav2vec2_features(pipeline_run: str, data: dict) -> str:
@@ -160,9 +160,11 @@ def audio_retrieval():
 
     @task
     def report(pipeline_run: str, published: dict) -> str:
-        from pipeline.steps import retrieval
+        from pipeline.steps import bookkeeping, retrieval
 
-        return retrieval.report(pipeline_run)
+        path = retrieval.report(pipeline_run)
+        bookkeeping.finish(pipeline_run, "succeeded", f"metric table {path}")
+        return path
 
     pipeline_run = start()
     ingested = ingest(pipeline_run)

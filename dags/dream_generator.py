@@ -48,7 +48,7 @@ GPU = AIRFLOW["pools"].gpu
 def dream_generator():
     @task(pool=GPU, queue=GPU)
     def train(**context) -> dict:
-        from pipeline.train.vae import dream_from_params
+        from pipeline.steps.dream import dream_from_params
 
         return dream_from_params(context["params"])
 

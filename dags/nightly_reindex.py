@@ -129,9 +129,11 @@ def nightly_reindex():
 
     @task
     def report(pipeline_run: str, published: dict) -> str:
-        from pipeline.steps import retrieval
+        from pipeline.steps import bookkeeping, retrieval
 
-        return retrieval.report(pipeline_run)
+        path = retrieval.report(pipeline_run)
+        bookkeeping.finish(pipeline_run, "succeeded", f"metric table {path}")
+        return path
 
     pipeline_run = start()
     plan = prepare(pipeline_run)

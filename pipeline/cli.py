@@ -116,8 +116,8 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline.steps.training import train_token_embedder
     from pipeline.tokenize.catalog import current_rvq
-    from pipeline.train.token_embedder import train_embedder
 
     tokens_root = args.tokens_root
     if tokens_root is None:
@@ -127,8 +127,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         tokens_root = paths.tokens_dir(args.catalog, codec.name)
     if not Path(tokens_root).is_dir():
         raise CommandError(f"--tokens-root {tokens_root}: not a folder", EXIT_USAGE)
-    summary = train_embedder(tokens_root, args.splits_dir, run_id=args.run_id, config_path=args.config, device=args.device, epochs=args.epochs,
-                             resume=args.resume)
+    summary = train_token_embedder(tokens_root, args.splits_dir, run_id=args.run_id, config_path=args.config, device=args.device, epochs=args.epochs,
+                                   resume=args.resume)
     last = summary["history"][-1] if summary["history"] else {}
     print(f"train: embedder {summary['run_id']}: {len(summary['history'])} epochs, loss {last.get('train_loss', float('nan')):.4f}, "
           f"val R@1 {last.get('val_recall_at_1', float('nan')):.3f} -> {summary['checkpoint']}")
@@ -158,7 +158,7 @@ def cmd_embed_catalog(args: argparse.Namespace) -> int:
         embedder = get_embedder(args.embedder, run_id, resolve_device(args.device), **embedder_settings())
     except EmbedderUnavailable as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
-    m = embed_catalog(run_id, embedder, args.catalog)
+    m = embed_catalog(run_id, embedder, args.catalog, settings=config.load_index()["segments"])
     print(f"embed-catalog: {m['count']} segments of {m['tracks']} tracks ({', '.join(m['catalogs'])}) with {args.embedder}, dim {m['dim']}, "
           f"{len(m['failed_tracks'])} failed, {m['reused_tracks']} reused -> {paths.embeddings(run_id, args.embedder).folder}")
     return EXIT_FAILED if m["failed_tracks"] and args.strict else 0
@@ -169,7 +169,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     run_id = _published_or(args.run_id)
     for kind in args.kind:
-        m = build_index(run_id, args.embedder, kind)
+        m = build_index(run_id, args.embedder, kind, config.load_index())
         print(f"index: {kind} over {m['count']} x {m['dim']} {args.embedder} vectors in {m['build_seconds']:.2f} s, "
               f"{m['bytes_per_vector']:.0f} bytes/vector, params {json.dumps(m['params'])} -> {paths.index(run_id, args.embedder, kind).folder}")
     return 0
@@ -178,12 +178,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.devices import resolve_device
     from pipeline.evaluate.report import metric_table
-    from pipeline.evaluate.retrieval import evaluate
-    from pipeline.steps.retrieval import embedder_settings
+    from pipeline.steps.evaluation import evaluate
+    from pipeline.steps.retrieval import publish
 
     run_id = _published_or(args.run_id)
-    result = evaluate(run_id, embedders=args.embedder, index_kinds=args.kind, catalogs=args.catalog, device=resolve_device(args.device),
-                      publish=not args.no_publish, embedder_settings=embedder_settings())
+    result = evaluate(run_id, embedders=args.embedder, index_kinds=args.kind, catalogs=args.catalog, device=resolve_device(args.device))
+    result["published"] = not args.no_publish and bool(publish(run_id))
     for length in ("5s", "2s"):
         table = metric_table(result["rows"], length)
         if len(table):
@@ -200,9 +200,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from pipeline.search import Searcher, search_clips
     from pipeline.steps.retrieval import embedder_settings
 
-    searcher = Searcher(args.run_id, args.embedder, args.kind, resolve_device(args.device), embedder_settings=embedder_settings())
+    settings = config.load_index()
+    searcher = Searcher(settings, args.run_id, args.embedder, args.kind, resolve_device(args.device), embedder_settings=embedder_settings())
     failed = 0
-    for result in search_clips(args.clips, searcher, args.top_k):
+    for result in search_clips(args.clips, searcher, args.top_k or settings["search"].top_k):
         if "error" in result:
             failed += 1
             print(f"search: error: {result['error']}", file=sys.stderr)
@@ -216,14 +217,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from pipeline.publish import publish_run, published
+    from pipeline.publish import published
+    from pipeline.steps.retrieval import publish
 
     if args.show:
         print(json.dumps(published(), indent=2))
         return 0
     if not args.run_id:
         raise CommandError("--run-id is required (or --show)", EXIT_USAGE)
-    record = publish_run(args.run_id, args.embedder, args.kind)
+    record = publish(args.run_id, args.embedder, args.kind)
     print(f"publish: run {record['run_id']} ({record['embedder']}, {record['index_kind']}) is now published")
     return 0
 

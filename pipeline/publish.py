@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 
-from pipeline import config, paths
+from pipeline import paths
+from pipeline.config import PublishSettings
 from pipeline.fsutil import write_json
 from pipeline.store import db
 
 
-def publish_run(run_id: str, embedder: str | None = None, index_kind: str | None = None, url: str | None = None) -> dict:
+def publish_run(run_id: str, settings: PublishSettings, embedder: str | None = None, index_kind: str | None = None) -> dict:
+    """Publish an evaluated run: ``embedder``/``index_kind`` when given, else those of ``settings`` (configs/index.yaml ``publish``),
+    falling back to what the run has. Returns the published record."""
     evaluation = paths.evaluation_json(run_id)
     if not evaluation.exists():
         raise RuntimeError(f"publish: run {run_id} has no finished evaluation ({evaluation} is missing): run `cloudtune evaluate --run-id {run_id}`")
     done = json.loads(evaluation.read_text())
-    settings = config.load_index()["publish"]
     index_kind_given = index_kind is not None
     index_kind = index_kind or settings.index_kind
     wanted = embedder or settings.embedder

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 from sqlalchemy import select
 
-from pipeline import config, paths
+from pipeline import paths
 from pipeline.audio import io as audio_io
 from pipeline.embed.registry import get_embedder
 from pipeline.index.faiss_index import load_index
@@ -30,14 +30,14 @@ class Searcher:
     """A run's embedder and index, loaded once; ``search`` takes waveforms at ``sample_rate``. ``embedder_settings``: keyword
     arguments of ``get_embedder`` (``wav2vec2``, ``sample_rate``), read from config by the caller (needed for wav2vec2)."""
 
-    def __init__(self, run_id: str | None = None, embedder: str | None = None, index_kind: str | None = None, device: str = "cpu",
+    def __init__(self, settings: dict, run_id: str | None = None, embedder: str | None = None, index_kind: str | None = None, device: str = "cpu",
                  url: str | None = None, embedder_settings: dict | None = None):
+        """``settings``: the sections of configs/index.yaml (``publish`` picks the embedder and index kind, ``search`` the depth)."""
         pub = published()
         if run_id is None:
             if pub is None:
                 raise RuntimeError(f"search: no published run in {paths.home()} (evaluate a run, or name one with --run-id)")
             run_id, embedder, index_kind = pub["run_id"], embedder or pub["embedder"], index_kind or pub["index_kind"]
-        settings = config.load_index()
         if embedder is None:
             evaluation = paths.evaluation_json(run_id)
             done = json.loads(evaluation.read_text())["embedders"] if evaluation.exists() else []
@@ -46,7 +46,7 @@ class Searcher:
                 embedder = done[-1]
         self.run_id, self.index_kind = run_id, index_kind or settings["publish"].index_kind
         self.embedder = get_embedder(embedder, run_id, device, **(embedder_settings or {}))
-        self.index = load_index(run_id, self.embedder.manifest(), self.index_kind)
+        self.index = load_index(run_id, self.embedder.manifest(), self.index_kind, settings["search"].segments_k)
         with db.connect(url) as conn:
             uris = dict(conn.execute(select(tracks.c.track_id, tracks.c.source_uri).where(tracks.c.track_id.in_(list(self.index.track_ids)))).all())
         self.source_uri = uris
@@ -70,11 +70,10 @@ def _read(path: str, sr: int) -> np.ndarray:
     return wave
 
 
-def search_clips(paths: list[str], searcher: Searcher, top_k: int | None = None, batch_size: int = 64) -> Iterator[dict]:
+def search_clips(paths: list[str], searcher: Searcher, top_k: int, batch_size: int = 64) -> Iterator[dict]:
     """One result dict per clip, in the order given: {"query", "results"} or {"query", "error"}."""
     from pipeline.prefetch import prefetch
 
-    top_k = top_k or config.load_index()["search"].top_k
     batch: list[tuple[str, np.ndarray]] = []
 
     def flush():

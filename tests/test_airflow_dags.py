@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from pipeline import config
-from pipeline.steps import bookkeeping, retrieval
+from pipeline.steps import bookkeeping, retrieval, training
 from pipeline.store import db
 
 CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
@@ -157,10 +157,10 @@ def test_pipeline_run_id_is_path_safe():
 
 
 def test_train_config_checks_the_embedding_dim():
-    path = retrieval.train_config("r", 64)
+    path = training.train_config("r", 64)
     assert config.load_train(path)[0].embedding_dim == 64
     with pytest.raises(ValueError, match="embedding_dim 30: must be a positive multiple of configs/train.yaml embedder.heads"):
-        retrieval.train_config("r", 30)
+        training.train_config("r", 30)
 
 
 # --- real runs: demo on PostgreSQL, then the nightly re-index -------------------------------------------

@@ -9,19 +9,20 @@ import soundfile as sf
 import yaml
 from sqlalchemy import create_engine, select, text
 
+from pipeline import config
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
 from pipeline.embed.catalog import embed_catalog, segment_starts
 from pipeline.embed.registry import get_embedder
-from pipeline.evaluate.retrieval import evaluate
 from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index
 from pipeline.ingest import ingest
-from pipeline.publish import publish_run, published
-from pipeline.steps.retrieval import embedder_settings
+from pipeline.publish import published
+from pipeline.steps.evaluation import evaluate
+from pipeline.steps.retrieval import embedder_settings, publish
+from pipeline.steps.training import train_token_embedder as train_embedder
 from pipeline.store import db, reports
 from pipeline.store.tables import retrieval_metrics, runs, tracks
 from pipeline.tokenize.catalog import tokenize
-from pipeline.train.token_embedder import train_embedder
 
 ENV = {
     "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",
@@ -52,6 +53,7 @@ def built(tmp_path_factory):
         tokens = tokenize("rvq", "c", progress=False).output_root
         train_embedder(tokens, run_id="r1", config_path=cfg, device="cpu", progress=False)
         result = evaluate("r1", device="cpu", progress=False)
+        publish("r1")  # publishing is a step of its own (the DAG's publish task)
         db.dispose_engines()
     return {"root": root, "home": root / "home", "src": src, "result": result}
 
@@ -138,25 +140,26 @@ def test_ivfpq_nlist_follows_the_faiss_guideline(n):
 
 def test_an_index_refuses_another_embedder_and_stale_embeddings(run_env):
     mel = get_embedder("mel-stats")
-    assert load_index("r1", mel.manifest(), "flat").index.ntotal > 0
+    assert load_index("r1", mel.manifest(), "flat", 1000).index.ntotal > 0
     with pytest.raises(ValueError, match="built for embedder version"):
-        load_index("r1", {**mel.manifest(), "version": "other"}, "flat")
+        load_index("r1", {**mel.manifest(), "version": "other"}, "flat", 1000)
     manifest = run_env / "runs" / "r1" / "embeddings" / "mel-stats" / "manifest.json"
     m = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**m, "created_at": "2030-01-01T00:00:00"}))
     with pytest.raises(ValueError, match="rebuild the index"):
-        load_index("r1", mel.manifest(), "flat")
-    build_index("r1", "mel-stats", "flat")
-    assert load_index("r1", mel.manifest(), "flat").index.ntotal == m["count"]
+        load_index("r1", mel.manifest(), "flat", 1000)
+    build_index("r1", "mel-stats", "flat", config.load_index())
+    assert load_index("r1", mel.manifest(), "flat", 1000).index.ntotal == m["count"]
 
 
 def test_embed_catalog_is_idempotent_and_embeds_only_new_tracks(run_env, built, tmp_path):
     mel = get_embedder("mel-stats")
     before = json.loads((run_env / "runs" / "r1" / "embeddings" / "mel-stats" / "manifest.json").read_text())
-    assert embed_catalog("r1", mel, progress=False)["created_at"] == before["created_at"]  # up to date: nothing rewritten
+    segments = config.load_index()["segments"]
+    assert embed_catalog("r1", mel, settings=segments, progress=False)["created_at"] == before["created_at"]  # up to date: nothing rewritten
     extra = build_catalog(tmp_path / "extra", tracks=1, seconds=6, seed=99)
     ingest([extra], catalog="c", workers=1, progress=False)
-    after = embed_catalog("r1", mel, progress=False)
+    after = embed_catalog("r1", mel, settings=config.load_index()["segments"], progress=False)
     assert after["tracks"] == before["tracks"] + 1 and after["reused_tracks"] == before["tracks"]
     assert after["count"] > before["count"]
 
@@ -196,12 +199,13 @@ def test_a_failed_evaluation_never_replaces_the_published_run(run_env):
         evaluate("r2", embedders=["contrastive"], progress=False)
     assert published()["run_id"] == "r1"
     with pytest.raises(RuntimeError, match="no finished evaluation"):
-        publish_run("r2")
+        publish("r2")
     with db.connect() as conn:
         failed = conn.execute(select(runs.c.status, runs.c.message).where(runs.c.kind == "evaluate", runs.c.status == "failed")).all()
     assert len(failed) == 1 and "no trained embedder" in failed[0].message
-    result = evaluate("r2", embedders=["mel-stats"], index_kinds=["flat"], progress=False)
-    assert result["published"] and published()["run_id"] == "r2" and published()["embedder"] == "mel-stats"
+    evaluate("r2", embedders=["mel-stats"], index_kinds=["flat"], progress=False)
+    publish("r2")
+    assert published()["run_id"] == "r2" and published()["embedder"] == "mel-stats"
     assert published()["previous"]["run_id"] == "r1"
 
 
@@ -229,12 +233,10 @@ def test_evaluate_on_postgres(built, run_env, pg_url, monkeypatch):
 def test_wav2vec2_is_a_row_set_when_a_model_is_given_and_skipped_otherwise(run_env, tmp_path, monkeypatch):
     from test_wav2vec2 import save_tiny
 
-    result = evaluate("r1", embedders=["mel-stats", "wav2vec2"], index_kinds=["flat"], publish=False, progress=False, embedder_settings=embedder_settings())
+    result = evaluate("r1", embedders=["mel-stats", "wav2vec2"], index_kinds=["flat"], progress=False)
     assert "no model configured" in result["skipped"]["wav2vec2"] and {r["embedder"] for r in result["rows"]} == {"mel-stats"}
     monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__MODEL", str(save_tiny(tmp_path / "w2v", layer_norm=True)))
-    result = evaluate("r1", embedders=["mel-stats", "wav2vec2"], index_kinds=["flat"], publish=False, progress=False)  # settings are passed, never read here
-    assert "no wav2vec2 settings were given" in result["skipped"]["wav2vec2"]
-    result = evaluate("r1", embedders=["wav2vec2"], index_kinds=["flat", "hnsw"], publish=False, progress=False, embedder_settings=embedder_settings())
+    result = evaluate("r1", embedders=["wav2vec2"], index_kinds=["flat", "hnsw"], progress=False)
     rows = {(r["index_kind"], r["query_set"], r["metric"], r["k"]) for r in result["rows"] if r["embedder"] == "wav2vec2"}
     assert {("flat", q, "recall", 1) for q in SETS} <= rows and ("hnsw", "all", "recall_vs_exact", 10) in rows
     manifest = json.loads((run_env / "runs" / "r1" / "index" / "wav2vec2" / "flat" / "manifest.json").read_text())

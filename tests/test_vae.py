@@ -326,13 +326,14 @@ def test_catalog_vae_finds_the_planted_outliers_and_writes_its_rows(db_url, tmp_
 
 
 def test_catalog_vae_rejects_bad_inputs(tmp_path):
+    settings = CatalogVAESettings(epochs=2)
     x, ids, cats = clustered_embeddings(per=3, dim=8, planted=0)
     with pytest.raises(ValueError, match=r"9 embeddings but 8 track ids and 9 catalogs"):
-        train_catalog_vae(x, ids[:-1], cats, "r", tmp_path, progress=False)
+        train_catalog_vae(x, ids[:-1], cats, "r", tmp_path, settings, progress=False)
     with pytest.raises(ValueError, match=r"embeddings must be \[N, D\], got shape \(72,\)"):
-        train_catalog_vae(x.ravel(), ids, cats, "r", tmp_path, progress=False)
+        train_catalog_vae(x.ravel(), ids, cats, "r", tmp_path, settings, progress=False)
     x[2, 0] = np.nan
     with pytest.raises(ValueError, match=r"embeddings of 1 track\(s\) hold NaN or Inf"):
-        train_catalog_vae(x, ids, cats, "r", tmp_path, progress=False)
+        train_catalog_vae(x, ids, cats, "r", tmp_path, settings, progress=False)
     with pytest.raises(ValueError, match=r"run 'nope' is not in the runs table"):
-        train_catalog_vae(np.nan_to_num(x), ids, cats, "nope", tmp_path, progress=False)
+        train_catalog_vae(np.nan_to_num(x), ids, cats, "nope", tmp_path, settings, progress=False)

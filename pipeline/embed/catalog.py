@@ -99,10 +99,9 @@ def load_embeddings(files: paths.EmbeddingFiles) -> tuple[np.ndarray, pd.DataFra
     return np.asarray(vectors), segments, manifest
 
 
-def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | None = None, *, settings: SegmentSettings | None = None,
+def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | None = None, *, settings: SegmentSettings,
                   url: str | None = None, progress: bool = True) -> dict:
     """Embed every segment of the run's catalogs (default: those of its split tracks). Returns the manifest."""
-    settings = settings or config.load_index()["segments"]
     catalogs = sorted(catalogs or run_catalogs(run_id, url))
     items = catalog_tracks(catalogs, url)
     files = paths.embeddings(run_id, embedder.name)

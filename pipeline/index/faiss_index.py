@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from pipeline import config, paths
+from pipeline import paths
 from pipeline.embed.catalog import load_embeddings
 from pipeline.fsutil import atomic_path, write_json
 from pipeline.store import db
@@ -71,9 +71,9 @@ def make_index(kind: str, vectors: np.ndarray, settings: dict, seed: int = 0) ->
     return index, params
 
 
-def build_index(run_id: str, embedder: str, kind: str, *, settings: dict | None = None, url: str | None = None) -> dict:
-    """Build one index over ``runs/<run_id>/embeddings/<embedder>``, save it with its manifest and record the build."""
-    settings = settings or config.load_index()
+def build_index(run_id: str, embedder: str, kind: str, settings: dict, *, url: str | None = None) -> dict:
+    """Build one index over ``runs/<run_id>/embeddings/<embedder>``, save it with its manifest and record the build.
+    ``settings``: the sections of configs/index.yaml (``hnsw``, ``ivfpq``)."""
     vectors, _, emb_manifest = load_embeddings(paths.embeddings(run_id, embedder))
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     started = time.perf_counter()
@@ -146,8 +146,9 @@ class TrackIndex:
         return collapse_to_tracks(scores, ids, self.segment_track, top_k)
 
 
-def load_index(run_id: str, embedder_manifest: dict, kind: str, segments_k: int | None = None) -> TrackIndex:
-    """Load an index and check it was built from vectors of this very embedder (name, dim, version)."""
+def load_index(run_id: str, embedder_manifest: dict, kind: str, segments_k: int) -> TrackIndex:
+    """Load an index and check it was built from vectors of this very embedder (name, dim, version). ``segments_k``: segments
+    fetched per query before they collapse to tracks (configs/index.yaml ``search.segments_k``)."""
     files = paths.index(run_id, embedder_manifest["name"], kind)
     folder, manifest_path = files.folder, files.manifest
     if not manifest_path.exists():
@@ -166,7 +167,6 @@ def load_index(run_id: str, embedder_manifest: dict, kind: str, segments_k: int 
     if len(segments) != index.ntotal:
         raise ValueError(f"{folder}: the index has {index.ntotal} vectors but segments.csv {len(segments)}: rebuild the index")
     codes, uniques = pd.factorize(segments.track_id)
-    segments_k = segments_k or config.load_index()["search"].segments_k
     return TrackIndex(index, manifest, np.asarray(uniques), codes.astype(np.int64), segments_k)
 
 

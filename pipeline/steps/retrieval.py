@@ -10,14 +10,8 @@ import math
 import sys
 from pathlib import Path
 
-import yaml
-from sqlalchemy import select, update
-
 from pipeline import config, paths
-from pipeline.fsutil import atomic_path, write_text
-from pipeline.steps.bookkeeping import finish
-from pipeline.store import db
-from pipeline.store.tables import runs
+from pipeline.fsutil import atomic_path
 
 
 def ingest_roots(catalog: str, roots: list[str]) -> dict:
@@ -71,48 +65,6 @@ def tokenize_shard(catalog: str, backend: str, shard: list[int] | None, device: 
     return summary.output_root
 
 
-def make_splits(run_id: str, tokens_roots: list[str]) -> str:
-    """Track-level splits of the run (configs/train.yaml `splits`) into runs/<run_id>/splits; returns that folder."""
-    from pipeline.data.splits import build_splits
-
-    roots = sorted(set(tokens_roots))
-    if len(roots) != 1:
-        raise ValueError(f"splits: the tokenize shards wrote to {len(roots)} folders ({', '.join(roots)}); expected one")
-    s = config.load_train()[2]
-    out = paths.splits_dir(run_id)
-    print(build_splits(roots[0], out, s.val_ratio, s.test_ratio, s.seed, s.group_by).line(), file=sys.stderr)
-    return str(out)
-
-
-def train_config(run_id: str, embedding_dim: int | None) -> Path:
-    """configs/train.yaml (with its env overrides) and the run's embedding_dim, written to runs/<run_id>/train.yaml."""
-    data = config.load("train")
-    if embedding_dim is not None:
-        heads = int(data["embedder"]["heads"])
-        if embedding_dim < 1 or embedding_dim % heads:
-            raise ValueError(f"embedding_dim {embedding_dim}: must be a positive multiple of configs/train.yaml embedder.heads ({heads})")
-        data["embedder"]["embedding_dim"] = int(embedding_dim)
-    path = paths.train_config(run_id)
-    write_text(path, yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def train_embedder(run_id: str, tokens_root: str, splits_dir: str, epochs: int | None, embedding_dim: int | None, device: str = "auto") -> str:
-    """Contrastive training of the run's embedder (resumes from its last checkpoint on a retry); returns the checkpoint path."""
-    from pipeline.train.token_embedder import train_embedder as train
-
-    with db.connect() as conn:  # training records itself under the run id: keep the DAG run's own `runs` row as it was
-        row = conn.execute(select(runs.c.kind, runs.c.config, runs.c.started_at).where(runs.c.run_id == run_id)).first()
-    summary = train(tokens_root, splits_dir, run_id=run_id, config_path=train_config(run_id, embedding_dim), device=device, epochs=epochs,
-                    resume=True)
-    if row is not None:
-        with db.connect() as conn:
-            conn.execute(update(runs).where(runs.c.run_id == run_id).values(kind=row.kind, config=row.config, started_at=row.started_at,
-                                                                              status="running", finished_at=None, message=None))
-            conn.commit()
-    return summary["checkpoint"]
-
-
 OWN_TASK_EMBEDDERS = ("wav2vec2",)  # the audio_retrieval DAG extracts these in a task of their own (wav2vec2_features)
 
 
@@ -135,7 +87,7 @@ def _embed_one(run_id: str, name: str, device: str, catalogs: list[str] | None) 
     from pipeline.embed.registry import get_embedder
 
     embedder = get_embedder(name, run_id, resolve_device(device), **embedder_settings())
-    manifest = embed(run_id, embedder, catalogs)
+    manifest = embed(run_id, embedder, catalogs, settings=config.load_index()["segments"])
     print(f"embed-catalog: {name}: {manifest['count']} segments of {manifest['tracks']} tracks", file=sys.stderr)
     return str(paths.embeddings(run_id, name).folder)
 
@@ -185,10 +137,11 @@ def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> 
     from pipeline.index.faiss_index import build_index
 
     kinds = list(dict.fromkeys(["flat", *index_kinds]))
+    settings = config.load_index()
     out = []
     for name in embedders:
         for kind in kinds:
-            m = build_index(run_id, name, kind)
+            m = build_index(run_id, name, kind, settings)
             print(f"index: {name}/{kind}: {m['count']} vectors in {m['build_seconds']:.2f} s", file=sys.stderr)
             out.append(str(paths.index(run_id, name, kind).folder))
     return out
@@ -197,18 +150,18 @@ def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> 
 def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: str = "auto", catalogs: list[str] | None = None) -> str:
     """Recall@K, MRR, latency rows into retrieval_metrics (not published yet); returns the HTML report path."""
     from pipeline.devices import resolve_device
-    from pipeline.evaluate.retrieval import evaluate as run_evaluation
+    from pipeline.steps.evaluation import evaluate as run_evaluation
 
-    result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, device=resolve_device(device), publish=False,
-                            embedder_settings=embedder_settings())
+    result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, device=resolve_device(device))
     print(f"evaluate: {len(result['rows'])} metric rows for run {run_id}; report {result['report']}", file=sys.stderr)
     return result["report"]
 
 
 def publish(run_id: str, embedder: str | None = None, index_kind: str | None = None) -> dict:
+    """Make the evaluated run the published one (configs/index.yaml ``publish`` unless named); the published record."""
     from pipeline.publish import publish_run
 
-    return publish_run(run_id, embedder, index_kind)
+    return publish_run(run_id, config.load_index()["publish"], embedder, index_kind)
 
 
 def metric_summary(run_id: str):
@@ -219,7 +172,7 @@ def metric_summary(run_id: str):
 
 
 def report(run_id: str) -> str:
-    """Print the run's metric table (from the metrics DB), write it to runs/<run_id>/reports/metrics.csv, and close the run."""
+    """Print the run's metric table (from the metrics DB) and write it to runs/<run_id>/reports/metrics.csv; returns that path."""
     from pipeline.store import reports
 
     table = metric_summary(run_id)
@@ -230,5 +183,4 @@ def report(run_id: str) -> str:
     path = paths.metrics_csv(run_id)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
-    finish(run_id, "succeeded", f"{len(table)} embedder x index rows; {path}")
     return str(path)

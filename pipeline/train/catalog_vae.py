@@ -27,7 +27,6 @@ import torch
 from sqlalchemy import delete, select
 from tqdm import tqdm
 
-from pipeline import config
 from pipeline.config import CatalogVAESettings
 from pipeline.devices import resolve_device, torch_threads
 from pipeline.fsutil import atomic_path, write_json
@@ -114,13 +113,13 @@ def fit(model: VAE, data: torch.Tensor, s: CatalogVAESettings, progress: bool = 
 
 
 def train_catalog_vae(embeddings: np.ndarray, track_ids: list[str], catalogs: list[str], run_id: str, out_dir: str | Path,
-                      settings: CatalogVAESettings | None = None, *, device: str = "auto", url: str | None = None, progress: bool = True) -> dict:
+                      settings: CatalogVAESettings, *, device: str = "auto", url: str | None = None, progress: bool = True) -> dict:
     """Train the VAE on one embedding per track, write the map, checkpoint, `vae_latents` and `training_epochs` rows of ``run_id``
     (which must already be in `runs`), and return the summary with the ``top_outliers`` tracks of highest reconstruction error.
 
     Re-running with the same inputs and settings replaces the run's rows with the same values (seeded; exact on CPU).
     """
-    s = settings or config.section(CatalogVAESettings, config.load(), "catalog_vae")
+    s = settings
     x = check_inputs(embeddings, track_ids, catalogs)
     with db.connect(url) as conn:
         if conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is None:

@@ -1,12 +1,15 @@
-"""Contrastive training of the TokenEmbedder: InfoNCE with in-batch negatives, AdamW, warmup + cosine.
+"""Contrastive training of the TokenEmbedder: InfoNCE with in-batch negatives, AdamW, warmup + cosine, an EMA of the weights.
 
-    $CLOUDTUNE_HOME/runs/<run_id>/splits/{train,val,test}.txt   (built when missing)
-    $CLOUDTUNE_HOME/runs/<run_id>/models/embedder.pt            checkpoint after every epoch (atomic)
-    $CLOUDTUNE_HOME/runs/<run_id>/models/embedder.json          settings and per-epoch history
-    $CLOUDTUNE_HOME/runs/<run_id>/models/training_curve.png     loss per batch and epoch, val Recall@1 per epoch (after every epoch)
+Writes (paths from :mod:`pipeline.paths`)::
 
-Every epoch starts from seeds derived from (seed, epoch), so a run resumed from its last checkpoint
-after a kill ends with exactly the weights of an uninterrupted run (on CPU).
+    runs/<run_id>/models/embedder.pt            checkpoint after every epoch (atomic)
+    runs/<run_id>/models/embedder.json          settings and per-epoch history
+    runs/<run_id>/models/training_curve.png     loss per batch and epoch, val Recall@1 per epoch (after every epoch)
+
+and one ``training_epochs`` row per epoch under the run id. Every epoch starts from seeds derived from (seed, epoch),
+so a run resumed from its last checkpoint after a kill ends with exactly the weights of an uninterrupted run (on CPU).
+The ``train embedder`` step (:mod:`pipeline.steps.training`) reads the config and builds the splits; this module
+takes settings objects and paths.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -25,10 +28,9 @@ from sqlalchemy import select
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import config, paths
-from pipeline.config import TrainSettings
+from pipeline import paths
+from pipeline.config import EmbedderSettings, TrainSettings
 from pipeline.data.dataset import RetrievalProbe, TokenPairDataset, TrackSource
-from pipeline.devices import resolve_device
 from pipeline.fsutil import atomic_path, write_json
 from pipeline.models.token_embedder import TokenEmbedder, info_nce
 from pipeline.plots import plot_contrastive_training
@@ -75,131 +77,179 @@ def _worker_init(_worker_id: int) -> None:
     faiss.omp_set_num_threads(1)
 
 
-def train_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None, *, run_id: str | None = None, config_path: str | Path | None = None,
-                   device: str = "auto", epochs: int | None = None, resume: bool = False, url: str | None = None, progress: bool = True,
-                   on_epoch_end: Callable[[int], None] | None = None) -> dict:
-    """Train (or, with ``resume``, continue) the embedder of ``run_id``. Returns the run's summary."""
-    emb_s, train_s, split_s, raw_cfg = config.load_train(config_path)
-    if epochs is not None:
-        train_s = TrainSettings(**{**asdict(train_s), "epochs": epochs})
-    tokens_root = Path(tokens_root)
-    device = resolve_device(device)
-    run_id = run_id or db.new_run_id("train")
-    splits_dir = Path(splits_dir) if splits_dir else paths.splits_dir(run_id)
-    if not (splits_dir / "train.txt").exists():
-        from pipeline.data.splits import build_splits
+@dataclass
+class TrainingData:
+    """The train and val pair datasets, the val Recall@1 probe and what the token files say about their tokenizer."""
 
-        build_splits(tokens_root, splits_dir, split_s.val_ratio, split_s.test_ratio, split_s.seed, split_s.group_by, url=url, progress=progress)
+    train: TokenPairDataset
+    val: TokenPairDataset
+    probe: RetrievalProbe
+    codebook_size: int
+    frame_rate: float
+    codec_version: str
+    rvq: object | None  # the rvq codec that made the tokens, when it is in this home (codebook init, online augmentation)
+    online_augmentation: bool
+
+
+def load_data(tokens_root: Path, splits_dir: Path, s: TrainSettings, max_frames: int, url: str | None = None) -> TrainingData:
     train_tracks = read_split(splits_dir, "train", tokens_root, url)
     val_tracks = read_split(splits_dir, "val", tokens_root, url)
     _, meta = load_tokens(train_tracks[0].token_files[0])
     codebook_size, frame_rate = int(meta["codebook_size"]), float(meta["frame_rate"])
     rvq = find_codec(meta["codec_version"]) if meta["backend"] == "rvq" else None
-    codec = rvq if train_s.augment_audio else None
-    if train_s.augment_audio and codec is None:
+    codec = rvq if s.augment_audio else None
+    if s.augment_audio and codec is None:
         print(f"train: no online audio augmentation (backend {meta['backend']}, codec {meta['codec_version']} not here): token views only",
               file=sys.stderr)
-    train_ds = TokenPairDataset(train_tracks, train_s, codebook_size, frame_rate, codec)
-    val_ds = TokenPairDataset(val_tracks, train_s, codebook_size, frame_rate, codec)
-    if train_ds.clip_frames > emb_s.max_frames:
-        raise ValueError(f"training.clip_seconds {train_s.clip_seconds:g} gives {train_ds.clip_frames} frames > embedder.max_frames {emb_s.max_frames}")
-    probe = RetrievalProbe(val_ds, train_s.val_queries_per_track, train_s.seed, distractors=train_ds.codes)  # the train tracks are in the catalog too
-    num_quantizers = train_ds.codes[0].shape[0]
+    train_ds = TokenPairDataset(train_tracks, s, codebook_size, frame_rate, codec)
+    val_ds = TokenPairDataset(val_tracks, s, codebook_size, frame_rate, codec)
+    if train_ds.clip_frames > max_frames:
+        raise ValueError(f"training.clip_seconds {s.clip_seconds:g} gives {train_ds.clip_frames} frames > embedder.max_frames {max_frames}")
+    probe = RetrievalProbe(val_ds, s.val_queries_per_track, s.seed, distractors=train_ds.codes)  # the train tracks are in the catalog too
+    return TrainingData(train_ds, val_ds, probe, codebook_size, frame_rate, meta["codec_version"], rvq, codec is not None)
 
-    torch.manual_seed(train_s.seed)
-    model = TokenEmbedder(num_quantizers, codebook_size, emb_s)
-    if emb_s.init_from_codebooks and rvq is not None:
-        model.init_from_codebooks(rvq.codebooks, train_s.seed)
+
+@dataclass
+class Trainer:
+    """The model and everything a checkpoint must restore to resume exactly."""
+
+    model: TokenEmbedder
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: torch.optim.swa_utils.AveragedModel | None
+    ema_decay: float
+    steps: int
+    drop_last: bool
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """What validation and search use: the averaged weights when there are any."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                **({"ema": self.ema.state_dict(), "ema_model": self.ema.module.state_dict()} if self.ema is not None else {})}
+
+    def restore(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None and "ema" in ckpt:
+            self.ema.load_state_dict(ckpt["ema"])
+
+
+def build_trainer(data: TrainingData, emb_s: EmbedderSettings, s: TrainSettings, device: str) -> Trainer:
+    torch.manual_seed(s.seed)
+    model = TokenEmbedder(data.train.codes[0].shape[0], data.codebook_size, emb_s)
+    if emb_s.init_from_codebooks and data.rvq is not None:
+        model.init_from_codebooks(data.rvq.codebooks, s.seed)
     model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_s.lr, weight_decay=train_s.weight_decay)
-    drop_last = len(train_ds) > train_s.batch_size  # a last, smaller batch would weaken in-batch negatives
-    steps_per_epoch = len(train_ds) // train_s.batch_size if drop_last else 1
-    total = steps_per_epoch * train_s.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_lambda, total=total, warmup=max(1, int(train_s.warmup_ratio * total))))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    drop_last = len(data.train) > s.batch_size  # a last, smaller batch would weaken in-batch negatives
+    total = (len(data.train) // s.batch_size if drop_last else 1) * s.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_lambda, total=total, warmup=max(1, int(s.warmup_ratio * total))))
     # An exponential moving average of the weights (training.ema_decay, 0 = off) is what validation and search use:
     # it smooths the step-to-step noise of a small-batch contrastive run. Its horizon, 1 / (1 - decay) steps, never
     # spans more than a quarter of the run, so a short run (the demo's 2 epochs) is not dragged back to its first steps.
-    ema_decay = max(0.0, min(train_s.ema_decay, 1 - 4 / total)) if train_s.ema_decay else 0.0
-    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay))
-           if train_s.ema_decay else None)
+    ema_decay = max(0.0, min(s.ema_decay, 1 - 4 / total)) if s.ema_decay else 0.0
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay)) if s.ema_decay else None)
+    return Trainer(model, optimizer, scheduler, ema, ema_decay, total, drop_last)
+
+
+def train_epoch(t: Trainer, data: TrainingData, s: TrainSettings, epoch: int, device: str, use_amp: bool, progress: bool) -> list[float]:
+    """One pass over the train pairs; the loss of every batch."""
+    data.train.set_epoch(epoch)
+    loader = DataLoader(data.train, batch_size=s.batch_size, shuffle=True, generator=_seed_epoch(s.seed, epoch), num_workers=s.num_workers,
+                        collate_fn=data.train.collator(), drop_last=t.drop_last, worker_init_fn=_worker_init)
+    t.model.train()
+    losses = []
+    bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{s.epochs}", unit="batch", disable=not progress)
+    for batch in bar:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+            loss = info_nce(t.model(batch["a"], batch["a_mask"]), t.model(batch["b"], batch["b_mask"]), s.temperature, batch["track"])
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if s.grad_clip:
+            torch.nn.utils.clip_grad_norm_(t.model.parameters(), s.grad_clip)
+        t.optimizer.step()
+        t.scheduler.step()
+        if t.ema is not None:
+            t.ema.update_parameters(t.model)
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
+
+
+def validate(t: Trainer, probe: RetrievalProbe, device: str, use_amp: bool) -> float:
+    scored = t.scored
+    scored.eval()
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+        return probe.recall_at_1(lambda c, m: scored(c.to(device), m.to(device)))
+
+
+def save_checkpoint(path: Path, t: Trainer, epoch: int, history: list[dict], data: TrainingData, emb_s: EmbedderSettings, s: TrainSettings) -> None:
+    """The checkpoint carries the model config, so loading it never needs the training YAML."""
+    with atomic_path(path) as tmp:
+        torch.save({**t.state(), "epoch": epoch, "history": history, "embedder": asdict(emb_s), "training": asdict(s),
+                    "num_quantizers": data.train.codes[0].shape[0], "codebook_size": data.codebook_size, "frame_rate": data.frame_rate,
+                    "codec_version": data.codec_version}, tmp)
+
+
+def _record_epoch(conn, run_id: str, row: dict) -> None:
+    db.upsert(conn, training_epochs, [{"run_id": run_id, "model": "embedder", "epoch": row["epoch"], "train_loss": row["train_loss"], "val_loss": None,
+                                       "val_recall_at_1": row["val_recall_at_1"], "lr": row["lr"], "seconds": row["seconds"],
+                                       "recorded_at": db.utcnow()}])
+    conn.commit()
+
+
+def train(tokens_root: Path, splits_dir: Path, run_id: str, emb_s: EmbedderSettings, s: TrainSettings, *, device: str, resume: bool = False,
+          run_config: dict | None = None, url: str | None = None, progress: bool = True, on_epoch_end: Callable[[int], None] | None = None) -> dict:
+    """Train (or, with ``resume``, continue from its last checkpoint) the token embedder of ``run_id``; returns the summary.
+
+    The step's `runs` row (kind ``train``) points to ``run_id`` as its parent; metric rows are keyed by ``run_id``."""
+    data = load_data(tokens_root, splits_dir, s, emb_s.max_frames, url)
+    t = build_trainer(data, emb_s, s, device)
     ckpt_path = paths.embedder_checkpoint(run_id)
     history: list[dict] = []
     start_epoch = 0
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ema is not None and "ema" in ckpt:
-            ema.load_state_dict(ckpt["ema"])
+        t.restore(ckpt)
         history, start_epoch = ckpt["history"], ckpt["epoch"] + 1
         print(f"train: resuming {run_id} after epoch {ckpt['epoch'] + 1}", file=sys.stderr)
     elif resume:
         print(f"train: --resume but no checkpoint at {ckpt_path}: starting from scratch", file=sys.stderr)
-
-    use_amp = train_s.amp and device.startswith("cuda")
-    run_config = {"tokens_root": str(tokens_root), "splits_dir": str(splits_dir), "device": device, "config": raw_cfg,
-                  "train_tracks": len(train_tracks), "val_tracks": len(val_tracks), "online_augmentation": codec is not None, "resume": resume,
-                  "ema_decay": ema_decay, "steps": total}
-    with db.connect(url) as conn, db.recorded_run(conn, "train", run_config, run_id) as run:
-        clips_per_s = []
-        for epoch in range(start_epoch, train_s.epochs):
+    use_amp = s.amp and device.startswith("cuda")
+    step_config = {**(run_config or {}), "tokens_root": str(tokens_root), "splits_dir": str(splits_dir), "device": device, "resume": resume,
+                   "train_tracks": len(data.train.tracks), "val_tracks": len(data.val.tracks), "online_augmentation": data.online_augmentation,
+                   "ema_decay": t.ema_decay, "steps": t.steps}
+    with db.connect(url) as conn, db.recorded_run(conn, "train", step_config, parent_run_id=run_id) as step:
+        db.ensure_run(conn, run_id, kind="train")
+        for epoch in range(start_epoch, s.epochs):
             started = time.perf_counter()
-            generator = _seed_epoch(train_s.seed, epoch)
-            train_ds.set_epoch(epoch)
-            loader = DataLoader(train_ds, batch_size=train_s.batch_size, shuffle=True, generator=generator, num_workers=train_s.num_workers,
-                                collate_fn=train_ds.collator(), drop_last=drop_last, worker_init_fn=_worker_init)
-            model.train()
-            losses = []
-            bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{train_s.epochs}", unit="batch", disable=not progress)
-            for batch in bar:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    za = model(batch["a"], batch["a_mask"])
-                    zb = model(batch["b"], batch["b_mask"])
-                    loss = info_nce(za, zb, train_s.temperature, batch["track"])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if train_s.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), train_s.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                losses.append(float(loss.detach()))
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            losses = train_epoch(t, data, s, epoch, device, use_amp, progress)
             train_seconds = time.perf_counter() - started
-            scored = ema.module if ema is not None else model
-            scored.eval()
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                recall = probe.recall_at_1(lambda c, m, scored=scored: scored(c.to(device), m.to(device)))
-            seconds = time.perf_counter() - started
-            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_recall_at_1": recall, "lr": scheduler.get_last_lr()[0],
-                   "seconds": seconds, "clips_per_s": 2 * len(train_ds) / train_seconds, "batch_losses": losses}
+            recall = validate(t, data.probe, device, use_amp)
+            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_recall_at_1": recall, "lr": t.scheduler.get_last_lr()[0],
+                   "seconds": time.perf_counter() - started, "clips_per_s": 2 * len(data.train) / train_seconds, "batch_losses": losses}
             history.append(row)
-            clips_per_s.append(row["clips_per_s"])
-            with atomic_path(ckpt_path) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                            **({"ema": ema.state_dict(), "ema_model": ema.module.state_dict()} if ema is not None else {}),
-                            "history": history, "embedder": asdict(emb_s), "training": asdict(train_s), "num_quantizers": num_quantizers,
-                            "codebook_size": codebook_size, "frame_rate": frame_rate, "codec_version": meta["codec_version"]}, tmp)
+            save_checkpoint(ckpt_path, t, epoch, history, data, emb_s, s)
             plot_contrastive_training(history, paths.training_curve(run_id),
-                                      f"embedder {run_id}: {len(train_tracks)} train / {len(val_tracks)} val tracks")
-            db.upsert(conn, training_epochs, [{"run_id": run.run_id, "model": "embedder", "epoch": epoch + 1, "train_loss": row["train_loss"],
-                                               "val_loss": None, "val_recall_at_1": recall, "lr": row["lr"], "seconds": seconds,
-                                               "recorded_at": db.utcnow()}])
-            conn.commit()
-            tqdm.write(f"train: epoch {epoch + 1}/{train_s.epochs} loss {row['train_loss']:.4f} val R@1 {recall:.3f} lr {row['lr']:.2e} "
-                       f"{seconds:.1f} s ({row['clips_per_s']:.0f} clips/s)", file=sys.stderr)
+                                      f"embedder {run_id}: {len(data.train.tracks)} train / {len(data.val.tracks)} val tracks")
+            _record_epoch(conn, run_id, row)
+            tqdm.write(f"train: epoch {epoch + 1}/{s.epochs} loss {row['train_loss']:.4f} val R@1 {recall:.3f} lr {row['lr']:.2e} "
+                       f"{row['seconds']:.1f} s ({row['clips_per_s']:.0f} clips/s)", file=sys.stderr)
             if on_epoch_end:
                 on_epoch_end(epoch + 1)
-        summary = {"run_id": run.run_id, "checkpoint": str(ckpt_path), "device": device, "epochs": train_s.epochs, "history": history,
-                   "train_tracks": len(train_tracks), "val_tracks": len(val_tracks), "online_augmentation": codec is not None}
+        summary = {"run_id": run_id, "checkpoint": str(ckpt_path), "device": device, "epochs": s.epochs, "history": history,
+                   "train_tracks": len(data.train.tracks), "val_tracks": len(data.val.tracks), "online_augmentation": data.online_augmentation}
         write_json(paths.embedder_summary(run_id), summary)
-        if clips_per_s:
-            db.upsert(conn, run_metrics, [{"run_id": run.run_id, "stage": "train", "metric": "clips_per_s", "k": 0,
-                                           "value": float(np.mean(clips_per_s)), "recorded_at": db.utcnow()}])
+        speeds = [h["clips_per_s"] for h in history[start_epoch:]]
+        if speeds:
+            db.upsert(conn, run_metrics, [{"run_id": run_id, "stage": "train", "metric": "clips_per_s", "k": 0, "value": float(np.mean(speeds)),
+                                           "recorded_at": db.utcnow()}])
             conn.commit()
         if history:
-            run.message = f"embedder: {len(history)} epochs, loss {history[-1]['train_loss']:.4f}, val R@1 {history[-1]['val_recall_at_1']:.3f}"
+            step.message = f"embedder: {len(history)} epochs, loss {history[-1]['train_loss']:.4f}, val R@1 {history[-1]['val_recall_at_1']:.3f}"
     return summary

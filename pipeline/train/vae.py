@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline import config, paths
 from pipeline.config import DreamSettings
 from pipeline.data.mnist import IdxError, MnistNotFound, load_images
 from pipeline.devices import DEVICES, resolve_device, torch_threads
@@ -208,32 +207,6 @@ def train_dream(settings: DreamSettings, progress: bool = True) -> dict:
     if note:
         message += f"; note: {note}"
     return {"success": True, "files": [str(f) for f in files], "message": message}
-
-
-def dream_from_params(params: dict) -> dict:
-    """The Airflow task of dags/dream_generator.py: the DAG params (the CLI's flags) -> the JSON result (its XCom).
-
-    Relative paths are taken under CLOUDTUNE_HOME (a worker's working folder is arbitrary). The result is
-    printed to the task log; bad input fails the task without retries, other failures are retried."""
-    import json
-    from pathlib import Path
-
-    from airflow.sdk.exceptions import AirflowFailException
-
-    home = paths.home()
-    under_home = {k: str(home / params[k]) if not Path(params[k]).is_absolute() else params[k] for k in ("data", "out")}
-    s = config.section(DreamSettings, config.load(), "dream", data_dir=under_home["data"], dataset=params["dataset"], epochs=params["epochs"],
-                       batch_size=params["batch_size"], latent_dim=params["latent_dim"], lr=params["lr"], out=under_home["out"],
-                       device=params["device"], seed=params["seed"])
-    try:
-        result = train_dream(s, progress=True)
-    except DreamError as exc:
-        print(json.dumps({"success": False, "files": [], "message": str(exc)}))
-        if exc.code == EXIT_USAGE:
-            raise AirflowFailException(str(exc)) from None
-        raise
-    print(json.dumps(result))
-    return result
 
 
 def run_dream(settings: DreamSettings, progress: bool = True) -> tuple[dict, int]:

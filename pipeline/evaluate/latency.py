@@ -1,0 +1,54 @@
+"""Latency and throughput of each candidate x index kind: single queries end to end (audio in, ranked tracks out)
+and search alone (p50/p95), and batched queries per second. Rows are named ``latency/<length>s``."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from pipeline.config import LatencySettings, QuerySettings
+from pipeline.evaluate import metrics as M
+from pipeline.evaluate.queries import Clip, degrade
+from pipeline.evaluate.retrieval import Candidate, RowFn
+
+
+def latency_waves(clips: list[Clip], queries: QuerySettings, count: int, sample_rate: int) -> list[np.ndarray]:
+    """``count`` clips drawn (seeded) from every degradation of the given clean clips."""
+    waves = [w for d in queries.degradations for w in degrade(clips, d, queries.seed, sample_rate)]
+    return [waves[i] for i in np.random.default_rng(queries.seed).permutation(len(waves))[:count]]
+
+
+def _timed_single(embedder, idx, waves, top_k) -> tuple[list[float], list[float]]:
+    e2e, search = [], []
+    for w in waves:
+        t0 = time.perf_counter()
+        q = embedder.embed([w])
+        t1 = time.perf_counter()
+        idx.search_indices(q, top_k)
+        t2 = time.perf_counter()
+        e2e.append(t2 - t0)
+        search.append(t2 - t1)
+    return e2e, search
+
+
+def measure_latency(candidates: list[Candidate], waves: list[np.ndarray], settings: LatencySettings, top_k: int, query_set: str, row: RowFn) -> None:
+    """p50/p95 of single queries (end to end, search alone) and batched QPS, per candidate x index kind."""
+    if not waves:
+        return
+    batch = (waves * (1 + settings.batch_size // len(waves)))[: settings.batch_size]
+    for cand in candidates:
+        cand.embedder.embed(waves[:2])  # warm-up
+        for kind, idx in cand.indexes.items():
+            e2e, search = _timed_single(cand.embedder, idx, waves, top_k)
+            row(cand.name, kind, query_set, "latency_e2e_p50_ms", 0, M.percentile_ms(e2e, 50))
+            row(cand.name, kind, query_set, "latency_e2e_p95_ms", 0, M.percentile_ms(e2e, 95))
+            row(cand.name, kind, query_set, "latency_search_p50_ms", 0, M.percentile_ms(search, 50))
+            row(cand.name, kind, query_set, "latency_search_p95_ms", 0, M.percentile_ms(search, 95))
+            t0 = time.perf_counter()
+            vecs = cand.embedder.embed(batch)
+            t1 = time.perf_counter()
+            idx.search_indices(vecs, top_k)
+            t2 = time.perf_counter()
+            row(cand.name, kind, query_set, "qps_batch", 0, len(batch) / (t2 - t0))
+            row(cand.name, kind, query_set, "qps_search_batch", 0, len(batch) / max(t2 - t1, 1e-9))

@@ -1,0 +1,123 @@
+"""The ``evaluate`` step: Recall@K, MRR, latency and QPS of every (embedder, index kind) of a run, its catalog map, its report.
+
+1. candidates: each embedder of the run with its indexes (the catalog is embedded and the indexes built first when missing
+   or stale, so a trained run needs nothing else); an embedder that cannot be built here is skipped with its reason;
+2. the query sets scored (:mod:`pipeline.evaluate.retrieval`) and timed (:mod:`pipeline.evaluate.latency`);
+3. the rows upserted into ``retrieval_metrics`` under the run id (re-evaluating replaces them);
+4. the catalog map (the catalog VAE on the track vectors of the embedder the run would publish);
+5. ``reports/evaluation.html`` and, last, ``reports/evaluation.json``: the mark of a finished evaluation that publishing requires.
+
+Publishing is a step of its own (:func:`pipeline.steps.retrieval.publish`). The step's own `runs` row (kind ``evaluate``)
+points to the pipeline run through ``parent_run_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+import numpy as np
+
+from pipeline import config, paths
+from pipeline.embed import EmbedderUnavailable
+from pipeline.embed.catalog import Track, catalog_tracks, embed_catalog, load_embeddings, run_catalogs, split_track_ids
+from pipeline.evaluate.latency import latency_waves, measure_latency
+from pipeline.evaluate.queries import clean_clips
+from pipeline.evaluate.report import write_report
+from pipeline.evaluate.retrieval import Candidate, score_query_sets
+from pipeline.fsutil import write_json
+from pipeline.index.faiss_index import build_index, load_index
+from pipeline.store import db
+from pipeline.store.tables import retrieval_metrics
+
+
+def load_candidate(run_id: str, name: str, kinds: list[str], catalogs: list[str], device: str, url: str | None, progress: bool) -> Candidate:
+    """One embedder with its indexes, embedding the catalog and (re)building an index unless it is there and current
+    (built from the embeddings that are there now). Raises EmbedderUnavailable when the embedder cannot be built here."""
+    from pipeline.embed.registry import get_embedder
+    from pipeline.steps.retrieval import embedder_settings
+
+    embedder = get_embedder(name, run_id, device, **embedder_settings())
+    index_s = config.load_index()
+    manifest = embed_catalog(run_id, embedder, catalogs, settings=index_s["segments"], url=url, progress=progress)
+    for kind in kinds:
+        files = paths.index(run_id, embedder.name, kind)
+        if not files.manifest.exists() or json.loads(files.manifest.read_text()).get("embeddings_created_at") != manifest["created_at"]:
+            m = build_index(run_id, embedder.name, kind, index_s, url=url)
+            print(f"evaluate: built {kind} index of {embedder.name}: {m['count']} vectors in {m['build_seconds']:.2f} s", file=sys.stderr)
+    return Candidate(embedder, {k: load_index(run_id, embedder.manifest(), k, index_s["search"].segments_k) for k in kinds})
+
+
+def catalog_map(run_id: str, names: list[str], gallery: list[Track], device: str, url: str | None, progress: bool) -> dict:
+    """The catalog VAE on one vector per track (the mean of its segments) of the embedder the run would publish."""
+    from pipeline.train.catalog_vae import train_catalog_vae
+
+    wanted = config.load_index()["publish"].embedder
+    name = wanted if wanted in names else names[-1]
+    vectors, segments, _ = load_embeddings(paths.embeddings(run_id, name))
+    groups = segments.groupby("track_id", sort=True).indices
+    track_ids = list(groups)
+    per_track = np.stack([vectors[groups[t]].mean(0) for t in track_ids])
+    per_track /= np.maximum(np.linalg.norm(per_track, axis=1, keepdims=True), 1e-12)
+    catalog_of = {t.track_id: t.catalog for t in gallery}
+    uri_of = {t.track_id: t.source_uri for t in gallery}
+    settings = config.section(config.CatalogVAESettings, config.load(), "catalog_vae")
+    try:
+        summary = train_catalog_vae(per_track, track_ids, [catalog_of[t] for t in track_ids], run_id, paths.catalog_vae_dir(run_id), settings,
+                                    device=device, url=url, progress=progress)
+    except ValueError as exc:  # e.g. too few tracks for a map: the evaluation stands without it
+        print(f"evaluate: no catalog map: {exc}", file=sys.stderr)
+        return {"embedder": name, "error": str(exc)}
+    for o in summary["outliers"]:
+        o["source_uri"] = uri_of.get(o["track_id"])
+    return {"embedder": name, **summary}
+
+
+def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: list[str] | None = None, catalogs: list[str] | None = None,
+             device: str = "cpu", url: str | None = None, progress: bool = True) -> dict:
+    """Evaluate the run; returns {"run_id", "rows": [...], "report": path, "skipped": {embedder: reason}}."""
+    eval_s = config.load_eval()
+    qs, run_s, lat_s = eval_s["queries"], eval_s["run"], eval_s["latency"]
+    embedders = list(embedders or run_s.embedders)
+    kinds = list(dict.fromkeys(["flat", *(index_kinds or run_s.index_kinds)]))  # flat: the exact reference of the ANN kinds
+    catalogs = sorted(catalogs or run_catalogs(run_id, url))
+    gallery = catalog_tracks(catalogs, url)
+    query_ids = set(split_track_ids(run_id, qs.split))
+    query_tracks = [t for t in gallery if t.track_id in query_ids]
+    if not query_tracks:
+        raise ValueError(f"run {run_id}: no track of its {qs.split} split is in catalog(s) {', '.join(catalogs)}")
+    recall_k = eval_s["metrics"].recall_k
+    run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "queries": asdict(qs),
+                  "query_tracks": len(query_tracks), "gallery_tracks": len(gallery)}
+    rows: list[dict] = []
+
+    def row(embedder, kind, qset, metric, k, value):
+        rows.append({"run_id": run_id, "embedder": embedder, "index_kind": kind, "query_set": qset, "metric": metric, "k": k,
+                     "value": float(value), "recorded_at": db.utcnow()})
+
+    with db.connect(url) as conn, db.recorded_run(conn, "evaluate", run_config, parent_run_id=run_id) as step:
+        db.ensure_run(conn, run_id)
+        candidates, skipped = [], {}
+        for name in embedders:
+            try:
+                candidates.append(load_candidate(run_id, name, kinds, catalogs, device, url, progress))
+            except EmbedderUnavailable as exc:
+                skipped[name] = str(exc)
+                print(f"evaluate: skipping {name}: {exc}", file=sys.stderr)
+        if not candidates:
+            raise RuntimeError(f"evaluate: no embedder could be evaluated ({'; '.join(skipped.values())})")
+        sr = candidates[0].embedder.sample_rate
+        clips_of = clean_clips(query_tracks, qs.lengths_s, qs, sr)  # each query track is read once, for every length
+        score_query_sets(candidates, clips_of, qs, recall_k, sr, row, progress)
+        length = max(qs.lengths_s)  # latency: single clips of the longest length (5 s by default)
+        measure_latency(candidates, latency_waves(clips_of[length], qs, lat_s.single_queries, sr), lat_s, max(recall_k), f"latency/{length:g}s", row)
+        db.upsert(conn, retrieval_metrics, rows)
+        conn.commit()
+        names = [c.name for c in candidates]
+        cmap = catalog_map(run_id, names, gallery, device, url, progress) if run_s.catalog_vae else None
+        report = write_report(run_id, rows, skipped, run_config, cmap)
+        write_json(paths.evaluation_json(run_id), {"run_id": run_id, "evaluate_run_id": step.run_id, "finished_at": db.utcnow().isoformat(),
+                                                   "embedders": names, "index_kinds": kinds, "skipped": skipped, "report": str(report)})
+        step.message = f"{len(rows)} metric rows for run {run_id}; report {report}"
+    return {"run_id": run_id, "rows": rows, "report": str(report), "skipped": skipped}

@@ -1,0 +1,73 @@
+"""Training steps: track-level splits of a run, and the token embedder's training (``cloudtune train embedder`` and the DAG task).
+
+A step reads configs/train.yaml (or a partial ``--config`` file over it), builds what is missing (the splits) and calls
+:mod:`pipeline.train.token_embedder` with settings objects and paths.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from pipeline import config, paths
+from pipeline.fsutil import write_text
+from pipeline.store import db
+
+
+def make_splits(run_id: str, tokens_roots: list[str]) -> str:
+    """Track-level splits of the run (configs/train.yaml `splits`) into runs/<run_id>/splits; returns that folder."""
+    from pipeline.data.splits import build_splits
+
+    roots = sorted(set(tokens_roots))
+    if len(roots) != 1:
+        raise ValueError(f"splits: the tokenize shards wrote to {len(roots)} folders ({', '.join(roots)}); expected one")
+    s = config.load_train()[2]
+    out = paths.splits_dir(run_id)
+    print(build_splits(roots[0], out, s.val_ratio, s.test_ratio, s.seed, s.group_by).line(), file=sys.stderr)
+    return str(out)
+
+
+def train_config(run_id: str, embedding_dim: int | None) -> Path:
+    """configs/train.yaml (with its env overrides) and the run's embedding_dim, written to runs/<run_id>/train.yaml."""
+    data = config.load("train")
+    if embedding_dim is not None:
+        heads = int(data["embedder"]["heads"])
+        if embedding_dim < 1 or embedding_dim % heads:
+            raise ValueError(f"embedding_dim {embedding_dim}: must be a positive multiple of configs/train.yaml embedder.heads ({heads})")
+        data["embedder"]["embedding_dim"] = int(embedding_dim)
+    path = paths.train_config(run_id)
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def train_token_embedder(tokens_root: str | Path, splits_dir: str | Path | None = None, *, run_id: str | None = None,
+                         config_path: str | Path | None = None, device: str = "auto", epochs: int | None = None, resume: bool = False,
+                         url: str | None = None, progress: bool = True, on_epoch_end: Callable[[int], None] | None = None) -> dict:
+    """Train (or, with ``resume``, continue) the token embedder of ``run_id`` (a new id when None), building the run's splits
+    (configs/train.yaml ``splits``) when ``splits_dir`` has none. Returns the training summary."""
+    from pipeline.data.splits import build_splits
+    from pipeline.devices import resolve_device
+    from pipeline.train.token_embedder import train
+
+    emb_s, train_s, split_s, raw = config.load_train(config_path)
+    if epochs is not None:
+        train_s = replace(train_s, epochs=epochs)
+    run_id = run_id or db.new_run_id("train")
+    tokens_root = Path(tokens_root)
+    splits_dir = Path(splits_dir) if splits_dir else paths.splits_dir(run_id)
+    if not paths.split_list(splits_dir, "train").exists():
+        build_splits(tokens_root, splits_dir, split_s.val_ratio, split_s.test_ratio, split_s.seed, split_s.group_by, url=url, progress=progress)
+    return train(tokens_root, splits_dir, run_id, emb_s, train_s, device=resolve_device(device), resume=resume, run_config={"config": raw},
+                 url=url, progress=progress, on_epoch_end=on_epoch_end)
+
+
+def train_embedder(run_id: str, tokens_root: str, splits_dir: str, epochs: int | None, embedding_dim: int | None, device: str = "auto") -> str:
+    """The DAG's training task: the run's token embedder with the run's params (resumes from its last checkpoint on a retry);
+    returns the checkpoint path."""
+    summary = train_token_embedder(tokens_root, splits_dir, run_id=run_id, config_path=train_config(run_id, embedding_dim), device=device,
+                                   epochs=epochs, resume=True)
+    return summary["checkpoint"]
