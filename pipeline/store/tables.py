@@ -2,6 +2,8 @@
 
 `sql/schema.sql` is generated from this module (`cloudtune db schema > sql/schema.sql`) and a test
 keeps the two identical, so analysts can read or paste plain SQL while the code has one source of truth.
+Existing databases change only through migrations: a change here needs a revision in `migrations/versions/`
+(see `migrations/env.py`); tests/test_migrations.py fails until the upgraded schema equals this module.
 Conventions: ids are text, timestamps are UTC with time zone, metrics are long format.
 """
 
