@@ -22,8 +22,10 @@ CREATE TABLE runs (
     started_at TIMESTAMP WITH TIME ZONE NOT NULL,
     finished_at TIMESTAMP WITH TIME ZONE,
     message TEXT,
+    parent_run_id TEXT,
     PRIMARY KEY (run_id)
 );
+CREATE INDEX ix_runs_parent_run_id ON runs (parent_run_id);
 
 -- asr_results: Transcriptions.
 CREATE TABLE asr_results (
@@ -173,4 +175,4 @@ CREATE TABLE cloudtune_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT cloudtune_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO cloudtune_alembic_version (version_num) VALUES ('0001');
+INSERT INTO cloudtune_alembic_version (version_num) VALUES ('0002');

@@ -17,8 +17,8 @@ from sqlalchemy import BigInteger, DateTime, Double, Integer, MetaData, event, i
 from sqlalchemy.types import JSON
 from test_store import _run_schema_sql
 
-from pipeline.store import db, migrate
-from pipeline.store.tables import metadata
+from pipeline.store import db, migrate, reports
+from pipeline.store.tables import metadata, runs
 
 REPO = Path(__file__).resolve().parents[1]
 HEAD = migrate.head()
@@ -77,7 +77,7 @@ def _dump(engine, old):
 def test_database_from_before_migrations_upgrades_in_place(db_url):
     engine = _legacy_db(db_url)
     old = _seed_every_table(engine)
-    assert len(old.tables) == 12
+    assert len(old.tables) == 12 and "parent_run_id" not in old.tables["runs"].c
     before = _dump(engine, old)
     engine.dispose()
 
@@ -85,6 +85,7 @@ def test_database_from_before_migrations_upgrades_in_place(db_url):
     assert _dump(upgraded, old) == before, "rows lost or changed by the upgrade"
     with upgraded.connect() as conn:
         assert migrate.current(conn) == HEAD
+        assert conn.execute(select(runs.c.run_id, runs.c.parent_run_id).order_by(runs.c.run_id)).all() == [(f"run-{i}", None) for i in range(3)]
     assert _schema_diff(upgraded) == []
 
 
@@ -144,15 +145,30 @@ def test_unknown_revision_and_foreign_tables_are_one_line_errors(db_url):
     engine.dispose()
 
 
+def test_start_run_and_recorded_run_store_the_parent(db_url):
+    with db.connect(db_url) as conn:
+        pipeline_run = db.start_run(conn, "pipeline", {})
+        step = db.start_run(conn, "train", {}, parent_run_id=pipeline_run)
+        with db.recorded_run(conn, "evaluate", {}, parent_run_id=pipeline_run) as evaluate:
+            pass
+        db.start_run(conn, "train", {}, step)  # resumed without naming the parent: it stays
+        parents = dict(conn.execute(select(runs.c.run_id, runs.c.parent_run_id)).all())
+    assert parents == {pipeline_run: None, step: pipeline_run, evaluate.run_id: pipeline_run}
+    report = reports.run_report("runs", url=db_url)
+    assert list(report.columns) == ["run_id", "kind", "status", "started_at", "finished_at", "message", "parent_run_id"]
+    shown = report.astype(object).where(report.notna(), None)  # pandas reads NULL as NaN
+    assert dict(zip(shown["run_id"], shown["parent_run_id"], strict=True)) == parents
+
+
 @pytest.mark.postgres
 def test_postgres_schema_gets_the_version_table_and_all_ddl(pg_admin, pg_url):
     db.get_engine(pg_url)
     schema = pg_url.rsplit("search_path%3D", 1)[1]
+    names = ("cloudtune_alembic_version", "runs", "ix_runs_parent_run_id", "ix_tracks_catalog")
     with pg_admin.connect() as conn:
-        where = dict(conn.execute(text("SELECT c.relname, n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                                       "WHERE c.relname IN ('cloudtune_alembic_version', 'runs', 'ix_tracks_catalog') AND n.nspname IN (:s, 'public')"),
-                                  {"s": schema}).all())
-    assert where == {"cloudtune_alembic_version": schema, "runs": schema, "ix_tracks_catalog": schema}
+        where = conn.execute(text("SELECT c.relname, n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                  "WHERE c.relname = ANY(:names) AND n.nspname IN (:s, 'public') ORDER BY 1"), {"names": list(names), "s": schema}).all()
+    assert where == [(name, schema) for name in sorted(names)]
 
 
 def _env():

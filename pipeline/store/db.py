@@ -140,15 +140,17 @@ def new_run_id(kind: str) -> str:
     return f"{kind}-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def start_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None) -> str:
-    """Record a run as running (or mark an existing run_id as running again, for resumed runs)."""
+def start_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None, *, parent_run_id: str | None = None) -> str:
+    """Record a run as running (or mark an existing run_id as running again, for resumed runs); return its run_id.
+
+    ``parent_run_id``: the pipeline run this step runs for. None leaves it as it is: NULL for a new run, kept for a resumed one.
+    """
     run_id = run_id or new_run_id(kind)
     cfg = json.loads(json.dumps(run_config, default=str))  # JSON-safe copy (paths, tuples)
-    upsert(
-        conn,
-        runs,
-        [{"run_id": run_id, "kind": kind, "status": "running", "config": cfg, "started_at": utcnow(), "finished_at": None, "message": None}],
-    )
+    row = {"run_id": run_id, "kind": kind, "status": "running", "config": cfg, "started_at": utcnow(), "finished_at": None, "message": None}
+    if parent_run_id is not None:
+        row["parent_run_id"] = parent_run_id
+    upsert(conn, runs, [row])
     conn.commit()
     return run_id
 
@@ -175,13 +177,16 @@ class Run:
 
 
 @contextmanager
-def recorded_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None) -> Iterator[Run]:
+def recorded_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None, *,
+                 parent_run_id: str | None = None) -> Iterator[Run]:
     """A `runs` row around a step: running, then the step's status, or `failed` with the exception.
+
+    ``parent_run_id``: the pipeline run this step runs for (see start_run).
 
     On an exception (Ctrl-C included) the uncommitted work is rolled back, the run is marked failed
     with the reason, and the exception propagates.
     """
-    run = Run(start_run(conn, kind, run_config, run_id))
+    run = Run(start_run(conn, kind, run_config, run_id, parent_run_id=parent_run_id))
     try:
         yield run
     except BaseException as exc:

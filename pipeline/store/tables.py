@@ -43,6 +43,10 @@ runs = Table(
     Column("started_at", TS, nullable=False),
     Column("finished_at", TS),
     Column("message", Text),
+    # The pipeline run this step ran for (a `train` or `evaluate` run has its own run_id and points here); NULL for a run of
+    # its own. Last because migration 0002 appended it: fresh and upgraded databases have the same column order.
+    Column("parent_run_id", Text),
+    Index("ix_runs_parent_run_id", "parent_run_id"),
     comment="One row per run of any step; every metric row names its run.",
 )
 
