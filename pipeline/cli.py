@@ -54,13 +54,38 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from pipeline.store import db
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    if args.action == "init":
-        engine = db.get_engine()
-        print(f"db: schema ready at {engine.url.render_as_string(hide_password=True)}")
-    elif args.action == "schema":
+    from pipeline.store import db, migrate
+
+    if args.action == "schema":
         print(db.schema_sql(), end="")
+        return 0
+    if args.action == "revision":
+        if not args.message:
+            raise CommandError("db revision: -m MESSAGE is required (what the revision changes)", EXIT_USAGE)
+        print(f"db: wrote {migrate.new_revision(args.message)}: fill in upgrade() and downgrade(), then `make schema`")
+        return 0
+    # init | upgrade: both bring the schema to the newest revision (init is the older name)
+    url = db.normalize_url(args.url or config.db_url())
+    try:
+        engine = db.new_engine(url)
+    except (ArgumentError, NoSuchModuleError) as exc:  # the URL is not echoed: it may hold a password
+        raise CommandError(f"db {args.action}: not a usable database URL ({_one_line(exc)}); expected sqlite:///PATH or postgresql://USER@HOST/DB",
+                           EXIT_USAGE) from exc
+    except OSError as exc:  # the folder of a SQLite file
+        raise CommandError(f"{url}: cannot create {exc.filename}: {exc.strerror}") from exc
+    try:
+        before, after = migrate.upgrade(engine)
+    except migrate.MigrationError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        engine.dispose()
+    where = migrate.describe(engine)
+    if args.action == "init":
+        print(f"db: schema ready at {where} (revision {after})")
+    else:
+        print(f"db: {where}: revision {before or 'none'} -> {after}" + (" (already the newest)" if before == after else ""))
     return 0
 
 
@@ -420,8 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="also print the summary as one JSON line")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("db", help="metrics database: init | schema")
-    s.add_argument("action", choices=("init", "schema"), help="init: create missing tables; schema: print the schema SQL")
+    s = sub.add_parser("db", help="metrics database: upgrade | init | schema | revision")
+    s.add_argument("action", choices=("upgrade", "init", "schema", "revision"),
+                   help="upgrade (or init): create the schema or migrate it to the newest revision, rows kept; schema: print the schema SQL; "
+                        "revision: write a new migration script (developers)")
+    s.add_argument("--url", help="database URL for upgrade/init (default: $CLOUDTUNE_DB_URL)")
+    s.add_argument("-m", "--message", help="revision: what it changes (becomes the file name)")
     s.set_defaults(func=cmd_db)
 
     s = sub.add_parser("report", help="run a SQL report from sql/reports/ (no NAME: list them)")

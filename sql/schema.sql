@@ -22,8 +22,10 @@ CREATE TABLE runs (
     started_at TIMESTAMP WITH TIME ZONE NOT NULL,
     finished_at TIMESTAMP WITH TIME ZONE,
     message TEXT,
+    parent_run_id TEXT,
     PRIMARY KEY (run_id)
 );
+CREATE INDEX ix_runs_parent_run_id ON runs (parent_run_id);
 
 -- asr_results: Transcriptions.
 CREATE TABLE asr_results (
@@ -167,3 +169,10 @@ CREATE TABLE vae_latents (
     PRIMARY KEY (run_id, track_id),
     FOREIGN KEY(run_id) REFERENCES runs (run_id)
 );
+
+-- cloudtune_alembic_version: The schema revision (pipeline/store/migrations) this database is at; Alembic keeps it.
+CREATE TABLE cloudtune_alembic_version (
+    version_num VARCHAR(32) NOT NULL,
+    CONSTRAINT cloudtune_alembic_version_pkc PRIMARY KEY (version_num)
+);
+INSERT INTO cloudtune_alembic_version (version_num) VALUES ('0002');

@@ -4,12 +4,12 @@ import pytest
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from pipeline import config, paths
-from pipeline.store import db, reports
+from pipeline.store import db, migrate, reports
 from pipeline.store.tables import retrieval_metrics, runs, tracks
 
 EXPECTED_TABLES = {
     "runs", "tracks", "ingest_sources", "ingest_errors", "splits", "training_epochs", "index_builds", "retrieval_metrics", "asr_results",
-    "run_metrics", "run_errors", "vae_latents",
+    "run_metrics", "run_errors", "vae_latents", migrate.VERSION_TABLE,
 }
 
 
@@ -72,13 +72,21 @@ def test_schema_sql_runs_and_matches_the_code_on_sqlite(tmp_path):
 
 
 @pytest.mark.postgres
-def test_schema_sql_runs_and_matches_the_code_on_postgres(pg_admin, pg_url, request):
-    other = request.getfixturevalue("pg_url")  # a second, separate schema
-    from_sql = _run_schema_sql(pg_url)
-    from_code = db.get_engine(other)
-    assert set(_shape(from_sql)) == EXPECTED_TABLES
-    assert _shape(from_sql) == _shape(from_code)
-    from_sql.dispose()
+def test_schema_sql_runs_and_matches_the_code_on_postgres(pg_admin, pg_url):
+    base, schema = pg_url.rsplit("search_path%3D", 1)
+    other = f"{schema}_b"  # a second, separate schema (pg_url is one schema per test, however often it is asked for)
+    with pg_admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{other}"'))
+    try:
+        from_sql = _run_schema_sql(pg_url)
+        from_code = db.get_engine(f"{base}search_path%3D{other}")
+        assert set(_shape(from_sql)) == EXPECTED_TABLES
+        assert _shape(from_sql) == _shape(from_code)
+        from_sql.dispose()
+    finally:
+        db.dispose_engines()
+        with pg_admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{other}" CASCADE'))
 
 
 def test_init_is_idempotent(db_url):

@@ -1,4 +1,4 @@
-"""Engine creation, schema initialisation, portable upsert and run bookkeeping."""
+"""Engine creation, schema upgrade on first use, portable upsert and run bookkeeping."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from pipeline import config
+from pipeline.store import migrate
 from pipeline.store.tables import metadata, runs
 
 
@@ -44,7 +45,7 @@ _ENGINES: dict[str, Engine] = {}
 
 
 def get_engine(url: str | None = None) -> Engine:
-    """The engine for ``url`` (default: CLOUDTUNE_DB_URL), one per URL, with the schema created on first use."""
+    """The engine for ``url`` (default: CLOUDTUNE_DB_URL), one per URL, with the schema upgraded to the newest revision on first use."""
     url = normalize_url(url or config.db_url())
     if url not in _ENGINES:
         _ENGINES[url] = _create(url)
@@ -58,13 +59,23 @@ def dispose_engines() -> None:
 
 
 def _create(url: str) -> Engine:
+    engine = new_engine(url)
+    try:
+        init_db(engine)
+    except BaseException:
+        engine.dispose()  # not cached: the next get_engine tries again
+        raise
+    return engine
+
+
+def new_engine(url: str) -> Engine:
+    """A new engine for ``url`` with our SQLite settings, the schema left as it is (`cloudtune db upgrade` reads it first)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    init_db(engine)
     return engine
 
 
@@ -73,25 +84,35 @@ def connect(url: str | None = None) -> Connection:
 
 
 def init_db(engine: Engine) -> None:
-    """Create missing tables and indexes; existing ones are left as they are."""
-    metadata.create_all(engine, checkfirst=True)
+    """Upgrade the schema to the newest revision: create it on an empty DB, migrate an older one in place (rows kept).
+
+    Cheap when already there (one version read). Raises migrate.MigrationError naming the DB and the reason.
+    """
+    migrate.upgrade(engine)
 
 
 def schema_sql() -> str:
-    """The schema as plain SQL that runs unchanged on SQLite and PostgreSQL (sql/schema.sql)."""
+    """The schema as plain SQL that runs unchanged on SQLite and PostgreSQL (sql/schema.sql).
+
+    It ends with the migrations' version table at the newest revision: a database created from this file is at that
+    revision, and the code's first use leaves it as it is (without it, it would be taken for a pre-migration database).
+    """
     out = [
         "-- CloudTune metrics schema. Generated from pipeline/store/tables.py by `cloudtune db schema`;",
         "-- tests/test_store.py keeps this file identical to the code. Runs unchanged on SQLite and PostgreSQL 15+.",
         "",
     ]
     dialect = postgresql.dialect()
-    for table in metadata.sorted_tables:
+    version = migrate.version_table()
+    for table in [*metadata.sorted_tables, version]:
         if table.comment:
             out.append(f"-- {table.name}: {table.comment}")
         ddl = str(CreateTable(table).compile(dialect=dialect)).strip().replace("\t", "    ")
         out.append("\n".join(line.rstrip() for line in ddl.splitlines()) + ";")
         for index in sorted(table.indexes, key=lambda i: i.name):
             out.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";")
+        if table is version:
+            out.append(f"INSERT INTO {version.name} (version_num) VALUES ('{migrate.head()}');")
         out.append("")
     return "\n".join(out)
 
@@ -119,15 +140,17 @@ def new_run_id(kind: str) -> str:
     return f"{kind}-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def start_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None) -> str:
-    """Record a run as running (or mark an existing run_id as running again, for resumed runs)."""
+def start_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None, *, parent_run_id: str | None = None) -> str:
+    """Record a run as running (or mark an existing run_id as running again, for resumed runs); return its run_id.
+
+    ``parent_run_id``: the pipeline run this step runs for. None leaves it as it is: NULL for a new run, kept for a resumed one.
+    """
     run_id = run_id or new_run_id(kind)
     cfg = json.loads(json.dumps(run_config, default=str))  # JSON-safe copy (paths, tuples)
-    upsert(
-        conn,
-        runs,
-        [{"run_id": run_id, "kind": kind, "status": "running", "config": cfg, "started_at": utcnow(), "finished_at": None, "message": None}],
-    )
+    row = {"run_id": run_id, "kind": kind, "status": "running", "config": cfg, "started_at": utcnow(), "finished_at": None, "message": None}
+    if parent_run_id is not None:
+        row["parent_run_id"] = parent_run_id
+    upsert(conn, runs, [row])
     conn.commit()
     return run_id
 
@@ -154,13 +177,16 @@ class Run:
 
 
 @contextmanager
-def recorded_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None) -> Iterator[Run]:
+def recorded_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None, *,
+                 parent_run_id: str | None = None) -> Iterator[Run]:
     """A `runs` row around a step: running, then the step's status, or `failed` with the exception.
+
+    ``parent_run_id``: the pipeline run this step runs for (see start_run).
 
     On an exception (Ctrl-C included) the uncommitted work is rolled back, the run is marked failed
     with the reason, and the exception propagates.
     """
-    run = Run(start_run(conn, kind, run_config, run_id))
+    run = Run(start_run(conn, kind, run_config, run_id, parent_run_id=parent_run_id))
     try:
         yield run
     except BaseException as exc:
@@ -170,5 +196,5 @@ def recorded_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run
     finish_run(conn, run.run_id, run.status, run.message)
 
 
-__all__ = ["Run", "connect", "dispose_engines", "ensure_run", "finish_run", "get_engine", "init_db", "new_run_id", "recorded_run", "schema_sql",
+__all__ = ["Run", "connect", "dispose_engines", "ensure_run", "finish_run", "get_engine", "init_db", "new_engine", "new_run_id", "recorded_run", "schema_sql",
            "start_run", "upsert", "utcnow"]

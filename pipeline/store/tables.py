@@ -2,6 +2,8 @@
 
 `sql/schema.sql` is generated from this module (`cloudtune db schema > sql/schema.sql`) and a test
 keeps the two identical, so analysts can read or paste plain SQL while the code has one source of truth.
+Existing databases change only through migrations: a change here needs a revision in `migrations/versions/`
+(see `migrations/env.py`); tests/test_migrations.py fails until the upgraded schema equals this module.
 Conventions: ids are text, timestamps are UTC with time zone, metrics are long format.
 """
 
@@ -41,6 +43,10 @@ runs = Table(
     Column("started_at", TS, nullable=False),
     Column("finished_at", TS),
     Column("message", Text),
+    # The pipeline run this step ran for (a `train` or `evaluate` run has its own run_id and points here); NULL for a run of
+    # its own. Last because migration 0002 appended it: fresh and upgraded databases have the same column order.
+    Column("parent_run_id", Text),
+    Index("ix_runs_parent_run_id", "parent_run_id"),
     comment="One row per run of any step; every metric row names its run.",
 )
 

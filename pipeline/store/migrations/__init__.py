@@ -1,0 +1,1 @@
+"""Alembic migration scripts of the metrics schema (see README.md here); run them through `pipeline.store.migrate`."""
