@@ -53,9 +53,9 @@ def built(tmp_path_factory):
         tokens = tokenize("rvq", "c", progress=False).output_root
         train_embedder(tokens, run_id="r1", config_path=cfg, device="cpu", progress=False)
         result = evaluate("r1", device="cpu", progress=False)
-        publish("r1")  # publishing is a step of its own (the DAG's publish task)
+        published_record = publish("r1")  # publishing is a step of its own (the DAG's publish task)
         db.dispose_engines()
-    return {"root": root, "home": root / "home", "src": src, "result": result}
+    return {"root": root, "home": root / "home", "src": src, "result": result, "published": published_record}
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def run_env(built, tmp_path, monkeypatch):
 
 def test_evaluate_writes_the_full_metric_table(built, run_env):
     result = built["result"]
-    assert result["published"] and not result["skipped"]
+    assert built["published"]["run_id"] == "r1" and not result["skipped"]
     with db.connect() as conn:
         rows = conn.execute(select(retrieval_metrics).where(retrieval_metrics.c.run_id == "r1")).mappings().all()
         status = dict(conn.execute(select(runs.c.kind, runs.c.status).where(runs.c.kind == "evaluate")).all())
