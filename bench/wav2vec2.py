@@ -185,7 +185,8 @@ def main() -> int:
             env = {"CLOUDTUNE__WAV2VEC2__DTYPE": service_dtype, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
             if args.service_threads is not None:
                 env["CLOUDTUNE__WAV2VEC2__THREADS"] = str(args.service_threads)
-            service = ModelService(handlers.WAV2VEC2, {"model": model_dir, "device": args.device}, isolated=True, env=env)
+            service_settings = config.section(config.ServiceSettings, config.load(), "service")
+            service = ModelService(handlers.WAV2VEC2, {"model": model_dir, "device": args.device}, service_settings, isolated=True, env=env)
             t0 = time.perf_counter()
             service.initialize(preload=True)
             ready_s = time.perf_counter() - t0

@@ -196,7 +196,7 @@ def test_model_service_retries_a_crash_and_recovers(tmp_path):
 
 def test_model_service_circuit_opens_on_repeated_hangs_and_closes_after_reset():
     settings = ServiceSettings(**{**FAST.__dict__, "retries": 0, "breaker_max_failures": 2, "request_timeout_s": 0.4})
-    with ModelService(HANDLER, settings=settings, env=ENV) as service:
+    with ModelService(HANDLER, None, settings, env=ENV) as service:
         for _ in range(2):
             with pytest.raises(WorkerTimeout):
                 service.call("hang", {"seconds": 30})
@@ -213,7 +213,7 @@ def test_model_service_circuit_opens_on_repeated_hangs_and_closes_after_reset():
 
 
 def test_model_service_in_process_backend_has_the_same_interface():
-    with ModelService(HANDLER, isolated=False, settings=FAST) as service:
+    with ModelService(HANDLER, None, FAST, isolated=False) as service:
         np.testing.assert_allclose(service.process(np.full(10, 2.0, dtype=np.float32), 10), [2.0, 0.0, 10.0])
         with pytest.raises(RemoteError) as err:
             service.call("bad_input")

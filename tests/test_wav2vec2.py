@@ -23,6 +23,8 @@ from pipeline.models.wav2vec2 import Wav2Vec2Features, Wav2Vec2NotConfigured
 from pipeline.service import handlers
 from pipeline.service.model_service import ModelService
 
+SERVICE = config.section(config.ServiceSettings, config.load(), "service")  # the model service's shipped settings
+
 CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16, 16), conv_stride=(5, 4, 4),
             conv_kernel=(10, 4, 4), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
@@ -238,7 +240,7 @@ def test_embedder_not_configured_is_one_line(monkeypatch, models):
 
 def test_service_analyze_in_process(models):
     wave = clip(0.5, 8000)
-    with ModelService(handlers.WAV2VEC2, {"model": str(models["group"]), "device": "cpu"}, isolated=False) as service:
+    with ModelService(handlers.WAV2VEC2, {"model": str(models["group"]), "device": "cpu"}, SERVICE, isolated=False) as service:
         assert service.capabilities()["loaded"] is False  # lazy: nothing loaded before the first request
         out = service.analyze(wave, 8000)
         assert out["duration_s"] == pytest.approx(0.5) and out["frames"] == 99 and out["layer"] == "last" and out["peak"] > 0.3
@@ -253,11 +255,11 @@ def test_service_handler_takes_its_settings_from_the_caller(models, monkeypatch)
 
     monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__MAX_SECONDS", "99")
     settings = Wav2Vec2Settings(model=str(models["layer"]), device="cpu", dtype="float32", max_seconds=0.25, layer=1)
-    with ModelService(handlers.WAV2VEC2, {"settings": asdict(settings)}, isolated=False) as service:
+    with ModelService(handlers.WAV2VEC2, {"settings": asdict(settings)}, SERVICE, isolated=False) as service:
         caps = service.capabilities()
         assert caps["max_duration_s"] == 0.25 and caps["model"] == str(models["layer"]) and caps["loaded"] is False
         with pytest.raises(ValueError, match="over the service's 0.25 s limit"):
             service.process(clip(0.5, 16000), 16000)
         assert service.analyze(clip(0.2, 16000), 16000)["layer"] == 1
     with pytest.raises(config.ConfigError, match="config wav2vec2.bogus: unknown key"):
-        ModelService(handlers.WAV2VEC2, {"settings": {"bogus": 1}}, isolated=False).initialize()
+        ModelService(handlers.WAV2VEC2, {"settings": {"bogus": 1}}, SERVICE, isolated=False).initialize()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.config import ServiceSettings
 from pipeline.service import protocol
 from pipeline.service.breaker import CircuitBreaker
 from pipeline.service.bridge import RemoteError, WorkerBridge, is_retryable, worker_command
@@ -56,11 +57,10 @@ class InProcessBackend:
 
 
 class ModelService:
-    def __init__(self, handler: str, init: dict[str, Any] | None = None, settings=None, isolated: bool = True, env: dict[str, str] | None = None,
+    def __init__(self, handler: str, init: dict[str, Any] | None, settings: ServiceSettings, isolated: bool = True, env: dict[str, str] | None = None,
                  command: list[str] | None = None, name: str = "model-service"):
-        from pipeline import config
-
-        self.settings = s = settings or config.section(config.ServiceSettings, config.load(), "service")
+        """``handler``: "module:Class" of the handler; ``init``: its constructor kwargs; ``settings``: configs/pipeline.yaml ``service``."""
+        self.settings = s = settings
         self.name, self.isolated = name, isolated
         if isolated:
             self.backend: Any = WorkerBridge(command or worker_command(handler, init), env=env, start_timeout=s.start_timeout_s,
