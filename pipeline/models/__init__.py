@@ -1,1 +1,2 @@
-"""Models: the contrastive token embedder (later: VAE, wav2vec2 features, ASR)."""
+"""Models: nn.Modules and their loading only (no data, no loops): the token embedder and its InfoNCE loss, the VAE
+(dream generator and catalog map), wav2vec2 feature extraction. Training loops live in pipeline/train/, data in pipeline/data/."""
