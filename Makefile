@@ -1,10 +1,10 @@
-# README's two commands: `make demo` and `make test`. Both bootstrap .venv once through `make install`.
+# README's commands: `make demo`, `make test` and `make test-fast`. Each bootstraps .venv once through `make install`.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench-ingest bench-tokenize bench-train bench-vae bench-demo schema lint clean
+.PHONY: install demo test test-fast bench-ingest bench-tokenize bench-train bench-vae bench-demo schema lint clean
 
 install: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/cloudtune demo
 
+# everything (what CI runs): ~5 min on 2 cores, most of it the Airflow DAG runs and the real Airflow server
 test: install
 	$(BIN)/python -m pytest -q
+
+# under a minute: leaves out the tests marked slow in tests/conftest.py (Airflow runs, the Airflow server, long training)
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py --workers 2

@@ -24,6 +24,23 @@ def pytest_configure(config):
         raise pytest.UsageError("CI=true but CLOUDTUNE_TEST_PG_URL is not set: the PostgreSQL tests must run in CI (see .ci/run)")
 
 
+# Marked `slow` here, in one place, so that `make test-fast` (pytest -m "not slow") stays under a minute; `make test` (CI)
+# runs them all. Node-id prefixes relative to tests/; seconds measured with `pytest --durations=40` and PostgreSQL on.
+SLOW = (
+    "test_airflow_server.py",  # a real api-server, scheduler and dag-processor, a DAG run through the REST API (~110 s)
+    "test_airflow_dags.py::test_demo_",  # the `chain` fixture: `cloudtune demo` + two nightly_reindex DAG runs (~80 s, PostgreSQL)
+    "test_airflow_dags.py::test_nightly_",  # the same chain
+    "test_airflow_dags.py::test_dream_generator_dag_",  # two dream_generator DAG runs through dag.test() (~8 s)
+    "test_train.py::test_training_learns_and_a_killed_run_resumes_",  # 4 training runs with a kill and a resume (8 s; 30 s with PostgreSQL)
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.removeprefix("tests/").startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
     """Every test gets its own CLOUDTUNE_HOME and default SQLite DB; no env override leaks in."""
