@@ -51,5 +51,7 @@ schema: install
 clean:
 	rm -rf $(VENV) var .pytest_cache
 
+# ruff, then the layer rule of docs/architecture.md (import-linter's contract in pyproject.toml; tests/test_layers.py runs it in CI too)
 lint: install
 	$(BIN)/python -m pip install --quiet ruff==0.17.6 && $(BIN)/ruff check pipeline tests bench dags plugins
+	$(BIN)/lint-imports pyproject.toml
