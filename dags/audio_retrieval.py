@@ -23,6 +23,8 @@ from datetime import timedelta
 
 from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
 
+from pipeline.names import DEVICES, EMBEDDERS, INDEX_KINDS, TOKENIZER_BACKENDS  # light: no imports of its own
+
 
 def _settings() -> dict:
     from pipeline import config  # light (PyYAML); the heavy imports live inside the tasks
@@ -60,14 +62,14 @@ def _mark_failed(context) -> None:
         "catalog": Param(D.catalog, type="string", minLength=1, title="Catalog", description="catalog name the roots are ingested into"),
         "catalog_roots": Param(list(D.catalog_roots), type="array", items={"type": "string"}, title="Catalog roots",
                                description="folders or files of audio to ingest (one per line); empty: the catalog as it is"),
-        "tokenizer_backend": Param(D.tokenizer_backend, type="string", enum=["rvq", "moss"], title="Tokenizer backend"),
+        "tokenizer_backend": Param(D.tokenizer_backend, type="string", enum=list(TOKENIZER_BACKENDS), title="Tokenizer backend"),
         "epochs": Param(D.epochs, type="integer", minimum=1, title="Embedder epochs"),
         "embedding_dim": Param(D.embedding_dim, type="integer", minimum=8, title="Embedding dimension",
                                description="must be a multiple of configs/train.yaml embedder.heads"),
-        "embedders": Param(list(D.embedders), type="array", items={"type": "string", "enum": ["mel-stats", "contrastive", "wav2vec2"]},
+        "embedders": Param(list(D.embedders), type="array", items={"type": "string", "enum": list(EMBEDDERS)},
                            title="Embedders to evaluate"),
-        "index_kinds": Param(list(D.index_kinds), type="array", items={"type": "string", "enum": ["flat", "hnsw", "ivfpq"]}, title="Index kinds"),
-        "device": Param(D.device, type="string", enum=["auto", "cpu", "cuda"], title="Device"),
+        "index_kinds": Param(list(D.index_kinds), type="array", items={"type": "string", "enum": list(INDEX_KINDS)}, title="Index kinds"),
+        "device": Param(D.device, type="string", enum=list(DEVICES), title="Device"),
         "max_shards": Param(D.max_shards, type="integer", minimum=1, title="Tokenize shards (at most)"),
         "run_id": Param(None, type=["null", "string"], title="Pipeline run id", description="default: the Airflow run id, made path-safe"),
     },

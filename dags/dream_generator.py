@@ -15,6 +15,8 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
+from pipeline.names import DEVICES  # light: no imports of its own
+
 
 def _settings():
     from pipeline import config  # light (PyYAML); torch and the model load inside the task
@@ -41,7 +43,7 @@ GPU = AIRFLOW["pools"].gpu
         "latent_dim": Param(D.latent_dim, type="integer", minimum=1, title="Latent dimension"),
         "lr": Param(D.lr, type="number", exclusiveMinimum=0, title="Learning rate"),
         "out": Param(D.out, type="string", title="Grid PNG", description="relative to CLOUDTUNE_HOME"),
-        "device": Param(D.device, type="string", enum=["auto", "cpu", "cuda"], title="Device"),
+        "device": Param(D.device, type="string", enum=list(DEVICES), title="Device"),
         "seed": Param(D.seed, type="integer", title="Seed"),
     },
 )

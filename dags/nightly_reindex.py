@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from pipeline.names import DEVICES, TOKENIZER_BACKENDS  # light: no imports of its own
+
 
 def _settings() -> dict:
     from pipeline import config  # light (PyYAML); the heavy imports live inside the tasks
@@ -55,8 +57,8 @@ def _mark_failed(context) -> None:
     params={
         "catalog": Param(D.catalog, type="string", minLength=1, title="Catalog", description="catalog the new audio is ingested into"),
         "catalog_roots": Param(list(D.catalog_roots), type="array", items={"type": "string"}, title="Catalog roots"),
-        "tokenizer_backend": Param(D.tokenizer_backend, type="string", enum=["rvq", "moss"], title="Tokenizer backend"),
-        "device": Param(D.device, type="string", enum=["auto", "cpu", "cuda"], title="Device"),
+        "tokenizer_backend": Param(D.tokenizer_backend, type="string", enum=list(TOKENIZER_BACKENDS), title="Tokenizer backend"),
+        "device": Param(D.device, type="string", enum=list(DEVICES), title="Device"),
         "metric_k": Param(N.metric_k, type="integer", minimum=1, title="K of the Recall@K regression check"),
         "max_recall_drop": Param(N.max_recall_drop, type="number", minimum=0, title="Largest allowed Recall@K drop"),
         "run_id": Param(None, type=["null", "string"], title="Pipeline run id", description="default: the Airflow run id, made path-safe"),

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from pipeline import __version__, config, paths
+from pipeline.names import DEVICES, DTYPES, EMBEDDERS, INDEX_KINDS, TOKENIZER_BACKENDS
 
 EXIT_FAILED = 1  # the command ran but its work failed
 EXIT_USAGE = 2  # bad input: arguments, config, files
@@ -468,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_tokenizer)
 
     s = sub.add_parser("tokenize", help="turn a catalog (or folder) into token files [Q, T]")
-    s.add_argument("--backend", choices=("rvq", "moss"), help="config tokenize.backend (rvq trains a codec first when none exists)")
+    s.add_argument("--backend", choices=TOKENIZER_BACKENDS, help="config tokenize.backend (rvq trains a codec first when none exists)")
     _add_source_args(s)
     s.add_argument("--output-root", type=Path, help="default: $CLOUDTUNE_HOME/tokens/<catalog>/<codec version>")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -502,9 +503,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="config training.epochs")
     s.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     s.set_defaults(func=cmd_train)
-
-    from pipeline.embed import EMBEDDERS
-    from pipeline.index.faiss_index import INDEX_KINDS
 
     s = sub.add_parser("embed-catalog", help="embed every catalog segment (window/hop in configs/index.yaml) into runs/<run_id>/embeddings/")
     s.add_argument("--embedder", required=True, choices=EMBEDDERS)
@@ -563,8 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="local wav2vec2 directory or hub id (config wav2vec2.model)")
     s.add_argument("--input", type=Path, help="read the JSON from this file instead of stdin")
     s.add_argument("--layer", type=int, help="pool hidden_states[N] instead of last_hidden_state (config wav2vec2.layer)")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), help="config wav2vec2.device")
-    s.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"),
+    s.add_argument("--device", choices=DEVICES, help="config wav2vec2.device")
+    s.add_argument("--dtype", choices=DTYPES,
                    help="config wav2vec2.dtype (auto: bfloat16 on CUDA and on CPUs with native bfloat16; float32 matches transformers' default exactly)")
     s.add_argument("--isolated", action="store_true", help="run the model in a worker process through the model service")
     s.set_defaults(func=cmd_embed)

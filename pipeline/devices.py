@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.names import DEVICES, DTYPES  # DTYPES: auto and the torch dtype names a setting may take
+
 if TYPE_CHECKING:
     import torch
-
-DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def resolve_device(spec: str = "auto") -> str:
@@ -65,5 +64,5 @@ def resolve_dtype(dtype: str, device: str, setting: str = "dtype", cpu_bfloat16:
         native = device.startswith("cuda") or (cpu_bfloat16 and cpu_has_native_bf16())
         return torch.bfloat16 if native else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"{setting} {dtype!r}: expected auto or one of {', '.join(DTYPES)}")
+        raise ValueError(f"{setting} {dtype!r}: expected one of {', '.join(DTYPES)}")
     return getattr(torch, dtype)

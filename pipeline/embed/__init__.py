@@ -15,6 +15,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from pipeline.names import EMBEDDERS as EMBEDDERS  # re-exported; written once, in pipeline/names.py
+
 
 @runtime_checkable
 class SegmentEmbedder(Protocol):
@@ -34,9 +36,6 @@ class SegmentEmbedder(Protocol):
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
-
-
-EMBEDDERS = ("mel-stats", "contrastive", "wav2vec2")
 
 
 class EmbedderUnavailable(RuntimeError):

@@ -25,10 +25,9 @@ import pandas as pd
 from pipeline import paths
 from pipeline.embed.catalog import load_embeddings
 from pipeline.fsutil import atomic_path, write_json
+from pipeline.names import INDEX_KINDS
 from pipeline.store import db
 from pipeline.store.tables import index_builds
-
-INDEX_KINDS = ("flat", "hnsw", "ivfpq")
 
 
 def ivfpq_params(n: int, dim: int, s) -> dict:

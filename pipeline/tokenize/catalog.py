@@ -25,13 +25,12 @@ from pipeline import config, paths
 from pipeline.audio import io as audio_io
 from pipeline.config import IngestSettings, MossSettings, RVQSettings, TokenizeSettings
 from pipeline.fsutil import write_json, write_text
+from pipeline.names import TOKENIZER_BACKENDS
 from pipeline.prefetch import prefetch
 from pipeline.store import db
 from pipeline.store.tables import run_errors, run_metrics, tracks
 from pipeline.tokenize.files import FORMATS, save_tokens
 from pipeline.tokenize.rvq import RVQCodec, codec_version
-
-BACKENDS = ("rvq", "moss")
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,7 @@ def load_tokenizer(backend: str, scope: str, device: str = "auto", model_dir: st
 
         s = config.section(MossSettings, config.load(), "moss", model_dir=model_dir, num_quantizers=num_quantizers)
         return MossTokenizer(s.model_dir, device, s.num_quantizers, s.chunk_seconds, s.batch_size, s.dtype)
-    raise ValueError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    raise ValueError(f"--backend {backend!r}: expected one of {', '.join(TOKENIZER_BACKENDS)}")
 
 
 @dataclass
