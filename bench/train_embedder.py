@@ -28,7 +28,7 @@ def main() -> int:
     os.environ["CLOUDTUNE_HOME"] = str(args.home)
     os.environ.pop("CLOUDTUNE_DB_URL", None)
     if args.workers is not None:
-        os.environ["CLOUDTUNE_TRAIN__TRAINING__NUM_WORKERS"] = str(args.workers)
+        os.environ["CLOUDTUNE__TRAINING__NUM_WORKERS"] = str(args.workers)
 
     from pipeline import paths
     from pipeline.steps.training import train_token_embedder as train_embedder

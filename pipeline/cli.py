@@ -521,8 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="Recall@K, MRR, latency of a run's embedders and indexes; HTML report; publishes the run")
     s.add_argument("--run-id", help="the run (default: the published one)")
-    s.add_argument("--embedder", action="append", choices=EMBEDDERS, help="default: configs/eval.yaml run.embedders")
-    s.add_argument("--kind", action="append", choices=INDEX_KINDS, help="default: configs/eval.yaml run.index_kinds")
+    s.add_argument("--embedder", action="append", choices=EMBEDDERS, help="default: configs/eval.yaml evaluation.embedders")
+    s.add_argument("--kind", action="append", choices=INDEX_KINDS, help="default: configs/eval.yaml evaluation.index_kinds")
     s.add_argument("--catalog", action="append", help="gallery catalog(s) (default: those of the run's split tracks)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--no-publish", action="store_true", help="do not publish the run after the evaluation")

@@ -1,33 +1,60 @@
-"""Configuration: YAML files under configs/ hold every default; the environment overrides them.
+"""Configuration: ``configs/*.yaml`` hold every default, each with its comment; the settings classes here hold the
+types (and the checks) only, never a second copy of a value (STYLE.md section 5).
 
-- ``CLOUDTUNE_HOME``: artifact root (default ``./var``).
-- ``CLOUDTUNE_DB_URL``: metrics database (default ``sqlite:///$CLOUDTUNE_HOME/cloudtune.db``).
-- ``CLOUDTUNE_CONFIG_DIR``: where the YAML files live (default: the repository's ``configs/``).
-- ``CLOUDTUNE__<SECTION>__<KEY>=value``: overrides one key of ``pipeline.yaml``; the value is parsed as YAML.
+Five files, one settings class per section, every section name unique across the files:
+
+- ``pipeline.yaml``: audio, ingest, demo_catalog, tokenize, rvq, moss, dream, catalog_vae, wav2vec2, service
+- ``train.yaml``: embedder, training, splits
+- ``index.yaml``: segments, hnsw, ivfpq, search, publish
+- ``eval.yaml``: queries, metrics, latency, evaluation
+- ``airflow.yaml``: dag, pools, nightly, run, demo
+
+Where a value comes from, the later winning:
+
+1. ``configs/<name>.yaml``, which must give every key of every section;
+2. a partial file (``path``, e.g. ``cloudtune train embedder --config my.yaml``), deep-merged over it;
+3. the environment: ``CLOUDTUNE__<SECTION>__<KEY>=value`` (the value parsed as YAML), the one scheme for all five files;
+4. what a caller passes to :func:`section` or :func:`defaults` (CLI flags, DAG params), ``None`` meaning "keep".
+
+An unknown section or key, a missing key or an ill-typed value is a one-line :class:`ConfigError` that names where it
+came from (file or variable), the section and the key. The retired per-file prefixes (``CLOUDTUNE_TRAIN__`` ...) are an
+error naming the variable to use instead, never silently ignored.
+
+Not overrides (read by themselves): ``CLOUDTUNE_HOME`` (artifact root, :mod:`pipeline.paths`), ``CLOUDTUNE_DB_URL``
+(metrics DB, default ``sqlite:///$CLOUDTUNE_HOME/cloudtune.db``), ``CLOUDTUNE_CONFIG_DIR`` (where the YAML files live,
+default the repository's ``configs/``).
 """
 
 from __future__ import annotations
 
-import copy
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
 from pipeline import paths
+from pipeline.names import DEVICES, DTYPES, EMBEDDERS, INDEX_KINDS, QUERY_DEGRADATIONS, TOKENIZER_BACKENDS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "CLOUDTUNE__"
+OLD_ENV_PREFIXES = {"CLOUDTUNE_TRAIN__": "train", "CLOUDTUNE_INDEX__": "index", "CLOUDTUNE_EVAL__": "eval", "CLOUDTUNE_AIRFLOW__": "airflow"}
+RENAMED_SECTIONS = {("eval", "run"): "evaluation"}  # (file, old section) -> section: named in the error for an old variable
 
 
 class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the file/key."""
+    """A configuration file or override is invalid; the message names the file/variable, section and key."""
 
 
 def config_dir() -> Path:
     return Path(os.environ.get("CLOUDTUNE_CONFIG_DIR", PROJECT_ROOT / "configs"))
+
+
+def config_file(name: str) -> Path:
+    """The shipped ``configs/<name>.yaml`` (under ``CLOUDTUNE_CONFIG_DIR`` when set)."""
+    return config_dir() / f"{name}.yaml"
 
 
 def db_url() -> str:
@@ -38,250 +65,307 @@ def sql_dir() -> Path:
     return PROJECT_ROOT / "sql"
 
 
-def load(name: str = "pipeline", env: dict[str, str] | None = None, path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Read ``configs/<name>.yaml`` (or ``path``) and apply environment overrides:
-    ``CLOUDTUNE__SECTION__KEY`` for pipeline.yaml, ``CLOUDTUNE_<NAME>__SECTION__KEY`` for the others."""
-    path = Path(path) if path else config_dir() / f"{name}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    prefix = ENV_PREFIX if name == "pipeline" else f"CLOUDTUNE_{name.upper()}__"
-    return apply_env_overrides(data, os.environ if env is None else env, prefix)
-
-
-def apply_env_overrides(data: dict[str, Any], env: dict[str, str], prefix: str = ENV_PREFIX) -> dict[str, Any]:
-    out = copy.deepcopy(data)
-    for var, raw in sorted(env.items()):
-        if not var.startswith(prefix):
-            continue
-        keys = [k.lower() for k in var[len(prefix):].split("__")]
-        node = out
-        for key in keys[:-1]:
-            if not isinstance(node.get(key), dict):
-                raise ConfigError(f"{var}: no config section {'.'.join(keys[:-1])!r}")
-            node = node[key]
-        if keys[-1] not in node:
-            raise ConfigError(f"{var}: unknown config key {'.'.join(keys)!r}")
-        try:
-            node[keys[-1]] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"{var}: value {raw!r} is not valid YAML") from None
-    return out
-
-
-T = TypeVar("T")
-
-
-def section(cls: type[T], data: dict[str, Any], name: str, **overrides: Any) -> T:
-    """Build a settings dataclass from one config section; unknown or ill-typed keys are errors."""
-    raw = dict(data.get(name) or {})
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ConfigError(f"config {name}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for key, value in raw.items():
-        kind = str(known[key].type)
-        if value is None and kind.endswith("| None"):
-            kwargs[key] = None
-            continue
-        kind = kind.removesuffix(" | None")
-        try:
-            if kind == "float":
-                value = float(value)
-            elif kind == "int":
-                if isinstance(value, bool) or float(value) != int(value):
-                    raise ValueError
-                value = int(value)
-            elif kind == "str":
-                value = str(value)
-            elif kind == "bool":
-                if not isinstance(value, bool):
-                    raise ValueError
-            elif kind.startswith("tuple"):
-                value = tuple(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"config {name}.{key}: expected {kind}, got {value!r}") from None
-        kwargs[key] = value
-    return cls(**kwargs)
+# --- settings classes: types and checks only; the values are in configs/*.yaml -----------------------
+# ``choices`` (a ClassVar, not a field): the names a str field, or each item of a tuple field, may take.
 
 
 @dataclass(frozen=True)
 class AudioSettings:
-    sample_rate: int = 24000
-    target_rms_dbfs: float = -20.0
-    peak_ceiling_dbfs: float = -1.0
-    silence_rms_dbfs: float = -90.0
-    resample_quality: str = "HQ"
-    flac_subtype: str = "PCM_16"
-    flac_compression_level: float = 0.0
+    sample_rate: int
+    target_rms_dbfs: float
+    peak_ceiling_dbfs: float
+    silence_rms_dbfs: float
+    resample_quality: str
+    flac_subtype: str
+    flac_compression_level: float
 
 
 @dataclass(frozen=True)
 class IngestSettings:
-    extensions: tuple = ("wav", "flac", "ogg", "oga", "mp3")
-    min_seconds: float = 0.5
-    max_seconds: float = 1800.0
-    workers: int = 0
-    commit_every: int = 64
+    extensions: tuple[str, ...]
+    min_seconds: float
+    max_seconds: float
+    workers: int
+    commit_every: int
 
 
 @dataclass(frozen=True)
 class DemoCatalogSettings:
-    tracks: int = 24
-    seconds: float = 30.0
-    seed: int = 0
-    sample_rate: int = 44100
-    channels: int = 2
-    shared_motif_ratio: float = 0.5
+    tracks: int
+    seconds: float
+    seed: int
+    sample_rate: int
+    channels: int
+    shared_motif_ratio: float
 
 
 @dataclass(frozen=True)
 class RVQSettings:
-    frame_rate: float = 12.5  # token frames per second (MOSS-Audio-Tokenizer: 12.5)
-    n_mels: int = 64
-    stack: int = 2  # log-mel sub-frames per token frame
-    n_fft: int = 1024
-    f_min: float = 20.0
-    f_max: float = 12000.0
-    levels: int = 8
-    codebook_size: int = 1024
-    kmeans_iters: int = 20
-    max_train_frames: int = 262144
-    holdout_ratio: float = 0.1
-    seed: int = 0
+    frame_rate: float
+    n_mels: int
+    stack: int
+    n_fft: int
+    f_min: float
+    f_max: float
+    levels: int
+    codebook_size: int
+    kmeans_iters: int
+    max_train_frames: int
+    holdout_ratio: float
+    seed: int
 
 
 @dataclass(frozen=True)
 class MossSettings:
-    model_dir: str | None = None
-    num_quantizers: int | None = None
-    chunk_seconds: float = 8.0
-    batch_size: int = 8
-    dtype: str = "auto"
+    model_dir: str | None
+    num_quantizers: int | None
+    chunk_seconds: float
+    batch_size: int
+    dtype: str
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"dtype": DTYPES}
 
 
 @dataclass(frozen=True)
 class TokenizeSettings:
-    backend: str = "rvq"
-    save_format: str = "npz"
-    chunk_seconds: float = 0.0
-    batch_seconds: float = 600.0
+    backend: str
+    save_format: str
+    chunk_seconds: float
+    batch_seconds: float
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"backend": TOKENIZER_BACKENDS}
 
 
 @dataclass(frozen=True)
 class EmbedderSettings:
-    embedding_dim: int = 256
-    hidden: int = 256
-    layers: int = 2
-    heads: int = 4
-    dropout: float = 0.1
-    max_frames: int = 256
-    init_from_codebooks: bool = True
+    embedding_dim: int
+    hidden: int
+    layers: int
+    heads: int
+    dropout: float
+    max_frames: int
+    init_from_codebooks: bool
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    temperature: float = 0.07
-    warmup_ratio: float = 0.05
-    grad_clip: float = 1.0
-    clip_seconds: float = 5.0
-    min_crop: float = 0.6
-    pair_window_s: float | None = 2.5
-    token_dropout: float = 0.1
-    clips_per_track: int = 32
-    augment_audio: bool = True
-    degrade_p: float = 0.5
-    val_queries_per_track: int = 128
-    num_workers: int = 1
-    seed: int = 0
-    amp: bool = True
-    ema_decay: float = 0.98
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    temperature: float
+    warmup_ratio: float
+    grad_clip: float
+    clip_seconds: float
+    min_crop: float
+    pair_window_s: float | None
+    token_dropout: float
+    clips_per_track: int
+    augment_audio: bool
+    degrade_p: float
+    val_queries_per_track: int
+    num_workers: int
+    seed: int
+    amp: bool
+    ema_decay: float
 
 
 @dataclass(frozen=True)
 class SplitSettings:
-    val_ratio: float = 0.1
-    test_ratio: float = 0.1
-    seed: int = 42
-    group_by: str | None = None
+    val_ratio: float
+    test_ratio: float
+    seed: int
+    group_by: str | None
 
 
 @dataclass(frozen=True)
 class DreamSettings:
-    """`cloudtune dream`: the MNIST VAE of the spec (defaults: configs/pipeline.yaml, section dream)."""
+    """`cloudtune dream`: the MNIST VAE of the spec (configs/pipeline.yaml, section dream)."""
 
-    data_dir: str = "./data"
-    dataset: str = "mnist"
-    epochs: int = 10
-    batch_size: int = 128
-    latent_dim: int = 2
-    hidden: int = 400
-    lr: float = 1e-3
-    out: str = "dreams/dream_sample.png"
-    device: str = "auto"
-    seed: int = 0
-    threads: int = 0
-    samples: int = 64
-    grid_cols: int = 8
-    grid_padding: int = 2
-    manifold_steps: int = 20
-    manifold_span: float = 3.0
+    data_dir: str
+    dataset: str
+    epochs: int
+    batch_size: int
+    latent_dim: int
+    hidden: int
+    lr: float
+    out: str
+    device: str
+    seed: int
+    threads: int
+    samples: int
+    grid_cols: int
+    grid_padding: int
+    manifold_steps: int
+    manifold_span: float
 
 
 @dataclass(frozen=True)
 class CatalogVAESettings:
     """The VAE trained on track embeddings for the 2-D catalog map and outlier scores (section catalog_vae)."""
 
-    hidden: int = 128
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    seed: int = 0
-    threads: int = 1
-    top_outliers: int = 10
+    hidden: int
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    threads: int
+    top_outliers: int
 
 
 @dataclass(frozen=True)
 class Wav2Vec2Settings:
-    model: str | None = None
-    allow_download: bool = False
-    layer: int | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    threads: int = 0
-    batch_size: int = 8
-    max_batch_seconds: float = 80.0
-    cpu_max_batch_seconds: float = 10.0
-    pad_group_norm: bool = False
-    max_seconds: float = 600.0
-    resample_quality: str = "HQ"
+    model: str | None
+    allow_download: bool
+    layer: int | None
+    device: str
+    dtype: str
+    threads: int
+    batch_size: int
+    max_batch_seconds: float
+    cpu_max_batch_seconds: float
+    pad_group_norm: bool
+    max_seconds: float
+    resample_quality: str
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"dtype": DTYPES}
 
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    start_timeout_s: float = 120.0
-    request_timeout_s: float = 60.0
-    health_timeout_s: float = 5.0
-    retries: int = 2
-    backoff_base_s: float = 0.2
-    backoff_max_s: float = 5.0
-    breaker_max_failures: int = 5
-    breaker_reset_s: float = 30.0
-    latency_window: int = 1000
+    start_timeout_s: float
+    request_timeout_s: float
+    health_timeout_s: float
+    retries: int
+    backoff_base_s: float
+    backoff_max_s: float
+    breaker_max_failures: int
+    breaker_reset_s: float
+    latency_window: int
 
 
-TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": TrainSettings, "splits": SplitSettings}
+# --- configs/index.yaml and configs/eval.yaml ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    window_s: float
+    hop_s: float
+    min_s: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class HNSWSettings:
+    m: int
+    ef_construction: int
+    ef_search: int
+
+
+@dataclass(frozen=True)
+class IVFPQSettings:
+    nlist_per_sqrt_n: float
+    m: int
+    nbits: int
+    nprobe: int
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    segments_k: int
+    top_k: int
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    embedder: str
+    index_kind: str
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"embedder": EMBEDDERS, "index_kind": INDEX_KINDS}
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    split: str
+    lengths_s: tuple[float, ...]
+    per_track: int
+    degradations: tuple[str, ...]
+    seed: int
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"degradations": QUERY_DEGRADATIONS}
+
+
+@dataclass(frozen=True)
+class EvalMetricSettings:
+    recall_k: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    single_queries: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """eval.yaml ``evaluation``: what a run evaluates (``run`` until the sections became unique across the files)."""
+
+    embedders: tuple[str, ...]
+    index_kinds: tuple[str, ...]
+    catalog_vae: bool
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"embedders": EMBEDDERS, "index_kinds": INDEX_KINDS}
+
+
+# --- configs/airflow.yaml -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DagSettings:
+    catalog: str
+    catalog_roots: tuple[str, ...]
+    tokenizer_backend: str
+    epochs: int
+    embedding_dim: int
+    embedders: tuple[str, ...]
+    index_kinds: tuple[str, ...]
+    device: str
+    max_shards: int
+    min_tracks_per_shard: int
+    retries: int
+    retry_delay_s: float
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"tokenizer_backend": TOKENIZER_BACKENDS, "embedders": EMBEDDERS, "index_kinds": INDEX_KINDS,
+                                                     "device": DEVICES}
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    gpu: str
+
+
+@dataclass(frozen=True)
+class NightlySettings:
+    schedule: str
+    metric_k: int
+    max_recall_drop: float
+
+
+@dataclass(frozen=True)
+class RunDagSettings:
+    dag_id: str
+
+
+@dataclass(frozen=True)
+class DemoRunSettings:
+    epochs: int
+    embedding_dim: int
+    index_kinds: tuple[str, ...]
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"index_kinds": INDEX_KINDS}
+
+
+# --- the registry: file -> section -> settings class -----------------------------------------------
 
 SECTIONS: dict[str, type] = {
     "audio": AudioSettings,
@@ -295,165 +379,281 @@ SECTIONS: dict[str, type] = {
     "wav2vec2": Wav2Vec2Settings,
     "service": ServiceSettings,
 }
+TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": TrainSettings, "splits": SplitSettings}
+INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSettings, "ivfpq": IVFPQSettings, "search": SearchSettings,
+                                   "publish": PublishSettings}
+EVAL_SECTIONS: dict[str, type] = {"queries": QuerySettings, "metrics": EvalMetricSettings, "latency": LatencySettings, "evaluation": EvaluationSettings}
+AIRFLOW_SECTIONS: dict[str, type] = {"dag": DagSettings, "pools": PoolSettings, "nightly": NightlySettings, "run": RunDagSettings, "demo": DemoRunSettings}
+
+FILES: dict[str, dict[str, type]] = {"pipeline": SECTIONS, "train": TRAIN_SECTIONS, "index": INDEX_SECTIONS, "eval": EVAL_SECTIONS,
+                                     "airflow": AIRFLOW_SECTIONS}
+SECTION_FILE: dict[str, str] = {name: file for file, sections in FILES.items() for name in sections}  # one env scheme needs unique names
+HOMES: dict[type, tuple[str, str]] = {cls: (file, name) for file, sections in FILES.items() for name, cls in sections.items()}
+if len(SECTION_FILE) != sum(map(len, FILES.values())) or len(HOMES) != len(SECTION_FILE):
+    raise RuntimeError("pipeline.config: a section name (or settings class) is used twice across configs/*.yaml")
 
 
-def validate(data: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load (unless given) and check every known section, so a typo fails any command at once."""
-    data = load() if data is None else data
-    for name, cls in SECTIONS.items():
-        section(cls, data, name)
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def load(name: str = "pipeline", path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``configs/<name>.yaml``, the partial file ``path`` (when given) deep-merged over it, then the environment's
+    ``CLOUDTUNE__<SECTION>__<KEY>`` overrides of this file's sections; every section checked against its settings class.
+    Returns the merged dict (plain YAML types: what a run stores as its resolved config)."""
+    if name not in FILES:
+        raise ConfigError(f"config {name!r}: no such config file (known: {', '.join(FILES)})")
+    env = os.environ if env is None else env
+    check_env(env)
+    shipped = config_file(name)
+    origin: dict[tuple[str, str], str] = {}  # (section, key) -> the file or variable its value came from
+    data: dict[str, dict[str, Any]] = {}
+    for source in (shipped, Path(path) if path is not None else None):
+        if source is None:
+            continue
+        layer = _read(source)
+        _check_layout(layer, name, source)
+        for sec, body in layer.items():
+            data.setdefault(sec, {})
+            for key, value in (body or {}).items():
+                data[sec][key], origin[sec, key] = value, str(source)
+    for var, sec, key, value in env_overrides(env):
+        if SECTION_FILE[sec] == name:
+            data.setdefault(sec, {})[key], origin[sec, key] = value, var
+    for sec, cls in FILES[name].items():
+        _build(cls, data.get(sec, {}), sec, lambda key, sec=sec: origin.get((sec, key), str(shipped)))
     return data
 
 
-def load_train(path: str | os.PathLike | None = None) -> tuple[EmbedderSettings, TrainSettings, SplitSettings, dict[str, Any]]:
-    """configs/train.yaml (or ``path``) with CLOUDTUNE_TRAIN__ overrides, as checked settings + the raw dict."""
-    data = load("train", path=path)
-    unknown = sorted(set(data) - set(TRAIN_SECTIONS))
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def _check_layout(data: dict[str, Any], name: str, where: Path) -> None:
+    """Every section of ``data`` is one of file ``name``'s and a mapping; every key in it a field of the section's class."""
+    sections = FILES[name]
+    for sec, body in data.items():
+        if sec not in sections:
+            elsewhere = f"; {sec!r} is a section of {SECTION_FILE[sec]}.yaml" if sec in SECTION_FILE else ""
+            raise ConfigError(f"{where}: unknown section {sec!r} (known: {', '.join(sections)}){elsewhere}")
+        if body is not None and not isinstance(body, dict):
+            raise ConfigError(f"{where}: section {sec!r} must be a mapping of keys, got {body!r}")
+        known = [f.name for f in fields(sections[sec])]
+        for key in body or {}:
+            if key not in known:
+                raise ConfigError(f"{where}: config {sec}.{key}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def check_env(env: Mapping[str, str] | None = None) -> None:
+    """A variable with a retired per-file prefix is an error naming the one to use instead (it would otherwise do nothing)."""
+    env = os.environ if env is None else env
+    for var in sorted(env):
+        for prefix, file in OLD_ENV_PREFIXES.items():
+            if var.startswith(prefix):
+                parts = var[len(prefix):].split("__")
+                parts[0] = RENAMED_SECTIONS.get((file, parts[0].lower()), parts[0]).upper()
+                raise ConfigError(f"{var}: the {prefix} prefix is retired; set {ENV_PREFIX}{'__'.join(parts)} instead "
+                                  f"(one scheme for every configs/*.yaml: {ENV_PREFIX}<SECTION>__<KEY>)")
+
+
+def env_overrides(env: Mapping[str, str] | None = None) -> Iterator[tuple[str, str, str, Any]]:
+    """(variable, section, key, parsed value) of every ``CLOUDTUNE__<SECTION>__<KEY>`` variable, whichever file holds
+    the section; an unknown section or key is an error."""
+    env = os.environ if env is None else env
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in var[len(ENV_PREFIX):].split("__")]
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"{var}: expected {ENV_PREFIX}<SECTION>__<KEY>")
+        sec, key = parts
+        if sec not in SECTION_FILE:
+            raise ConfigError(f"{var}: no config section {sec!r}")
+        if key not in {f.name for f in fields(FILES[SECTION_FILE[sec]][sec])}:
+            raise ConfigError(f"{var}: unknown config key '{sec}.{key}'")
+        try:
+            value = yaml.safe_load(env[var])
+        except yaml.YAMLError:
+            raise ConfigError(f"{var}: value {env[var]!r} is not valid YAML") from None
+        yield var, sec, key, value
+
+
+T = TypeVar("T")
+
+
+def section(cls: type[T], data: Mapping[str, Any], name: str, **overrides: Any) -> T:
+    """Settings class ``cls`` from section ``name`` of a loaded config ``data``, the ``overrides`` winning (``None``: keep).
+    Every field needs a value; an unknown, missing or ill-typed key is a ConfigError naming its file, section and key."""
+    raw = dict(data.get(name) or {})
+    given = {key for key, value in overrides.items() if value is not None}
+    raw.update({key: overrides[key] for key in given})
+    shipped = str(config_file(HOMES[cls][0])) if cls in HOMES else "config"
+    return _build(cls, raw, name, lambda key: "argument" if key in given else shipped)
+
+
+def defaults(cls: type[T], **overrides: Any) -> T:
+    """The configured default of settings class ``cls``: its section of its file (the registry knows both), with the
+    environment's overrides, then ``overrides`` (``None``: keep; to set a field to None use ``dataclasses.replace``)."""
+    if cls not in HOMES:
+        raise TypeError(f"{getattr(cls, '__name__', cls)}: not a settings class of configs/*.yaml")
+    file, name = HOMES[cls]
+    return section(cls, load(file), name, **overrides)
+
+
+def _build(cls: type[T], raw: dict[str, Any], name: str, where: Callable[[str], str]) -> T:
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ConfigError(f"{path or config_dir() / 'train.yaml'}: unknown section {unknown[0]!r} (known: {', '.join(TRAIN_SECTIONS)})")
-    return (section(EmbedderSettings, data, "embedder"), section(TrainSettings, data, "training"), section(SplitSettings, data, "splits"), data)
+        raise ConfigError(f"{where(unknown[0])}: config {name}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+    missing = [key for key in known if key not in raw]
+    if missing:
+        more = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise ConfigError(f"{where(missing[0])}: config {name}.{missing[0]}: missing key{more}")
+    choices = getattr(cls, "choices", {})
+    kwargs = {}
+    for key, value in raw.items():
+        kind = str(known[key].type)
+        try:
+            kwargs[key] = value = _typed(kind, value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where(key)}: config {name}.{key}: expected {kind}, got {value!r}") from None
+        allowed = choices.get(key, ())
+        wrong = [item for item in (value if isinstance(value, tuple) else (value,)) if allowed and item not in allowed]
+        if wrong:
+            raise ConfigError(f"{where(key)}: config {name}.{key}: {wrong[0]!r} is not one of {', '.join(allowed)}")
+    return cls(**kwargs)
 
 
-# --- configs/index.yaml and configs/eval.yaml ---------------------------------------------------
+def _typed(kind: str, value: Any) -> Any:
+    """``value`` as the annotated type ``kind`` (a string: this module has postponed annotations); raises ValueError."""
+    if kind.endswith(" | None"):
+        return None if value is None else _typed(kind.removesuffix(" | None"), value)
+    if value is None:
+        raise ValueError(kind)
+    if kind.startswith("tuple"):
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
+            raise ValueError(kind)
+        item = kind.removeprefix("tuple[").removesuffix(", ...]")
+        return tuple(_typed(item, v) if item in ("float", "int", "str", "bool") else v for v in value)
+    if kind == "float":
+        return float(value)
+    if kind == "int":
+        if isinstance(value, bool) or float(value) != int(value):
+            raise ValueError(kind)
+        return int(value)
+    if kind == "str":
+        return str(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(kind)
+    return value
 
 
-@dataclass(frozen=True)
-class SegmentSettings:
-    window_s: float = 5.0
-    hop_s: float = 1.0
-    min_s: float = 1.0
-    batch_size: int = 64
+# --- typed loaders: {section: settings} of one file, read as s["segments"] or s.segments -----------------
 
 
-@dataclass(frozen=True)
-class HNSWSettings:
-    m: int = 32
-    ef_construction: int = 200
-    ef_search: int = 128
+class Sections(dict):
+    """The settings of one config file as {section: settings}; a section reads as ``s["segments"]`` or ``s.segments``.
+    ``raw`` is the merged dict they were built from (what a run stores as its resolved config)."""
+
+    def __init__(self, settings: dict[str, Any], raw: dict[str, Any]):
+        super().__init__(settings)
+        self.raw = raw
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"config has no section {name!r} (sections: {', '.join(self)})") from None
 
 
-@dataclass(frozen=True)
-class IVFPQSettings:
-    nlist_per_sqrt_n: float = 8.0
-    m: int = 32
-    nbits: int = 8
-    nprobe: int = 16
+class PipelineConfig(Sections):
+    audio: AudioSettings
+    ingest: IngestSettings
+    demo_catalog: DemoCatalogSettings
+    tokenize: TokenizeSettings
+    rvq: RVQSettings
+    moss: MossSettings
+    dream: DreamSettings
+    catalog_vae: CatalogVAESettings
+    wav2vec2: Wav2Vec2Settings
+    service: ServiceSettings
 
 
-@dataclass(frozen=True)
-class SearchSettings:
-    segments_k: int = 1000
-    top_k: int = 10
+class TrainConfig(Sections):
+    embedder: EmbedderSettings
+    training: TrainSettings
+    splits: SplitSettings
 
 
-@dataclass(frozen=True)
-class PublishSettings:
-    embedder: str = "contrastive"
-    index_kind: str = "hnsw"
+class IndexConfig(Sections):
+    segments: SegmentSettings
+    hnsw: HNSWSettings
+    ivfpq: IVFPQSettings
+    search: SearchSettings
+    publish: PublishSettings
 
 
-@dataclass(frozen=True)
-class QuerySettings:
-    split: str = "test"
-    lengths_s: tuple[float, ...] = (2.0, 5.0)
-    per_track: int = 10
-    degradations: tuple[str, ...] = ("clean", "white20db", "white10db", "white0db", "pink0db", "lowpass3k", "telephone", "gain-12db", "speed0.97",
-                                     "speed1.03", "reverb")
-    seed: int = 1234
+class EvalConfig(Sections):
+    queries: QuerySettings
+    metrics: EvalMetricSettings
+    latency: LatencySettings
+    evaluation: EvaluationSettings
 
 
-@dataclass(frozen=True)
-class EvalMetricSettings:
-    recall_k: tuple[int, ...] = (1, 10, 100)
+class AirflowConfig(Sections):
+    dag: DagSettings
+    pools: PoolSettings
+    nightly: NightlySettings
+    run: RunDagSettings
+    demo: DemoRunSettings
 
 
-@dataclass(frozen=True)
-class LatencySettings:
-    single_queries: int = 100
-    batch_size: int = 256
+S = TypeVar("S", bound=Sections)
 
 
-@dataclass(frozen=True)
-class EvalRunSettings:
-    embedders: tuple[str, ...] = ("mel-stats", "contrastive")
-    index_kinds: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
-    catalog_vae: bool = True
-
-
-INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSettings, "ivfpq": IVFPQSettings, "search": SearchSettings,
-                                   "publish": PublishSettings}
-EVAL_SECTIONS: dict[str, type] = {"queries": QuerySettings, "metrics": EvalMetricSettings, "latency": LatencySettings, "run": EvalRunSettings}
-
-
-def load_sections(name: str, sections: dict[str, type], path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``configs/<name>.yaml`` (with ``CLOUDTUNE_<NAME>__`` overrides) as {section: settings}; unknown sections are errors."""
+def _typed_file(kind: type[S], name: str, path: str | os.PathLike | None) -> S:
     data = load(name, path=path)
-    unknown = sorted(set(data) - set(sections))
-    if unknown:
-        raise ConfigError(f"{path or config_dir() / f'{name}.yaml'}: unknown section {unknown[0]!r} (known: {', '.join(sections)})")
-    return {key: section(cls, data, key) for key, cls in sections.items()}
+    return kind({sec: section(cls, data, sec) for sec, cls in FILES[name].items()}, data)
 
 
-def load_index(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    return load_sections("index", INDEX_SECTIONS, path)
+def load_pipeline(path: str | os.PathLike | None = None) -> PipelineConfig:
+    return _typed_file(PipelineConfig, "pipeline", path)
 
 
-def load_eval(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    out = load_sections("eval", EVAL_SECTIONS, path)
-    from pipeline.audio.degrade import QUERY_DEGRADATIONS
-
-    for name in out["queries"].degradations:
-        if name not in QUERY_DEGRADATIONS:
-            raise ConfigError(f"config queries.degradations: unknown degradation {name!r} (known: {', '.join(QUERY_DEGRADATIONS)})")
-    return out
+def load_train(path: str | os.PathLike | None = None) -> TrainConfig:
+    """configs/train.yaml (``path``: a partial file merged over it): ``.embedder``, ``.training``, ``.splits`` and ``.raw``."""
+    return _typed_file(TrainConfig, "train", path)
 
 
-# --- configs/airflow.yaml -----------------------------------------------------------------------
+def load_index(path: str | os.PathLike | None = None) -> IndexConfig:
+    return _typed_file(IndexConfig, "index", path)
 
 
-@dataclass(frozen=True)
-class DagSettings:
-    catalog: str = "default"
-    catalog_roots: tuple[str, ...] = ()
-    tokenizer_backend: str = "rvq"
-    epochs: int = 10
-    embedding_dim: int = 256
-    embedders: tuple[str, ...] = ("mel-stats", "contrastive", "wav2vec2")
-    index_kinds: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
-    device: str = "auto"
-    max_shards: int = 4
-    min_tracks_per_shard: int = 16
-    retries: int = 2
-    retry_delay_s: float = 60.0
+def load_eval(path: str | os.PathLike | None = None) -> EvalConfig:
+    return _typed_file(EvalConfig, "eval", path)
 
 
-@dataclass(frozen=True)
-class PoolSettings:
-    gpu: str = "gpu"
+def load_airflow(path: str | os.PathLike | None = None) -> AirflowConfig:
+    """configs/airflow.yaml. Light (PyYAML): the DAG files call it at parse time."""
+    return _typed_file(AirflowConfig, "airflow", path)
 
 
-@dataclass(frozen=True)
-class NightlySettings:
-    schedule: str = "0 3 * * *"
-    metric_k: int = 10
-    max_recall_drop: float = 0.05
-
-
-@dataclass(frozen=True)
-class RunDagSettings:
-    dag_id: str = "audio_retrieval"
-
-
-@dataclass(frozen=True)
-class DemoRunSettings:
-    epochs: int = 2
-    embedding_dim: int = 128
-    index_kinds: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
-
-
-AIRFLOW_SECTIONS: dict[str, type] = {"dag": DagSettings, "pools": PoolSettings, "nightly": NightlySettings, "run": RunDagSettings, "demo": DemoRunSettings}
-
-
-def load_airflow(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """configs/airflow.yaml (with CLOUDTUNE_AIRFLOW__ overrides) as {section: settings}. Light: the DAG files call it at parse time."""
-    return load_sections("airflow", AIRFLOW_SECTIONS, path)
+def validate(data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load and check every config file (or check the given pipeline.yaml dict), so a typo fails any command at once;
+    returns pipeline.yaml's dict."""
+    if data is None:
+        for name in FILES:
+            if name != "pipeline":
+                load(name)
+        data = load()
+    for name, cls in SECTIONS.items():
+        section(cls, data, name)
+    return data

@@ -9,3 +9,5 @@ INDEX_KINDS = ("flat", "hnsw", "ivfpq")  # FAISS index kinds (pipeline.index.fai
 TOKENIZER_BACKENDS = ("rvq", "moss")  # the built-in residual-VQ codec | MOSS-Audio-Tokenizer
 DEVICES = ("auto", "cpu", "cuda")  # --device; "cuda:N" is taken too where a torch device is resolved (pipeline.devices)
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # wav2vec2.dtype and moss.dtype
+QUERY_DEGRADATIONS = ("clean", "white20db", "white10db", "white0db", "pink0db", "lowpass3k", "telephone", "gain-12db", "speed0.97", "speed1.03",
+                      "reverb")  # the evaluation's named query degradations (pipeline.audio.degrade holds what each does)

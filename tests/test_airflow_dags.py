@@ -35,15 +35,15 @@ TASKS = {
 }
 TINY = {  # a 1-epoch, 32-wide embedder on a 16-code, 3-level codec; 2 query clips per test track under 3 degradations
     "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",
-    "CLOUDTUNE_EVAL__QUERIES__PER_TRACK": "2", "CLOUDTUNE_EVAL__QUERIES__DEGRADATIONS": "[clean, pink0db, telephone]",
-    "CLOUDTUNE_EVAL__LATENCY__SINGLE_QUERIES": "4", "CLOUDTUNE_EVAL__LATENCY__BATCH_SIZE": "8",
-    "CLOUDTUNE_INDEX__IVFPQ__M": "8", "CLOUDTUNE_INDEX__HNSW__M": "8",
-    "CLOUDTUNE_TRAIN__EMBEDDER__HIDDEN": "64", "CLOUDTUNE_TRAIN__EMBEDDER__LAYERS": "1", "CLOUDTUNE_TRAIN__EMBEDDER__HEADS": "2",
-    "CLOUDTUNE_TRAIN__EMBEDDER__MAX_FRAMES": "64", "CLOUDTUNE_TRAIN__TRAINING__BATCH_SIZE": "16", "CLOUDTUNE_TRAIN__TRAINING__CLIP_SECONDS": "2.0",
-    "CLOUDTUNE_TRAIN__TRAINING__CLIPS_PER_TRACK": "4", "CLOUDTUNE_TRAIN__TRAINING__VAL_QUERIES_PER_TRACK": "2",
-    "CLOUDTUNE_TRAIN__SPLITS__VAL_RATIO": "0.2", "CLOUDTUNE_TRAIN__SPLITS__TEST_RATIO": "0.2",
-    "CLOUDTUNE_AIRFLOW__DAG__MIN_TRACKS_PER_SHARD": "4",  # 8 tracks -> 2 tokenize shards
-    "CLOUDTUNE_AIRFLOW__DAG__RETRY_DELAY_S": "1",
+    "CLOUDTUNE__QUERIES__PER_TRACK": "2", "CLOUDTUNE__QUERIES__DEGRADATIONS": "[clean, pink0db, telephone]",
+    "CLOUDTUNE__LATENCY__SINGLE_QUERIES": "4", "CLOUDTUNE__LATENCY__BATCH_SIZE": "8",
+    "CLOUDTUNE__IVFPQ__M": "8", "CLOUDTUNE__HNSW__M": "8",
+    "CLOUDTUNE__EMBEDDER__HIDDEN": "64", "CLOUDTUNE__EMBEDDER__LAYERS": "1", "CLOUDTUNE__EMBEDDER__HEADS": "2",
+    "CLOUDTUNE__EMBEDDER__MAX_FRAMES": "64", "CLOUDTUNE__TRAINING__BATCH_SIZE": "16", "CLOUDTUNE__TRAINING__CLIP_SECONDS": "2.0",
+    "CLOUDTUNE__TRAINING__CLIPS_PER_TRACK": "4", "CLOUDTUNE__TRAINING__VAL_QUERIES_PER_TRACK": "2",
+    "CLOUDTUNE__SPLITS__VAL_RATIO": "0.2", "CLOUDTUNE__SPLITS__TEST_RATIO": "0.2",
+    "CLOUDTUNE__DAG__MIN_TRACKS_PER_SHARD": "4",  # 8 tracks -> 2 tokenize shards
+    "CLOUDTUNE__DAG__RETRY_DELAY_S": "1",
 }  # training.num_workers stays 1: a forked DataLoader worker after FAISS ran in the same dag.test() process (it used to hang)
 TINY_WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16, 16), conv_stride=(5, 4, 4),
                      conv_kernel=(10, 4, 4), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
@@ -166,7 +166,7 @@ def test_pipeline_run_id_is_path_safe():
 
 def test_train_config_checks_the_embedding_dim():
     path = training.train_config("r", 64)
-    assert config.load_train(path)[0].embedding_dim == 64
+    assert config.load_train(path).embedder.embedding_dim == 64
     with pytest.raises(ValueError, match="embedding_dim 30: must be a positive multiple of configs/train.yaml embedder.heads"):
         training.train_config("r", 30)
 

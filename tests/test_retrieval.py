@@ -26,9 +26,9 @@ from pipeline.tokenize.catalog import tokenize
 
 ENV = {
     "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",
-    "CLOUDTUNE_EVAL__QUERIES__PER_TRACK": "2", "CLOUDTUNE_EVAL__QUERIES__DEGRADATIONS": "[clean, pink0db, telephone]",
-    "CLOUDTUNE_EVAL__LATENCY__SINGLE_QUERIES": "4", "CLOUDTUNE_EVAL__LATENCY__BATCH_SIZE": "8",
-    "CLOUDTUNE_INDEX__IVFPQ__M": "8", "CLOUDTUNE_INDEX__HNSW__M": "8",
+    "CLOUDTUNE__QUERIES__PER_TRACK": "2", "CLOUDTUNE__QUERIES__DEGRADATIONS": "[clean, pink0db, telephone]",
+    "CLOUDTUNE__LATENCY__SINGLE_QUERIES": "4", "CLOUDTUNE__LATENCY__BATCH_SIZE": "8",
+    "CLOUDTUNE__IVFPQ__M": "8", "CLOUDTUNE__HNSW__M": "8",
 }
 SETS = [f"{length}/{d}" for length in ("2s", "5s") for d in ("clean", "pink0db", "telephone")]
 

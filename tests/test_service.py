@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import ServiceSettings
+from pipeline.config import ServiceSettings, defaults
 from pipeline.service import protocol
 from pipeline.service.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen
 from pipeline.service.bridge import RemoteError, WorkerBridge, WorkerCrashed, WorkerStartError, WorkerTimeout, is_retryable, worker_command
@@ -20,8 +20,8 @@ from pipeline.service.retry import backoff_delay, retry
 TESTS = Path(__file__).resolve().parent
 ENV = {"PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
 HANDLER = "service_handlers:FaultyHandler"
-FAST = ServiceSettings(start_timeout_s=20, request_timeout_s=5, health_timeout_s=2, retries=2, backoff_base_s=0.01, backoff_max_s=0.05,
-                       breaker_max_failures=3, breaker_reset_s=0.3, latency_window=100)
+FAST = defaults(ServiceSettings, start_timeout_s=20, request_timeout_s=5, health_timeout_s=2, retries=2, backoff_base_s=0.01, backoff_max_s=0.05,
+                breaker_max_failures=3, breaker_reset_s=0.3, latency_window=100)
 
 
 def bridge(init=None, **kw) -> WorkerBridge:

@@ -5,12 +5,12 @@ import pytest
 
 from pipeline.audio import io as audio_io
 from pipeline.audio.synth import build_catalog
-from pipeline.config import RVQSettings
+from pipeline.config import RVQSettings, defaults
 from pipeline.tokenize import Tokenizer, mask_id, pad_id, vocab_size
 from pipeline.tokenize.files import TokenFileError, load_tokens, save_tokens
 from pipeline.tokenize.rvq import RVQCodec
 
-SMALL = RVQSettings(levels=4, codebook_size=32, kmeans_iters=10, holdout_ratio=0.25)
+SMALL = defaults(RVQSettings, levels=4, codebook_size=32, kmeans_iters=10, holdout_ratio=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_codec_artifact_round_trip_and_version(codec, waves, tmp_path):
 
 def test_too_little_audio_for_the_codebook_is_a_clear_error(waves):
     with pytest.raises(ValueError, match="training frames for a codebook of 4096"):
-        RVQCodec.train(waves[:1], 24000, RVQSettings(codebook_size=4096), ["a"])
+        RVQCodec.train(waves[:1], 24000, defaults(RVQSettings, codebook_size=4096), ["a"])
 
 
 META = {"track_id": "t", "source": "s", "sample_rate": 24000, "duration_s": 1.0, "chunk_index": 0, "num_chunks": 1, "token_shape": [],

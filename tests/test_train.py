@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
-from pipeline.config import EmbedderSettings, TrainSettings
+from pipeline.config import EmbedderSettings, TrainSettings, defaults
 from pipeline.data.dataset import AudioView, PairCollator, RetrievalProbe, TokenPairDataset, TrackSource, pad_codes, token_dropout
 from pipeline.ingest import ingest
 from pipeline.models.token_embedder import TokenEmbedder, info_nce, load_embedder
@@ -17,7 +17,7 @@ from pipeline.tokenize import mask_id, pad_id
 from pipeline.tokenize.catalog import tokenize
 from pipeline.tokenize.files import save_tokens
 
-TINY_MODEL = EmbedderSettings(embedding_dim=32, hidden=64, layers=1, heads=2, dropout=0.1, max_frames=64)
+TINY_MODEL = defaults(EmbedderSettings, embedding_dim=32, hidden=64, layers=1, heads=2, dropout=0.1, max_frames=64)
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_pair_dataset_views_are_random_crops_and_reproducible(tmp_path):
     files = [save_tokens(tmp_path / f"t{i}.npz", np.tile((100 * i + np.arange(100)) % 1000, (2, 1)), {
         "track_id": f"t{i}", "source": "s", "sample_rate": 24000, "duration_s": 8.0, "chunk_index": 0, "num_chunks": 1, "token_shape": [],
         "backend": "rvq", "codec_version": "v"}) for i in range(3)]
-    s = TrainSettings(clip_seconds=4.0, clips_per_track=2, token_dropout=0.0)
+    s = defaults(TrainSettings, clip_seconds=4.0, clips_per_track=2, token_dropout=0.0)
     ds = TokenPairDataset([TrackSource(f"t{i}", (f,)) for i, f in enumerate(files)], s, 1024, 12.5)
     assert len(ds) == 6 and ds.clip_frames == 50
     a, b, t = ds[4]
@@ -98,7 +98,7 @@ def test_pair_dataset_views_are_random_crops_and_reproducible(tmp_path):
     assert batch["a"].shape[:2] == (6, 2) and batch["a_mask"].sum(1).min() >= 30 and batch["track"].tolist() == [0, 1, 2, 0, 1, 2]
     assert (batch["a"][~batch["a_mask"].unsqueeze(1).expand_as(batch["a"])] == pad_id(1024)).all()
     # training.pair_window_s: the second view starts within that many seconds (12.5 frames/s) of the first, anywhere else in range
-    near = TokenPairDataset(ds.tracks, TrainSettings(clip_seconds=4.0, clips_per_track=200, token_dropout=0.0, pair_window_s=0.8), 1024, 12.5)
+    near = TokenPairDataset(ds.tracks, defaults(TrainSettings, clip_seconds=4.0, clips_per_track=200, token_dropout=0.0, pair_window_s=0.8), 1024, 12.5)
     pairs = [(int(a[0, 0]) % 100, int(b[0, 0]) % 100, b.shape[1]) for a, b, _ in (near[i] for i in range(len(near)))]
     gaps = [sb - sa for sa, sb, length in pairs if sb < 100 - length]  # not pushed back by the track's end
     assert max(abs(g) for g in gaps) == 10 and min(gaps) < 0 < max(gaps)  # 0.8 s = 10 frames, both ways
@@ -113,7 +113,7 @@ def test_retrieval_probe_searches_val_queries_among_val_and_distractor_tracks(tm
             "codec_version": "v"}
     codes = [np.tile((100 * i + np.arange(100)) % 1000, (2, 1)) for i in range(5)]
     files = [save_tokens(tmp_path / f"t{i}.npz", codes[i], {"track_id": f"t{i}", **meta}) for i in range(2)]
-    val = TokenPairDataset([TrackSource(f"t{i}", (f,)) for i, f in enumerate(files)], TrainSettings(clip_seconds=2.0), 1024, 12.5)
+    val = TokenPairDataset([TrackSource(f"t{i}", (f,)) for i, f in enumerate(files)], defaults(TrainSettings, clip_seconds=2.0), 1024, 12.5)
     probe = RetrievalProbe(val, queries_per_track=6, seed=0, distractors=codes[2:])
     assert probe.n_tracks == 5 and len(probe.queries) == 12 and sorted(set(probe.gallery_track)) == [0, 1, 2, 3, 4]
 
@@ -178,7 +178,7 @@ def test_audio_views_are_tokenized_together_in_the_collator(tokens, tiny_config)
     build_splits(root, root.parent / "sp", 0.2, 0.2, progress=False)
     tracks = read_split(root.parent / "sp", "train", root)
     codec = find_codec(root.name)
-    ds = TokenPairDataset(tracks, TrainSettings(clip_seconds=2.0, clips_per_track=2), 16, 12.5, codec)
+    ds = TokenPairDataset(tracks, defaults(TrainSettings, clip_seconds=2.0, clips_per_track=2), 16, 12.5, codec)
     a, b, _ = ds[0]
     assert isinstance(a, AudioView) and isinstance(b, AudioView)
     batch = ds.collator()([ds[i] for i in range(4)])

@@ -13,7 +13,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from pipeline.cli import main
-from pipeline.config import CatalogVAESettings, DreamSettings
+from pipeline.config import CatalogVAESettings, DreamSettings, defaults
 from pipeline.data.mnist import IdxError, MnistNotFound, find_mnist, idx_bytes, load_digits_28, load_mnist, read_idx
 from pipeline.models.vae import VAE, gaussian_loss_function, loss_function
 from pipeline.store import db, reports
@@ -187,7 +187,7 @@ def test_dream_on_the_digits_end_to_end(tmp_path, monkeypatch, capsys):
 def test_dream_on_generated_mnist_files(tmp_path):
     (tmp_path / "data" / "MNIST" / "raw").mkdir(parents=True)
     (tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(fake_mnist(200))))
-    s = DreamSettings(data_dir=str(tmp_path / "data"), epochs=2, batch_size=32, latent_dim=3, device="cpu", out=str(tmp_path / "d" / "s.png"))
+    s = defaults(DreamSettings, data_dir=str(tmp_path / "data"), epochs=2, batch_size=32, latent_dim=3, device="cpu", out=str(tmp_path / "d" / "s.png"))
     result = train_dream(s, progress=False)
     assert result["success"] and "(mnist, 200 images, 2 epochs on cpu" in result["message"]
     assert "no latent manifold image: latent_dim is 3" in result["message"] and "CUDA" not in result["message"]
@@ -284,7 +284,7 @@ def test_catalog_vae_finds_the_planted_outliers_and_writes_its_rows(db_url, tmp_
     x, ids, cats = clustered_embeddings()
     with db.connect() as conn:
         run_id = db.start_run(conn, "pipeline", {})
-    s = CatalogVAESettings(epochs=100, top_outliers=6)
+    s = defaults(CatalogVAESettings, epochs=100, top_outliers=6)
     summary = train_catalog_vae(x, ids, cats, run_id, tmp_path / "vae", s, device="cpu", progress=False)
     top = [o["track_id"] for o in summary["outliers"]]
     assert len(top) == 6 and set(top[:4]) == {f"planted-{i}" for i in range(4)}, summary["outliers"]
@@ -326,7 +326,7 @@ def test_catalog_vae_finds_the_planted_outliers_and_writes_its_rows(db_url, tmp_
 
 
 def test_catalog_vae_rejects_bad_inputs(tmp_path):
-    settings = CatalogVAESettings(epochs=2)
+    settings = defaults(CatalogVAESettings, epochs=2)
     x, ids, cats = clustered_embeddings(per=3, dim=8, planted=0)
     with pytest.raises(ValueError, match=r"9 embeddings but 8 track ids and 9 catalogs"):
         train_catalog_vae(x, ids[:-1], cats, "r", tmp_path, settings, progress=False)

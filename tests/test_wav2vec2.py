@@ -16,7 +16,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from pipeline import config
 from pipeline.cli import main
-from pipeline.config import Wav2Vec2Settings
+from pipeline.config import Wav2Vec2Settings, defaults
 from pipeline.embed import SegmentEmbedder
 from pipeline.embed.wav2vec2 import get_wav2vec2_embedder
 from pipeline.models.wav2vec2 import Wav2Vec2Features, Wav2Vec2NotConfigured
@@ -204,7 +204,8 @@ def test_embedder_batches_equal_one_clip_at_a_time(models, kind):
     lengths = [1.0, 0.5, 1.0, 0.75, 1.0, 0.5, 0.3]
     waves = [clip(s, 24000, seed=i) for i, s in enumerate(lengths)]
     features = Wav2Vec2Features(str(models[kind]), device="cpu", dtype="float32", batch_size=3, max_batch_seconds=2.5)
-    embedder = get_wav2vec2_embedder(Wav2Vec2Settings(model=str(models[kind]), dtype="float32", batch_size=3, cpu_max_batch_seconds=2.5), 24000, device="cpu")
+    settings = defaults(Wav2Vec2Settings, model=str(models[kind]), dtype="float32", batch_size=3, cpu_max_batch_seconds=2.5)
+    embedder = get_wav2vec2_embedder(settings, 24000, device="cpu")
     assert isinstance(embedder, SegmentEmbedder) and embedder.name == "wav2vec2" and embedder.dim == 32 and embedder.sample_rate == 24000
     vectors = embedder.embed(waves)
     assert vectors.shape == (7, 32) and vectors.dtype == np.float32
@@ -254,7 +255,7 @@ def test_service_handler_takes_its_settings_from_the_caller(models, monkeypatch)
     from dataclasses import asdict
 
     monkeypatch.setenv("CLOUDTUNE__WAV2VEC2__MAX_SECONDS", "99")
-    settings = Wav2Vec2Settings(model=str(models["layer"]), device="cpu", dtype="float32", max_seconds=0.25, layer=1)
+    settings = defaults(Wav2Vec2Settings, model=str(models["layer"]), device="cpu", dtype="float32", max_seconds=0.25, layer=1)
     with ModelService(handlers.WAV2VEC2, {"settings": asdict(settings)}, SERVICE, isolated=False) as service:
         caps = service.capabilities()
         assert caps["max_duration_s"] == 0.25 and caps["model"] == str(models["layer"]) and caps["loaded"] is False

@@ -24,11 +24,11 @@ from pipeline.tokenize import pad_id, vocab_size
 
 
 class TokenEmbedder(nn.Module):
-    """Width ``embedding_dim`` throughout (token embeddings, Transformer, output); ``hidden`` is the feed-forward width."""
+    """Width ``embedding_dim`` throughout (token embeddings, Transformer, output); ``hidden`` is the feed-forward width.
+    ``settings``: configs/train.yaml ``embedder`` (the caller reads it: ``config.load_train().embedder``)."""
 
-    def __init__(self, num_quantizers: int, codebook_size: int, settings: EmbedderSettings | None = None):
+    def __init__(self, num_quantizers: int, codebook_size: int, settings: EmbedderSettings):
         super().__init__()
-        settings = settings or EmbedderSettings()
         self.num_quantizers, self.codebook_size, self.settings = num_quantizers, codebook_size, settings
         d = settings.embedding_dim
         self.tokens = nn.ModuleList(nn.Embedding(vocab_size(codebook_size), d, padding_idx=pad_id(codebook_size)) for _ in range(num_quantizers))

@@ -78,7 +78,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
              device: str = "cpu", url: str | None = None, progress: bool = True) -> dict:
     """Evaluate the run; returns {"run_id", "rows": [...], "report": path, "skipped": {embedder: reason}}."""
     eval_s = config.load_eval()
-    qs, run_s, lat_s = eval_s["queries"], eval_s["run"], eval_s["latency"]
+    qs, run_s, lat_s = eval_s["queries"], eval_s["evaluation"], eval_s["latency"]
     embedders = list(embedders or run_s.embedders)
     kinds = list(dict.fromkeys(["flat", *(index_kinds or run_s.index_kinds)]))  # flat: the exact reference of the ANN kinds
     catalogs = sorted(catalogs or run_catalogs(run_id, url))

@@ -25,7 +25,7 @@ def make_splits(run_id: str, tokens_roots: list[str]) -> str:
     roots = sorted(set(tokens_roots))
     if len(roots) != 1:
         raise ValueError(f"splits: the tokenize shards wrote to {len(roots)} folders ({', '.join(roots)}); expected one")
-    s = config.load_train()[2]
+    s = config.load_train().splits
     out = paths.splits_dir(run_id)
     print(build_splits(roots[0], out, s.val_ratio, s.test_ratio, s.seed, s.group_by).line(), file=sys.stderr)
     return str(out)
@@ -53,7 +53,8 @@ def train_token_embedder(tokens_root: str | Path, splits_dir: str | Path | None 
     from pipeline.devices import resolve_device
     from pipeline.train.token_embedder import train
 
-    emb_s, train_s, split_s, raw = config.load_train(config_path)
+    cfg = config.load_train(config_path)
+    emb_s, train_s, split_s, raw = cfg.embedder, cfg.training, cfg.splits, cfg.raw
     if epochs is not None:
         train_s = replace(train_s, epochs=epochs)
     run_id = run_id or db.new_run_id("train")
