@@ -134,9 +134,11 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
+    from pipeline.config import SplitSettings
     from pipeline.data.splits import build_splits
 
-    summary = build_splits(args.tokens_root, args.output_root, args.val_ratio, args.test_ratio, args.seed, args.group_by)
+    s = config.defaults(SplitSettings, val_ratio=args.val_ratio, test_ratio=args.test_ratio, seed=args.seed, group_by=args.group_by)
+    summary = build_splits(args.tokens_root, args.output_root, s.val_ratio, s.test_ratio, s.seed, s.group_by)
     print(summary.line())
     return 0
 
@@ -485,10 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("splits", help="track-level train/val/test lists of a folder of token files")
     s.add_argument("--tokens-root", required=True, type=Path, help="folder of token files (cloudtune tokenize's output)")
     s.add_argument("--output-root", required=True, type=Path, help="where train.txt, val.txt, test.txt and summary.json go")
-    s.add_argument("--val-ratio", type=float, default=0.1)
-    s.add_argument("--test-ratio", type=float, default=0.1)
-    s.add_argument("--seed", type=int, default=42)
-    s.add_argument("--group-by", metavar="FIELD", help="keep tracks with the same value together: folder, or a token metadata field")
+    s.add_argument("--val-ratio", type=float, help="config splits.val_ratio (configs/train.yaml)")
+    s.add_argument("--test-ratio", type=float, help="config splits.test_ratio")
+    s.add_argument("--seed", type=int, help="config splits.seed")
+    s.add_argument("--group-by", metavar="FIELD", help="keep tracks with the same value together: folder, or a token metadata field (config splits.group_by)")
     s.set_defaults(func=cmd_splits)
 
     s = sub.add_parser("train", help="train embedder: contrastive training of the token embedder")

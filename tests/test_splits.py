@@ -1,10 +1,12 @@
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 
 from pipeline.cli import main
+from pipeline.config import SplitSettings, defaults
 from pipeline.data.splits import assign, build_splits
 from pipeline.store import db
 from pipeline.store.tables import run_errors, splits
@@ -21,6 +23,11 @@ def write_tracks(root, n_tracks, chunks=1, folders=1):
                 "track_id": tid, "source": f"file:///music/album{t % folders}/song{t}.flac", "sample_rate": 24000, "duration_s": 1.0,
                 "chunk_index": c, "num_chunks": chunks, "token_shape": [], "backend": "rvq", "codec_version": "v"})
     return root
+
+
+def configured(**overrides) -> dict:
+    """build_splits' val_ratio, test_ratio, seed and group_by: configs/train.yaml `splits` with ``overrides``."""
+    return asdict(defaults(SplitSettings, **overrides))
 
 
 def read_lists(out):
@@ -43,7 +50,7 @@ def test_assign_is_deterministic_with_at_least_one_in_val_and_test():
 
 def test_chunks_of_a_track_never_cross_splits(db_url, tmp_path):
     tokens = write_tracks(tmp_path / "tok", 10, chunks=3)
-    s = build_splits(tokens, tmp_path / "splits", 0.2, 0.2, seed=7, progress=False)
+    s = build_splits(tokens, tmp_path / "splits", 0.2, 0.2, seed=7, group_by=None, progress=False)
     lists = read_lists(tmp_path / "splits")
     track_split = {}
     for split, files in lists.items():
@@ -56,7 +63,7 @@ def test_chunks_of_a_track_never_cross_splits(db_url, tmp_path):
     assert rows == track_split
     summary = json.loads((tmp_path / "splits" / "summary.json").read_text())
     assert summary["seed"] == 7 and summary["tracks"]["val"] == 2
-    again = build_splits(tokens, tmp_path / "again", 0.2, 0.2, seed=7, progress=False)
+    again = build_splits(tokens, tmp_path / "again", 0.2, 0.2, seed=7, group_by=None, progress=False)
     assert read_lists(tmp_path / "again") == lists and again.tracks == s.tracks
 
 
@@ -65,14 +72,14 @@ def test_group_by_folder_keeps_related_tracks_together(tmp_path):
     s = build_splits(tokens, tmp_path / "splits", 0.25, 0.25, seed=1, group_by="folder", progress=False)
     assert s.groups == {"train": 2, "val": 1, "test": 1} and s.tracks == {"train": 6, "val": 3, "test": 3}
     with pytest.raises(ValueError, match="--group-by album: not in the token metadata"):
-        build_splits(tokens, tmp_path / "x", group_by="album", progress=False)
+        build_splits(tokens, tmp_path / "x", **configured(group_by="album"), progress=False)
 
 
 def test_a_corrupt_token_file_is_named_and_its_track_left_out(db_url, tmp_path, capsys):
     tokens = write_tracks(tmp_path / "tok", 6, chunks=2)
     bad = sorted(tokens.glob("*.npz"))[1]  # second chunk of the first track
     bad.write_bytes(b"\x00" * 10)
-    s = build_splits(tokens, tmp_path / "splits", progress=False)
+    s = build_splits(tokens, tmp_path / "splits", **configured(), progress=False)
     assert sum(s.tracks.values()) == 5 and s.skipped_files == 2
     assert f"warning: splits: {bad}: corrupt token file" in capsys.readouterr().err
     with db.connect(db_url) as conn:
@@ -88,3 +95,17 @@ def test_splits_cli(tmp_path, capsys):
     assert main(["splits", "--tokens-root", str(few), "--output-root", str(tmp_path / "f")]) == 2
     assert "need at least 3 tracks" in capsys.readouterr().err
     assert main(["splits", "--tokens-root", str(tmp_path / "empty"), "--output-root", str(tmp_path / "e")]) == 2
+
+
+def test_splits_cli_takes_its_defaults_from_the_config(tmp_path, monkeypatch):
+    """`cloudtune splits` restates no default: configs/train.yaml `splits` (here through the environment) fills each flag left out."""
+    tokens = write_tracks(tmp_path / "tok", 10)
+    assert main(["splits", "--tokens-root", str(tokens), "--output-root", str(tmp_path / "flags"), "--seed", "5", "--val-ratio", "0.3"]) == 0
+    monkeypatch.setenv("CLOUDTUNE__SPLITS__SEED", "5")
+    monkeypatch.setenv("CLOUDTUNE__SPLITS__VAL_RATIO", "0.3")
+    assert main(["splits", "--tokens-root", str(tokens), "--output-root", str(tmp_path / "config")]) == 0
+    assert read_lists(tmp_path / "config") == read_lists(tmp_path / "flags")
+    summary = json.loads((tmp_path / "config" / "summary.json").read_text())
+    assert (summary["seed"], summary["val_ratio"], summary["test_ratio"]) == (5, 0.3, 0.1)
+    assert main(["splits", "--tokens-root", str(tokens), "--output-root", str(tmp_path / "flag-wins"), "--seed", "6"]) == 0
+    assert json.loads((tmp_path / "flag-wins" / "summary.json").read_text())["seed"] == 6

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
-from pipeline.config import EmbedderSettings, TrainSettings, defaults
+from pipeline.config import EmbedderSettings, SplitSettings, TrainSettings, defaults
 from pipeline.data.dataset import AudioView, PairCollator, RetrievalProbe, TokenPairDataset, TrackSource, pad_codes, token_dropout
 from pipeline.ingest import ingest
 from pipeline.models.token_embedder import TokenEmbedder, info_nce, load_embedder
@@ -175,7 +175,7 @@ def test_audio_views_are_tokenized_together_in_the_collator(tokens, tiny_config)
     root = Path(tokens)
     from pipeline.data.splits import build_splits
 
-    build_splits(root, root.parent / "sp", 0.2, 0.2, progress=False)
+    build_splits(root, root.parent / "sp", 0.2, 0.2, defaults(SplitSettings).seed, None, progress=False)
     tracks = read_split(root.parent / "sp", "train", root)
     codec = find_codec(root.name)
     ds = TokenPairDataset(tracks, defaults(TrainSettings, clip_seconds=2.0, clips_per_track=2), 16, 12.5, codec)

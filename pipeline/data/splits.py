@@ -74,9 +74,10 @@ def assign(groups: list[str], val_ratio: float, test_ratio: float, seed: int) ->
     return out
 
 
-def build_splits(tokens_root: str | Path, output_root: str | Path, val_ratio: float = 0.1, test_ratio: float = 0.1, seed: int = 42,
-                 group_by: str | None = None, url: str | None = None, run_id: str | None = None, progress: bool = True) -> SplitSummary:
-    """Write train.txt / val.txt / test.txt (token file paths relative to ``tokens_root``) and summary.json."""
+def build_splits(tokens_root: str | Path, output_root: str | Path, val_ratio: float, test_ratio: float, seed: int, group_by: str | None,
+                 url: str | None = None, run_id: str | None = None, progress: bool = True) -> SplitSummary:
+    """Write train.txt / val.txt / test.txt (token file paths relative to ``tokens_root``) and summary.json. The ratios, seed
+    and ``group_by`` are configs/train.yaml ``splits`` (the caller reads them: the CLI, the steps)."""
     root = Path(tokens_root)
     files = sorted(p for p in root.rglob("*") if p.suffix in TOKEN_SUFFIXES and not p.name.startswith("."))
     if not files:
