@@ -255,3 +255,17 @@ def test_explicit_overrides_win_and_settings_are_frozen():
 def test_home_and_db_url_defaults(home):
     assert paths.home() == home.resolve() and home.is_dir()
     assert config.db_url() == f"sqlite:///{home.resolve() / 'cloudtune.db'}"
+
+
+def test_the_canonical_sample_rate_is_read_from_the_config(monkeypatch):
+    """No module restates audio.sample_rate: the steps and the CLI read the canonical rate of ingested audio from the config
+    and hand it to the embedders (the mel-stats baseline assumed 24000 whatever the config said)."""
+    from pipeline.embed.registry import get_embedder
+    from pipeline.steps.retrieval import embedder_settings
+
+    assert get_embedder("mel-stats", **embedder_settings()).sample_rate == 24000
+    monkeypatch.setenv("CLOUDTUNE__AUDIO__SAMPLE_RATE", "16000")
+    mel = get_embedder("mel-stats", **embedder_settings())
+    assert mel.sample_rate == 16000 and mel.manifest()["sample_rate"] == 16000
+    with pytest.raises(ValueError, match="no sample_rate given: pass the catalog's audio.sample_rate"):
+        get_embedder("mel-stats")

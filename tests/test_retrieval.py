@@ -139,7 +139,7 @@ def test_ivfpq_nlist_follows_the_faiss_guideline(n):
 
 
 def test_an_index_refuses_another_embedder_and_stale_embeddings(run_env):
-    mel = get_embedder("mel-stats")
+    mel = get_embedder("mel-stats", **embedder_settings())
     assert load_index("r1", mel.manifest(), "flat", 1000).index.ntotal > 0
     with pytest.raises(ValueError, match="built for embedder version"):
         load_index("r1", {**mel.manifest(), "version": "other"}, "flat", 1000)
@@ -153,7 +153,7 @@ def test_an_index_refuses_another_embedder_and_stale_embeddings(run_env):
 
 
 def test_embed_catalog_is_idempotent_and_embeds_only_new_tracks(run_env, built, tmp_path):
-    mel = get_embedder("mel-stats")
+    mel = get_embedder("mel-stats", **embedder_settings())
     before = json.loads((run_env / "runs" / "r1" / "embeddings" / "mel-stats" / "manifest.json").read_text())
     segments = config.load_index()["segments"]
     assert embed_catalog("r1", mel, settings=segments, progress=False)["created_at"] == before["created_at"]  # up to date: nothing rewritten

@@ -14,8 +14,7 @@ class LogMel:
     (1920 at 24 kHz and 12.5 Hz, MOSS-Audio-Tokenizer's frame). A partial last frame is dropped.
     """
 
-    def __init__(self, sample_rate: int = 24000, frame_rate: float = 12.5, n_mels: int = 64, stack: int = 2,
-                 n_fft: int = 1024, f_min: float = 20.0, f_max: float = 12000.0):
+    def __init__(self, sample_rate: int, frame_rate: float, n_mels: int, stack: int, n_fft: int, f_min: float, f_max: float):
         hop = sample_rate / frame_rate
         if hop != int(hop) or int(hop) % stack:
             raise ValueError(f"rvq: sample_rate/frame_rate = {hop:g} samples must be a whole number divisible by stack={stack}")

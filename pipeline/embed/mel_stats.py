@@ -18,9 +18,9 @@ from pipeline.embed import l2_normalize
 class MelStatsEmbedder:
     name = "mel-stats"
 
-    def __init__(self, sample_rate: int = 24000, n_mels: int = 64, frame_rate: float = 50.0, n_fft: int = 1024):
+    def __init__(self, sample_rate: int, n_mels: int = 64, frame_rate: float = 50.0, n_fft: int = 1024):
         self.sample_rate, self.n_mels, self.frame_rate = sample_rate, n_mels, frame_rate
-        self.features = LogMel(sample_rate, frame_rate, n_mels, stack=1, n_fft=n_fft)
+        self.features = LogMel(sample_rate, frame_rate, n_mels, stack=1, n_fft=n_fft, f_min=20.0, f_max=12000.0)
         self.dim = 2 * n_mels
 
     def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:

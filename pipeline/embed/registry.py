@@ -23,7 +23,9 @@ def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", batc
     if name == "mel-stats":
         from pipeline.embed.mel_stats import MelStatsEmbedder
 
-        return MelStatsEmbedder()
+        if sample_rate is None:
+            raise ValueError("get_embedder('mel-stats'): no sample_rate given: pass the catalog's audio.sample_rate")
+        return MelStatsEmbedder(sample_rate)
     if name == "contrastive":
         from pipeline import paths
         from pipeline.embed.contrastive import ContrastiveEmbedder

@@ -23,7 +23,7 @@ class Wav2Vec2Embedder:
 
     name = "wav2vec2"
 
-    def __init__(self, features: Wav2Vec2Features, sample_rate: int = 24000, progress: bool = False):
+    def __init__(self, features: Wav2Vec2Features, sample_rate: int, progress: bool = False):
         self.features = features
         self.dim = features.dim
         self.sample_rate = sample_rate
