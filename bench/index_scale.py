@@ -46,12 +46,14 @@ def recall_vs_exact(found: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
 
 
 def main() -> int:
+    from pipeline.names import INDEX_KINDS
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--data", choices=("lowrank", "uniform"), default="lowrank")
     ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivfpq"])
+    ap.add_argument("--kinds", nargs="+", choices=INDEX_KINDS, default=list(INDEX_KINDS))
     ap.add_argument("--ef-search", type=int, nargs="+", help="HNSW efSearch values to try (default: configs/index.yaml)")
     args = ap.parse_args()
 
