@@ -182,11 +182,13 @@ def main() -> int:
                     gc.collect()
 
         for service_dtype in [] if args.skip_service else args.service_dtypes.split(","):
-            env = {"CLOUDTUNE__WAV2VEC2__DTYPE": service_dtype, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+            env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+            w2v = {**config.load()["wav2vec2"], "dtype": service_dtype}
             if args.service_threads is not None:
-                env["CLOUDTUNE__WAV2VEC2__THREADS"] = str(args.service_threads)
+                w2v["threads"] = args.service_threads
             service_settings = config.section(config.ServiceSettings, config.load(), "service")
-            service = ModelService(handlers.WAV2VEC2, {"model": model_dir, "device": args.device}, service_settings, isolated=True, env=env)
+            service = ModelService(handlers.WAV2VEC2, {"settings": w2v, "model": model_dir, "device": args.device}, service_settings, isolated=True,
+                                   env=env)
             t0 = time.perf_counter()
             service.initialize(preload=True)
             ready_s = time.perf_counter() - t0
@@ -198,7 +200,7 @@ def main() -> int:
                 service.process(clip, 24000)
             caps = service.capabilities()
             lat = np.asarray(service.latencies) * 1e3
-            print(f"\nservice (worker process, {caps.get('device')}, {service_dtype}, threads {env.get('CLOUDTUNE__WAV2VEC2__THREADS', settings.threads)}): "
+            print(f"\nservice (worker process, {caps.get('device')}, {service_dtype}, threads {w2v['threads']}): "
                   f"started + model loaded in {ready_s:.1f} s; {args.seconds:g} s clip at 24 kHz over {args.service_calls} calls: "
                   f"p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms, success rate {caps['success_rate']:.2f}; "
                   f"worker peak RSS {caps['worker_peak_rss_mb']:.0f} MiB")

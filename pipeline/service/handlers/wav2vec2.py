@@ -21,18 +21,16 @@ from pipeline.models.wav2vec2 import MODEL_RATE, Wav2Vec2Features, Wav2Vec2NotCo
 class Wav2Vec2Handler:
     """What a model-service worker hosts: wav2vec2 embeddings of single clips; loads the model lazily on the first request.
 
-    Settings come through the constructor, so the caller decides them: ``settings`` is the ``wav2vec2:`` config
-    section as a JSON object (``dataclasses.asdict`` of a :class:`pipeline.config.Wav2Vec2Settings`), and ``model``,
-    ``layer``, ``device``, ``max_seconds``, ``dtype`` override it when given. Without ``settings`` the handler reads
-    the config here: it is the worker process's entry point then (``--handler`` with only ``--init '{"model": ...}'``)."""
+    Settings come through the constructor (the worker's ``--init`` JSON), so the caller decides them: ``settings`` is the
+    ``wav2vec2:`` config section as a JSON object (``dataclasses.asdict`` of a :class:`pipeline.config.Wav2Vec2Settings`,
+    every key), and ``model``, ``layer``, ``device``, ``max_seconds``, ``dtype`` override it when given."""
 
-    def __init__(self, model: str | None = None, layer: int | None = None, device: str | None = None, max_seconds: float | None = None,
-                 dtype: str | None = None, settings: dict[str, Any] | None = None):
+    def __init__(self, settings: dict[str, Any], model: str | None = None, layer: int | None = None, device: str | None = None,
+                 max_seconds: float | None = None, dtype: str | None = None):
         from pipeline import config
 
-        data = {"wav2vec2": settings} if settings is not None else config.load()
-        self.settings = config.section(config.Wav2Vec2Settings, data, "wav2vec2", model=model, layer=layer, device=device, max_seconds=max_seconds,
-                                       dtype=dtype)
+        self.settings = config.section(config.Wav2Vec2Settings, {"wav2vec2": settings}, "wav2vec2", model=model, layer=layer, device=device,
+                                       max_seconds=max_seconds, dtype=dtype)
         s = self.settings
         self.model, self.layer, self.device, self.max_seconds = s.model, s.layer, s.device, s.max_seconds
         if not self.model:
