@@ -202,7 +202,7 @@ def test_concurrent_first_use_upgrades_once(db_url):
     start = time.time() + 3  # after every process has imported the package
     code = f"import time; from pipeline.store import db; time.sleep(max(0, {start} - time.time())); db.get_engine({db_url!r})"
     procs = [subprocess.Popen([sys.executable, "-c", code], env=_env(), stderr=subprocess.PIPE, text=True) for _ in range(4)]
-    errors = [p.communicate(timeout=120)[1] for p in procs]
+    errors = [(p.communicate(timeout=120)[1].strip().splitlines() or [""])[-1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errors
     engine = db.new_engine(db_url)
     with engine.connect() as conn:

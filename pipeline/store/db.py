@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,10 +37,27 @@ def normalize_url(url: str) -> str:
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")  # first: what follows waits for other connections too
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")  # readers (reports, the UI) never block the writer
-    cur.execute("PRAGMA busy_timeout=30000")
+    _wal(cur)
     cur.close()
+
+
+def _wal(cur, tries: int = 200) -> None:
+    """Put the file in WAL mode (readers, such as reports and the UI, never block the writer; the mode stays with the file).
+
+    The switch needs every other connection out of the file, and SQLite does not wait for that (no busy handler): processes
+    that open a new file at once (Airflow tasks, test workers) got "database is locked". So: only when not WAL yet, and retried.
+    """
+    for attempt in range(tries):
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.025)
 
 
 _ENGINES: dict[str, Engine] = {}
