@@ -1,8 +1,10 @@
 """The worker process: hosts one handler object and answers protocol requests (JSON lines) on stdin/stdout.
 
-    python -m pipeline.service.worker --handler pipeline.service.handlers.wav2vec2:Wav2Vec2Handler --init '{"model": "/models/w2v"}'
+    python -m pipeline.service.worker --handler pipeline.service.handlers.wav2vec2:Wav2Vec2Handler \
+        --init '{"settings": {...the wav2vec2: config section...}, "model": "/models/w2v"}'
 
-The handler is built once at start from ``--init`` (JSON keyword arguments). A request's ``method`` is called
+The handler is built once at start from ``--init`` (JSON keyword arguments; the caller puts the settings there, the
+worker reads no config). A request's ``method`` is called
 with its ``params`` as keyword arguments; ``ping`` (health), ``capabilities`` and ``shutdown`` are built in.
 The protocol owns the real stdout: file descriptor 1 is pointed at stderr, so a library that prints cannot
 corrupt it. Logs go to stderr.
