@@ -36,7 +36,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 
 from pipeline import paths
-from pipeline.names import DEVICES, DTYPES, EMBEDDERS, INDEX_KINDS, QUERY_DEGRADATIONS, TOKENIZER_BACKENDS
+from pipeline.names import DEVICES, DTYPES, EMBEDDERS, INDEX_KINDS, TOKENIZER_BACKENDS, degradation_steps
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "CLOUDTUNE__"
@@ -46,6 +46,16 @@ RENAMED_SECTIONS = {("eval", "run"): "evaluation"}  # (file, old section) -> sec
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the file/variable, section and key."""
+
+
+class _Invalid(ValueError):
+    """What is wrong with a part of a value, ``path`` naming the part (``.demo.sets.pink0db`` below a key; a check across the keys
+    of a section, in its ``__post_init__``, starts it with the key: ``plan``); :func:`_build` turns it into the ConfigError that
+    names the file, section and key."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(problem)
+        self.path, self.problem = path, problem
 
 
 def config_dir() -> Path:
@@ -285,14 +295,44 @@ class PublishSettings:
 
 
 @dataclass(frozen=True)
+class QueryPlan:
+    """One of eval.yaml ``queries.plans``: the query clip lengths and the degradation sets, set name -> spec
+    (:func:`pipeline.names.degradation_steps` checks each spec here; :mod:`pipeline.audio.degrade` applies it)."""
+
+    lengths_s: tuple[float, ...]
+    sets: dict[str, str]
+
+    def __post_init__(self):
+        if not self.lengths_s or any(length <= 0 for length in self.lengths_s):
+            raise _Invalid(".lengths_s", f"expected one or more lengths in seconds above 0, got {list(self.lengths_s)}")
+        if not self.sets:
+            raise _Invalid(".sets", "expected one or more sets, name: spec")
+        for name, spec in self.sets.items():
+            if not name or "/" in name or name != name.strip() or " " in name:
+                raise _Invalid(f".sets.{name}", "a set name is one word without '/' (query sets are named <length>s/<name>)")
+            try:
+                degradation_steps(spec)
+            except ValueError as exc:
+                raise _Invalid(f".sets.{name}", str(exc)) from None
+
+
+@dataclass(frozen=True)
 class QuerySettings:
     split: str
-    lengths_s: tuple[float, ...]
     per_track: int
-    degradations: tuple[str, ...]
     seed: int
+    plan: str
+    plans: dict[str, QueryPlan]
+    background_dir: str
 
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {"degradations": QUERY_DEGRADATIONS}
+    def __post_init__(self):
+        if self.plan not in self.plans:
+            raise _Invalid("plan", f"{self.plan!r} is not one of the plans {', '.join(self.plans)}")
+
+    @property
+    def query_plan(self) -> QueryPlan:
+        """The selected plan."""
+        return self.plans[self.plan]
 
 
 @dataclass(frozen=True)
@@ -522,13 +562,18 @@ def _build(cls: type[T], raw: dict[str, Any], name: str, where: Callable[[str], 
         kind = str(known[key].type)
         try:
             kwargs[key] = value = _typed(kind, value)
+        except _Invalid as exc:
+            raise ConfigError(f"{where(key)}: config {name}.{key}{exc.path}: {exc.problem}") from None
         except (TypeError, ValueError):
             raise ConfigError(f"{where(key)}: config {name}.{key}: expected {kind}, got {value!r}") from None
         allowed = choices.get(key, ())
         wrong = [item for item in (value if isinstance(value, tuple) else (value,)) if allowed and item not in allowed]
         if wrong:
             raise ConfigError(f"{where(key)}: config {name}.{key}: {wrong[0]!r} is not one of {', '.join(allowed)}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except _Invalid as exc:  # a check across keys (__post_init__; its path starts with the key, e.g. QuerySettings' "plan")
+        raise ConfigError(f"{where(exc.path.split('.')[0])}: config {name}.{exc.path}: {exc.problem}") from None
 
 
 def _typed(kind: str, value: Any) -> Any:
@@ -537,6 +582,11 @@ def _typed(kind: str, value: Any) -> Any:
         return None if value is None else _typed(kind.removesuffix(" | None"), value)
     if value is None:
         raise ValueError(kind)
+    if kind.startswith("dict[str, "):  # a mapping name -> item: a nested settings class (NESTED) or a plain type
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ValueError(kind)
+        item = kind.removeprefix("dict[str, ").removesuffix("]")
+        return {k: _nested(NESTED[item], v, f".{k}") if item in NESTED else _typed(item, v) for k, v in value.items()}
     if kind.startswith("tuple"):
         if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
             raise ValueError(kind)
@@ -554,6 +604,32 @@ def _typed(kind: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(kind)
     return value
+
+
+NESTED: dict[str, type] = {"QueryPlan": QueryPlan}  # settings classes that are items of a mapping-valued key
+
+
+def _nested(cls: type[T], value: Any, path: str) -> T:
+    """Settings class ``cls`` from the mapping ``value`` found at ``path`` below a key; every field needed, none unknown."""
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    if not isinstance(value, dict):
+        raise _Invalid(path, f"expected a mapping of {', '.join(known)}, got {value!r}")
+    unknown, missing = sorted(set(value) - set(known)), [k for k in known if k not in value]
+    if unknown or missing:
+        raise _Invalid(f"{path}.{(unknown or missing)[0]}", "unknown key" if unknown else "missing key")
+    kwargs = {}
+    for key, item in value.items():
+        kind = str(known[key].type)
+        try:
+            kwargs[key] = _typed(kind, item)
+        except _Invalid as exc:
+            raise _Invalid(f"{path}.{key}{exc.path}", exc.problem) from None
+        except (TypeError, ValueError):
+            raise _Invalid(f"{path}.{key}", f"expected {kind}, got {item!r}") from None
+    try:
+        return cls(**kwargs)
+    except _Invalid as exc:
+        raise _Invalid(f"{path}{exc.path}", exc.problem) from None
 
 
 # --- typed loaders: {section: settings} of one file, read as s["segments"] or s.segments -----------------

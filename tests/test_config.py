@@ -27,7 +27,10 @@ def test_every_yaml_key_has_a_typed_field_and_every_field_a_yaml_key(name):
         assert set(raw[section]) == {f.name for f in fields(cls)}, (name, section)
         for f in fields(cls):
             assert f.default is MISSING and f.default_factory is MISSING, f"{cls.__name__}.{f.name} has a default: it belongs in configs/{name}.yaml"
-            assert str(f.type).removesuffix(" | None").split("[")[0] in ("int", "float", "str", "bool", "tuple"), (cls.__name__, f.name, f.type)
+            assert str(f.type).removesuffix(" | None").split("[")[0] in ("int", "float", "str", "bool", "tuple", "dict"), (cls.__name__, f.name, f.type)
+            if str(f.type).startswith("dict[str, "):  # a mapping of plain values or of a nested settings class, itself default-free
+                item = str(f.type).removeprefix("dict[str, ").removesuffix("]")
+                assert item in ("int", "float", "str", "bool") or all(g.default is MISSING for g in fields(config.NESTED[item])), f.type
 
 
 def test_section_names_are_unique_across_the_config_files():
@@ -118,7 +121,8 @@ def test_ill_typed_value_names_the_key(monkeypatch):
     ("CLOUDTUNE__PUBLISH__EMBEDDER", "mfcc", "config publish.embedder: 'mfcc' is not one of mel-stats, contrastive, wav2vec2"),
     ("CLOUDTUNE__DAG__INDEX_KINDS", "[flat, lsh]", "config dag.index_kinds: 'lsh' is not one of flat, hnsw, ivfpq"),
     ("CLOUDTUNE__WAV2VEC2__DTYPE", "int8", "config wav2vec2.dtype: 'int8' is not one of auto, float32, bfloat16, float16"),
-    ("CLOUDTUNE__QUERIES__DEGRADATIONS", "[clean, vinyl]", "config queries.degradations: 'vinyl' is not one of clean, white20db, "),
+    ("CLOUDTUNE__QUERIES__PLANS", "{full: {lengths_s: [2], sets: {clean: clean, vinyl: 'vinyl:3'}}}",
+     r"config queries.plans.full.sets.vinyl: degradation spec 'vinyl:3': 'vinyl:3': unknown kind 'vinyl' \(known: clean, white, "),
 ])
 def test_values_are_checked_against_their_type_and_names(monkeypatch, var, value, message):
     monkeypatch.setenv(var, value)
@@ -232,12 +236,12 @@ def test_every_settings_class_has_one_home():
 def test_names_are_the_lists_the_code_accepts():
     import torch
 
-    from pipeline.audio.degrade import QUERY_DEGRADATIONS
+    from pipeline.audio.degrade import STEPS
     from pipeline.cli import build_parser
     from pipeline.devices import resolve_dtype
 
     assert all(isinstance(resolve_dtype(name, "cpu"), torch.dtype) for name in names.DTYPES)
-    assert names.QUERY_DEGRADATIONS == tuple(QUERY_DEGRADATIONS)
+    assert tuple(names.DEGRADATION_KINDS) == tuple(STEPS)  # every kind the grammar takes is one degrade applies
     with pytest.raises(ValueError, match="wav2vec2.dtype 'int8': expected one of auto, float32, bfloat16, float16"):
         resolve_dtype("int8", "cpu", "wav2vec2.dtype")
     embed = build_parser()._subparsers._group_actions[0].choices["embed"]
@@ -269,3 +273,51 @@ def test_the_canonical_sample_rate_is_read_from_the_config(monkeypatch):
     assert mel.sample_rate == 16000 and mel.manifest()["sample_rate"] == 16000
     with pytest.raises(ValueError, match="no sample_rate given: pass the catalog's audio.sample_rate"):
         get_embedder("mel-stats")
+
+
+def test_shipped_query_plans_cover_the_issue_and_parse():
+    from pipeline.audio.degrade import parse
+
+    q = config.load_eval().queries
+    assert q.plan == "full" and q.query_plan is q.plans["full"] and q.background_dir == "var/background/eval"
+    full, demo = q.plans["full"], q.plans["demo"]
+    assert full.lengths_s == (1.0, 2.0, 3.0, 5.0, 10.0) and 2 <= len(demo.lengths_s) <= 3 and len(demo.sets) <= 8
+    steps = {name: parse(spec).steps for plan in (full, demo) for name, spec in plan.sets.items()}  # every spec parses
+    single = {(s[0].kind, s[0].value) for name, s in steps.items() if name in full.sets and len(s) == 1}
+    for color in ("white", "pink", "brown"):
+        assert {(color, float(db)) for db in (-5, 0, 5, 10)} <= single
+    assert {("background", 0.0), ("background", 5.0), ("telephone", None), ("lowpass", 3000.0), ("gain", -12.0)} <= single
+    assert {("speed", f) for f in (0.95, 0.98, 1.02, 1.05)} <= single
+    assert len({v for k, v in single if k == "reverb"}) >= 2 and {k for k, _ in single} & {"mp3", "ogg"}
+    chains = [[step.kind for step in full_steps] for name, full_steps in steps.items() if name in full.sets and len(full_steps) > 1]
+    assert len(chains) >= 2 and all("reverb" in chain for chain in chains)
+
+
+@pytest.mark.parametrize("var,value,message", [
+    ("CLOUDTUNE__QUERIES__PLAN", "nope", "config queries.plan: 'nope' is not one of the plans full, demo"),
+    ("CLOUDTUNE__QUERIES__PLANS", "{full: {lengths_s: [2], sets: {a/b: clean}}}",
+     r"config queries.plans.full.sets.a/b: a set name is one word without '/' \(query sets are named <length>s/<name>\)"),
+    ("CLOUDTUNE__QUERIES__PLANS", "{full: {lengths_s: [2]}}", "config queries.plans.full.sets: missing key"),
+    ("CLOUDTUNE__QUERIES__PLANS", "{full: {lengths_s: [2], sets: {a: clean}, extra: 1}}", "config queries.plans.full.extra: unknown key"),
+    ("CLOUDTUNE__QUERIES__PLANS", "{full: {lengths_s: [0], sets: {a: clean}}}",
+     r"config queries.plans.full.lengths_s: expected one or more lengths in seconds above 0, got \[0.0\]"),
+    ("CLOUDTUNE__QUERIES__PLANS", "{full: {lengths_s: [x], sets: {a: clean}}}",
+     r"config queries.plans.full.lengths_s: expected tuple\[float, ...\], got \['x'\]"),
+    ("CLOUDTUNE__QUERIES__PLANS", "[full]", r"config queries.plans: expected dict\[str, QueryPlan\], got \['full'\]"),
+    ("CLOUDTUNE__QUERIES__PLANS", "{full: {lengths_s: [2], sets: {p: 'pink:loud'}}}",
+     "config queries.plans.full.sets.p: degradation spec 'pink:loud': 'pink:loud': SNR 'loud' is not a number from -30 to 60 dB$"),
+])
+def test_query_plans_are_checked_with_one_line_errors(monkeypatch, var, value, message):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=f"^{var}: {message}"):
+        config.load_eval()
+
+
+def test_a_query_plan_can_be_chosen_per_call_and_overridden_whole(monkeypatch):
+    data = config.load("eval")
+    assert config.section(config.QuerySettings, data, "queries", plan="demo").query_plan.lengths_s == (2.0, 5.0)
+    with pytest.raises(ConfigError, match="^argument: config queries.plan: 'tiny' is not one of the plans full, demo$"):
+        config.section(config.QuerySettings, data, "queries", plan="tiny")
+    monkeypatch.setenv("CLOUDTUNE__QUERIES__PLANS", "{tiny: {lengths_s: [2], sets: {clean: clean}}}")
+    monkeypatch.setenv("CLOUDTUNE__QUERIES__PLAN", "tiny")
+    assert config.load_eval().queries.query_plan == config.QueryPlan((2.0,), {"clean": "clean"})

@@ -26,7 +26,9 @@ from pipeline.tokenize.catalog import tokenize
 
 ENV = {
     "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",
-    "CLOUDTUNE__QUERIES__PER_TRACK": "2", "CLOUDTUNE__QUERIES__DEGRADATIONS": "[clean, pink0db, telephone]",
+    "CLOUDTUNE__QUERIES__PER_TRACK": "2",
+    "CLOUDTUNE__QUERIES__PLAN": "tiny",
+    "CLOUDTUNE__QUERIES__PLANS": "{tiny: {lengths_s: [2, 5], sets: {clean: clean, pink0db: 'pink:0', telephone: telephone}}}",
     "CLOUDTUNE__LATENCY__SINGLE_QUERIES": "4", "CLOUDTUNE__LATENCY__BATCH_SIZE": "8",
     "CLOUDTUNE__IVFPQ__M": "8", "CLOUDTUNE__HNSW__M": "8",
 }

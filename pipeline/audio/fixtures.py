@@ -81,3 +81,39 @@ def write_bad_files(folder: str | Path, max_seconds: float = 1800.0) -> dict[str
         "too_long.wav": "too_long",
         "truncated.flac": "decode_error",
     }
+
+
+def background_recording(seconds: float, sr: int = 24000, seed: int = 0) -> np.ndarray:
+    """A stand-in for a recording of a busy room (tests need no fetched files): band-passed noise bursts of random length
+    (voices' formant band), a hum with harmonics and a few chirps over a low rumble, mixed; float32 mono, RMS about 0.1."""
+    from scipy import signal
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    out = 0.02 * signal.sosfilt(signal.butter(2, 200, "lowpass", fs=sr, output="sos"), rng.standard_normal(n)) * 10  # rumble
+    out += 0.01 * sum(np.sin(2 * np.pi * 50 * k * t) / k for k in (1, 2, 3))  # mains hum
+    formant = signal.butter(2, [300, 3000], "bandpass", fs=sr, output="sos")
+    for _ in range(int(seconds * 3)):  # "voices": noise bursts of 0.1-0.6 s with a smooth envelope
+        length = int(rng.uniform(0.1, 0.6) * sr)
+        start = int(rng.integers(0, max(1, n - length)))
+        burst = signal.sosfilt(formant, rng.standard_normal(length)) * np.hanning(length) * rng.uniform(0.05, 0.2)
+        out[start : start + length] += burst[: n - start]
+    for _ in range(max(1, int(seconds / 2))):  # chirps (a door, a phone)
+        length = int(rng.uniform(0.2, 0.5) * sr)
+        start = int(rng.integers(0, max(1, n - length)))
+        tc = np.arange(length) / sr
+        out[start : start + length] += (0.05 * signal.chirp(tc, rng.uniform(400, 1500), tc[-1], rng.uniform(1500, 5000)) * np.hanning(length))[: n - start]
+    return (out * (0.1 / (np.sqrt(np.mean(out**2)) + 1e-12))).astype(np.float32)
+
+
+def write_background(folder: str | Path, count: int = 3, seconds: float = 6.0, sr: int = 24000, channels: int = 1) -> list[Path]:
+    """``count`` :func:`background_recording` FLAC files (``seconds`` long each, seeds 0 ...) in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(count):
+        wave = background_recording(seconds, sr, seed=i)
+        files.append(folder / f"room{i}.flac")
+        sf.write(files[-1], np.repeat(wave[:, None], channels, axis=1), sr)
+    return files

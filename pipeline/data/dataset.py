@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.audio.degrade import QUERY_DEGRADATIONS, random_degradation
+from pipeline.audio.degrade import apply, parse, random_degradation
 from pipeline.config import TrainSettings
 from pipeline.tokenize import mask_id, pad_id
 from pipeline.tokenize.files import load_tokens
@@ -156,11 +156,14 @@ class RetrievalProbe:
     The gallery is every val track cut into clip-long segments (hop: half a clip) from the stored tokens,
     plus, as in the evaluation's catalog, the segments of the ``distractors`` (the train tracks' codes): a
     query must find its own track among all of them. Queries come from the val tracks only: crops at seeded
-    random offsets, degraded with the evaluation's named degradations when audio and an rvq codec are at
-    hand. Ranking is by track: a track scores its best segment.
+    random offsets, degraded (when audio and an rvq codec are at hand) by the degradation specs of DEGRADATIONS in turn,
+    the kinds of the evaluation's query sets (configs/eval.yaml queries.plans) without the real background sound: the
+    val probe needs no fetched files. Ranking is by track: a track scores its best segment.
     """
 
-    DEGRADATIONS = ("white10db", "pink0db", "telephone", "reverb", "speed1.03", "lowpass3k", "gain-12db", "clean")
+    # white 10 dB, pink 0 dB, the telephone band, a 0.6 s room, 3 % faster, low-pass 3 kHz, -12 dB, clean (the eight named
+    # query degradations it had before the evaluation's specs; "reverb" was a 0.6 s noise tail, now a simulated 0.6 s room)
+    DEGRADATIONS = ("white:10", "pink:0", "telephone", "reverb:0.6", "speed:1.03", "lowpass:3000", "gain:-12", "clean")
 
     def __init__(self, dataset: TokenPairDataset, queries_per_track: int, seed: int = 0, distractors: list[np.ndarray] | None = None):
         self.ds = dataset
@@ -174,12 +177,12 @@ class RetrievalProbe:
         for t, codes in enumerate(dataset.codes):
             for j in range(queries_per_track):
                 rng = np.random.default_rng([seed, 7919, t, j])
-                name = self.DEGRADATIONS[(t + j) % len(self.DEGRADATIONS)]
+                spec = self.DEGRADATIONS[(t + j) % len(self.DEGRADATIONS)]
                 track = dataset.tracks[t]
                 start = dataset.crop_start(codes.shape[1], clip, rng)
                 if dataset.codec is not None and track.audio_path is not None:
                     wave = dataset.audio_crop(track.audio_path, start, clip)
-                    q = AudioView(QUERY_DEGRADATIONS[name](wave, dataset.codec.sample_rate, rng), 0)
+                    q = AudioView(apply(wave, dataset.codec.sample_rate, parse(spec), rng), 0)
                 else:
                     q = codes[:, start : start + clip]
                 self.queries.append(q)

@@ -7,16 +7,17 @@ import time
 
 import numpy as np
 
-from pipeline.config import LatencySettings, QuerySettings
+from pipeline.config import LatencySettings
 from pipeline.evaluate import metrics as M
-from pipeline.evaluate.queries import Clip, degrade
+from pipeline.evaluate.queries import Clip, QueryPlan, degrade
 from pipeline.evaluate.retrieval import Candidate, RowFn
 
 
-def latency_waves(clips: list[Clip], queries: QuerySettings, count: int, sample_rate: int) -> list[np.ndarray]:
-    """``count`` clips drawn (seeded) from every degradation of the given clean clips."""
-    waves = [w for d in queries.degradations for w in degrade(clips, d, queries.seed, sample_rate)]
-    return [waves[i] for i in np.random.default_rng(queries.seed).permutation(len(waves))[:count]]
+def latency_waves(clips: list[Clip], plan: QueryPlan, seed: int, count: int, sample_rate: int) -> list[np.ndarray]:
+    """``count`` clips drawn (seeded) from every set of the plan applied to the given clean clips; only those drawn are degraded."""
+    names, n = list(plan.sets), len(clips)
+    drawn = np.random.default_rng(seed).permutation(len(names) * n)[:count]  # i: clip i % n under set i // n
+    return [degrade([clips[i % n]], names[i // n], plan.sets[names[i // n]], seed, sample_rate, plan.background)[0] for i in drawn]
 
 
 def _timed_single(embedder, idx, waves, top_k) -> tuple[list[float], list[float]]:

@@ -1,18 +1,21 @@
-"""Query sets: clips cut at seeded random offsets from the query split's tracks, each under every named degradation.
+"""Query sets: clips cut at seeded random offsets from the query split's tracks, each under every set of the query plan.
 
-A query set is named ``<length>s/<degradation>`` (``5s/pink0db``). The clean clip of a (track, length, j)
-is the same under every degradation, so the sets differ only by the degradation.
+A plan (configs/eval.yaml ``queries.plans``) names its query lengths and its sets, name -> degradation spec
+(:mod:`pipeline.audio.degrade`). A query set is named ``<length>s/<set name>`` (``5s/pink0db``). The clean clip of a
+(track, length, j) is the same under every set, so the sets differ only by the degradation; a set's clip is degraded with
+a generator seeded by (seed, set name, track, offset), so a set gives the same audio in every run.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from pipeline.audio.degrade import QUERY_DEGRADATIONS
+from pipeline.audio.degrade import Degradation, apply, load_background, split_plan
 from pipeline.config import QuerySettings
 from pipeline.embed.catalog import Track, read_track
 
@@ -24,8 +27,33 @@ class Clip:
     wave: np.ndarray
 
 
-def set_name(length_s: float, degradation: str) -> str:
-    return f"{length_s:g}s/{degradation}"
+@dataclass
+class QueryPlan:
+    """The plan a run evaluates, ready to run: its lengths, the sets that can run here (name -> degradation, in the configured
+    order), the sets skipped (name -> reason) and the background recordings the sets draw from."""
+
+    name: str
+    lengths_s: tuple[float, ...]
+    sets: dict[str, Degradation]
+    skipped: dict[str, str] = field(default_factory=dict)
+    background: list[np.ndarray] = field(default_factory=list)
+
+    def specs(self) -> dict[str, str]:
+        return {name: d.spec for name, d in self.sets.items()}
+
+
+def query_plan(s: QuerySettings, background_dir: str | Path | None, sample_rate: int) -> QueryPlan:
+    """The selected plan of ``s`` (``s.plan``), split into runnable and skipped sets (a set with background sound is skipped
+    when ``background_dir`` is missing or empty, one that cannot run at ``sample_rate`` too: :func:`split_plan`); the background
+    recordings loaded at ``sample_rate`` when a set needs them."""
+    plan = s.query_plan
+    sets, skipped = split_plan(plan.sets, background_dir, sample_rate)
+    background = load_background(background_dir, sample_rate) if any(d.needs_background for d in sets.values()) else []
+    return QueryPlan(s.plan, tuple(plan.lengths_s), sets, skipped, background)
+
+
+def set_name(length_s: float, name: str) -> str:
+    return f"{length_s:g}s/{name}"
 
 
 def _rng(*keys) -> np.random.Generator:
@@ -48,6 +76,7 @@ def clean_clips(tracks: list[Track], lengths_s: Sequence[float], s: QuerySetting
     return out
 
 
-def degrade(clips: list[Clip], degradation: str, seed: int, sample_rate: int) -> list[np.ndarray]:
-    fn = QUERY_DEGRADATIONS[degradation]
-    return [fn(c.wave, sample_rate, _rng(seed, degradation, c.track_id, c.offset_s)).astype(np.float32) for c in clips]
+def degrade(clips: list[Clip], name: str, degradation: Degradation | str, seed: int, sample_rate: int,
+            background: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Every clip under set ``name``'s degradation (a Degradation or its spec), each with its own seeded generator."""
+    return [apply(c.wave, sample_rate, degradation, _rng(seed, name, c.track_id, c.offset_s), background) for c in clips]

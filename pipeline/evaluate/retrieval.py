@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import QuerySettings
 from pipeline.embed import SegmentEmbedder
 from pipeline.evaluate import metrics as M
-from pipeline.evaluate.queries import Clip, degrade, set_name
+from pipeline.evaluate.queries import Clip, QueryPlan, degrade, set_name
 from pipeline.index.faiss_index import TrackIndex
 
 ANN_CHECK_K = 10  # recall_vs_exact compares the top-10 segment ids of each ANN index with the exact index's
@@ -55,23 +54,23 @@ def _score_set(cand: Candidate, clips: list[Clip], waves: list[np.ndarray], qset
         (exact.setdefault(cand.name, []) if kind == "flat" else approx.setdefault((cand.name, kind), [])).append(seg_ids)
 
 
-def score_query_sets(candidates: list[Candidate], clips_of: dict[float, list[Clip]], queries: QuerySettings, recall_k: Sequence[int],
+def score_query_sets(candidates: list[Candidate], clips_of: dict[float, list[Clip]], plan: QueryPlan, seed: int, recall_k: Sequence[int],
                      sample_rate: int, row: RowFn, progress: bool = True) -> None:
-    """Recall@K, MRR and query count of every candidate x index kind x query set (length x degradation), then each
-    ANN index's Recall@10 against the exact one over all sets. Rows go to ``row``."""
+    """Recall@K, MRR and query count of every candidate x index kind x query set (the plan's lengths x its runnable sets), then
+    each ANN index's Recall@10 against the exact one over all sets. Rows go to ``row``."""
     exact: dict[str, list[np.ndarray]] = {}
     approx: dict[tuple[str, str], list[np.ndarray]] = {}
-    bar = tqdm(total=len(queries.lengths_s) * len(queries.degradations) * len(candidates), desc="evaluate", unit="set", disable=not progress)
-    for length in queries.lengths_s:
+    bar = tqdm(total=len(plan.lengths_s) * len(plan.sets) * len(candidates), desc="evaluate", unit="set", disable=not progress)
+    for length in plan.lengths_s:
         clips = clips_of[length]
         if not clips:
             print(f"evaluate: no query track is {length:g} s long: skipping {length:g} s queries", file=sys.stderr)
-            bar.update(len(queries.degradations) * len(candidates))
+            bar.update(len(plan.sets) * len(candidates))
             continue
-        for degradation in queries.degradations:
-            waves = degrade(clips, degradation, queries.seed, sample_rate)
+        for name, degradation in plan.sets.items():
+            waves = degrade(clips, name, degradation, seed, sample_rate, plan.background)
             for cand in candidates:
-                _score_set(cand, clips, waves, set_name(length, degradation), recall_k, row, exact, approx)
+                _score_set(cand, clips, waves, set_name(length, name), recall_k, row, exact, approx)
                 bar.update(1)
     bar.close()
     for (name, kind), parts in approx.items():

@@ -23,7 +23,7 @@ from pipeline import config, paths
 from pipeline.embed import EmbedderUnavailable
 from pipeline.embed.catalog import Track, catalog_tracks, embed_catalog, load_embeddings, run_catalogs, split_track_ids
 from pipeline.evaluate.latency import latency_waves, measure_latency
-from pipeline.evaluate.queries import clean_clips
+from pipeline.evaluate.queries import clean_clips, query_plan
 from pipeline.evaluate.report import write_report
 from pipeline.evaluate.retrieval import Candidate, score_query_sets
 from pipeline.fsutil import write_json
@@ -75,10 +75,12 @@ def catalog_map(run_id: str, names: list[str], gallery: list[Track], device: str
 
 
 def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: list[str] | None = None, catalogs: list[str] | None = None,
-             device: str = "cpu", url: str | None = None, progress: bool = True) -> dict:
-    """Evaluate the run; returns {"run_id", "rows": [...], "report": path, "skipped": {embedder: reason}}."""
+             device: str = "cpu", url: str | None = None, progress: bool = True, plan: str | None = None) -> dict:
+    """Evaluate the run under query plan ``plan`` (default eval.yaml queries.plan); returns {"run_id", "rows": [...], "report": path,
+    "skipped": {embedder: reason}, "skipped_sets": {query set name: reason}}."""
     eval_s = config.load_eval()
-    qs, run_s, lat_s = eval_s["queries"], eval_s["evaluation"], eval_s["latency"]
+    qs, run_s, lat_s = config.section(config.QuerySettings, eval_s.raw, "queries", plan=plan), eval_s["evaluation"], eval_s["latency"]
+    background_dir = config.PROJECT_ROOT / qs.background_dir  # an absolute background_dir stays as it is
     embedders = list(embedders or run_s.embedders)
     kinds = list(dict.fromkeys(["flat", *(index_kinds or run_s.index_kinds)]))  # flat: the exact reference of the ANN kinds
     catalogs = sorted(catalogs or run_catalogs(run_id, url))
@@ -88,7 +90,8 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
     if not query_tracks:
         raise ValueError(f"run {run_id}: no track of its {qs.split} split is in catalog(s) {', '.join(catalogs)}")
     recall_k = eval_s["metrics"].recall_k
-    run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "queries": asdict(qs),
+    queries = {**{k: v for k, v in asdict(qs).items() if k != "plans"}, **asdict(qs.query_plan)}  # the plan run, not every plan
+    run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "queries": queries,
                   "query_tracks": len(query_tracks), "gallery_tracks": len(gallery)}
     rows: list[dict] = []
 
@@ -108,16 +111,21 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         if not candidates:
             raise RuntimeError(f"evaluate: no embedder could be evaluated ({'; '.join(skipped.values())})")
         sr = candidates[0].embedder.sample_rate
-        clips_of = clean_clips(query_tracks, qs.lengths_s, qs, sr)  # each query track is read once, for every length
-        score_query_sets(candidates, clips_of, qs, recall_k, sr, row, progress)
-        length = max(qs.lengths_s)  # latency: single clips of the longest length (5 s by default)
-        measure_latency(candidates, latency_waves(clips_of[length], qs, lat_s.single_queries, sr), lat_s, max(recall_k), f"latency/{length:g}s", row)
+        plan = query_plan(qs, background_dir, sr)
+        for name, reason in plan.skipped.items():
+            print(f"evaluate: skipping query set {name}: {reason}", file=sys.stderr)
+        clips_of = clean_clips(query_tracks, plan.lengths_s, qs, sr)  # each query track is read once, for every length
+        score_query_sets(candidates, clips_of, plan, qs.seed, recall_k, sr, row, progress)
+        length = max(plan.lengths_s)  # latency: single clips of the longest length
+        measure_latency(candidates, latency_waves(clips_of[length], plan, qs.seed, lat_s.single_queries, sr), lat_s, max(recall_k), f"latency/{length:g}s",
+                        row)
         db.upsert(conn, retrieval_metrics, rows)
         conn.commit()
         names = [c.name for c in candidates]
         cmap = catalog_map(run_id, names, gallery, device, url, progress) if run_s.catalog_vae else None
-        report = write_report(run_id, rows, skipped, run_config, cmap)
+        report = write_report(run_id, rows, {**skipped, **{f"query set {n}": why for n, why in plan.skipped.items()}}, run_config, cmap)
         write_json(paths.evaluation_json(run_id), {"run_id": run_id, "evaluate_run_id": step.run_id, "finished_at": db.utcnow().isoformat(),
-                                                   "embedders": names, "index_kinds": kinds, "skipped": skipped, "report": str(report)})
+                                                   "embedders": names, "index_kinds": kinds, "skipped": skipped, "skipped_sets": plan.skipped,
+                                                   "report": str(report)})
         step.message = f"{len(rows)} metric rows for run {run_id}; report {report}"
-    return {"run_id": run_id, "rows": rows, "report": str(report), "skipped": skipped}
+    return {"run_id": run_id, "rows": rows, "report": str(report), "skipped": skipped, "skipped_sets": plan.skipped}
