@@ -72,6 +72,8 @@ def _mark_failed(context) -> None:
         "device": Param(D.device, type="string", enum=list(DEVICES), title="Device"),
         "max_shards": Param(D.max_shards, type="integer", minimum=1, title="Tokenize shards (at most)"),
         "run_id": Param(None, type=["null", "string"], title="Pipeline run id", description="default: the Airflow run id, made path-safe"),
+        "query_plan": Param(None, type=["null", "string"], title="Query plan",
+                            description="a plan of configs/eval.yaml queries.plans (full, demo); default: queries.plan"),
     },
 )
 def audio_retrieval():
@@ -152,7 +154,7 @@ def audio_retrieval():
         from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
-        return retrieval.evaluate(pipeline_run, list(p["embedders"]), list(p["index_kinds"]), p["device"])
+        return retrieval.evaluate(pipeline_run, list(p["embedders"]), list(p["index_kinds"]), p["device"], query_plan=p.get("query_plan"))
 
     @task(outlets=[PUBLISHED_INDEX])
     def publish(pipeline_run: str, evaluation_report: str) -> dict:

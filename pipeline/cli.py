@@ -210,7 +210,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.steps.retrieval import publish
 
     run_id = _published_or(args.run_id)
-    result = evaluate(run_id, embedders=args.embedder, index_kinds=args.kind, catalogs=args.catalog, device=resolve_device(args.device))
+    result = evaluate(run_id, embedders=args.embedder, index_kinds=args.kind, catalogs=args.catalog, device=resolve_device(args.device),
+                      plan=args.plan)
     result["published"] = not args.no_publish and bool(publish(run_id))
     for length in ("5s", "2s"):
         table = metric_table(result["rows"], length)
@@ -415,7 +416,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     demo = config.load_airflow()["demo"]
     conf = {"catalog": "demo", "catalog_roots": [], "epochs": args.epochs or demo.epochs, "embedding_dim": demo.embedding_dim,
-            "index_kinds": list(demo.index_kinds), **_dag_conf(args.conf)}
+            "index_kinds": list(demo.index_kinds), "query_plan": demo.query_plan, **_dag_conf(args.conf)}
     run_id = run_pipeline_dag("audio_retrieval", conf)
     print_metric_table(run_id)
     return 0
@@ -527,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", action="append", choices=INDEX_KINDS, help="default: configs/eval.yaml evaluation.index_kinds")
     s.add_argument("--catalog", action="append", help="gallery catalog(s) (default: those of the run's split tracks)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    s.add_argument("--plan", help="query plan, a name of configs/eval.yaml queries.plans (default: queries.plan)")
     s.add_argument("--no-publish", action="store_true", help="do not publish the run after the evaluation")
     s.set_defaults(func=cmd_evaluate)
 

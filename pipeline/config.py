@@ -401,6 +401,7 @@ class DemoRunSettings:
     epochs: int
     embedding_dim: int
     index_kinds: tuple[str, ...]
+    query_plan: str
 
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"index_kinds": INDEX_KINDS}
 

@@ -36,7 +36,7 @@ TASKS = {
 TINY = {  # a 1-epoch, 32-wide embedder on a 16-code, 3-level codec; 2 query clips per test track under 3 degradations
     "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",
     "CLOUDTUNE__QUERIES__PER_TRACK": "2",
-    "CLOUDTUNE__QUERIES__PLAN": "tiny",
+    "CLOUDTUNE__QUERIES__PLAN": "tiny", "CLOUDTUNE__DEMO__QUERY_PLAN": "tiny",  # `cloudtune demo` passes demo.query_plan
     "CLOUDTUNE__QUERIES__PLANS": "{tiny: {lengths_s: [2, 5], sets: {clean: clean, pink0db: 'pink:0', telephone: telephone}}}",
     "CLOUDTUNE__LATENCY__SINGLE_QUERIES": "4", "CLOUDTUNE__LATENCY__BATCH_SIZE": "8",
     "CLOUDTUNE__IVFPQ__M": "8", "CLOUDTUNE__HNSW__M": "8",
@@ -95,7 +95,7 @@ def test_params_form_defaults_come_from_configs(bag):
     d = config.load_airflow()["dag"]
     params = bag.dags["audio_retrieval"].params.dump()
     assert set(params) == {"catalog", "catalog_roots", "tokenizer_backend", "epochs", "embedding_dim", "embedders", "index_kinds", "device",
-                           "max_shards", "run_id"}
+                           "max_shards", "run_id", "query_plan"}
     assert params["epochs"] == d.epochs and params["embedding_dim"] == d.embedding_dim and params["index_kinds"] == list(d.index_kinds)
     schema = bag.dags["audio_retrieval"].params.get_param("tokenizer_backend").schema
     assert schema["enum"] == ["rvq", "moss"]

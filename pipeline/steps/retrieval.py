@@ -147,12 +147,14 @@ def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> 
     return out
 
 
-def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: str = "auto", catalogs: list[str] | None = None) -> str:
-    """Recall@K, MRR, latency rows into retrieval_metrics (not published yet); returns the HTML report path."""
+def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: str = "auto", catalogs: list[str] | None = None,
+             query_plan: str | None = None) -> str:
+    """Recall@K, MRR, latency rows into retrieval_metrics (not published yet) under the query plan (default eval.yaml
+    queries.plan); returns the HTML report path."""
     from pipeline.devices import resolve_device
     from pipeline.steps.evaluation import evaluate as run_evaluation
 
-    result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, device=resolve_device(device))
+    result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, device=resolve_device(device), plan=query_plan)
     print(f"evaluate: {len(result['rows'])} metric rows for run {run_id}; report {result['report']}", file=sys.stderr)
     return result["report"]
 
