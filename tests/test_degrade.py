@@ -264,3 +264,21 @@ def test_sets_that_cannot_run_at_the_sample_rate_are_skipped_with_the_reason(bac
                                      "frequency of 16000 Hz audio"}
     assert list(degrade.split_plan(sets, background, 44100)[1]) == ["mp3-8k"]  # MPEG-1: 32-320 kbps
 
+
+def test_query_sets_degrade_each_clip_with_its_own_seeded_generator(music, background, monkeypatch):
+    from pipeline.evaluate import queries
+
+    monkeypatch.setenv("CLOUDTUNE__QUERIES__PLAN", "demo")
+    plan = queries.query_plan(config.load_eval().queries, background, SR)
+    assert plan.name == "demo" and plan.lengths_s == (2.0, 5.0) and not plan.skipped and plan.background == []  # demo needs none
+    assert plan.specs() == dict(config.load_eval().queries.plans["demo"].sets)
+    clips = [queries.Clip("t1", 0.5, music), queries.Clip("t2", 1.0, music)]
+    waves = queries.degrade(clips, "pink0db", plan.sets["pink0db"], 1234, SR)
+    assert np.array_equal(waves[0], degrade.apply(music, SR, "pink:0", queries._rng(1234, "pink0db", "t1", 0.5)))
+    assert not np.array_equal(waves[0], waves[1])  # same audio, another clip: other noise
+    assert np.array_equal(waves[1], queries.degrade(clips, "pink0db", "pink:0", 1234, SR)[1])
+    monkeypatch.setenv("CLOUDTUNE__QUERIES__PLAN", "full")
+    full = queries.query_plan(config.load_eval().queries, background, SR)
+    assert len(full.sets) == 30 and len(full.background) == 3
+    assert list(queries.query_plan(config.load_eval().queries, None, SR).skipped) == ["background0db", "background5db", "bar-phone"]
+

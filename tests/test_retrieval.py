@@ -1,7 +1,9 @@
 """Catalog embedding, FAISS indexes, evaluation, publishing and search on a tiny real run (SQLite and PostgreSQL)."""
 
+import html
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import soundfile as sf
 import yaml
 from sqlalchemy import create_engine, select, text
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
 from pipeline.embed.catalog import embed_catalog, segment_starts
@@ -99,6 +101,23 @@ def test_evaluate_writes_the_full_metric_table(built, run_env):
         latents = conn.execute(text("SELECT COUNT(*), COUNT(DISTINCT catalog) FROM vae_latents WHERE run_id = 'r1'")).one()
     assert tuple(latents) == (10, 1)  # one row per indexed track
     assert published()["run_id"] == "r1" and published()["embedder"] == "contrastive"
+
+
+def test_query_sets_without_their_background_sound_are_skipped_with_the_reason(built, run_env, monkeypatch, tmp_path):
+    from pipeline.audio.fixtures import write_background
+
+    monkeypatch.setenv("CLOUDTUNE__QUERIES__PLANS", "{tiny: {lengths_s: [2], sets: {clean: clean, bg5: 'background:5+telephone'}}}")
+    monkeypatch.setenv("CLOUDTUNE__QUERIES__BACKGROUND_DIR", str(tmp_path / "background"))  # absolute: used as it is
+    monkeypatch.setenv("CLOUDTUNE__EVALUATION__CATALOG_VAE", "false")
+    result = evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
+    why = f"'background:5+telephone' needs real background sound but {tmp_path / 'background'} does not exist (bench/fetch_background.py fetches it)"
+    assert result["skipped_sets"] == {"bg5": why} and not result["skipped"]
+    assert {r["query_set"] for r in result["rows"]} == {"2s/clean", "latency/2s"}  # one flat index: no ANN check row ("all")
+    assert json.loads(paths.evaluation_json("r1").read_text())["skipped_sets"] == {"bg5": why}
+    assert f"<b>query set bg5 skipped:</b> {html.escape(why)}" in Path(result["report"]).read_text()
+    write_background(tmp_path / "background", count=2, seconds=4.0)  # generated "recordings": now the set runs
+    result = evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
+    assert not result["skipped_sets"] and {"2s/clean", "2s/bg5"} <= {r["query_set"] for r in result["rows"]}
 
 
 def test_segments_cover_the_track_and_its_tail():
