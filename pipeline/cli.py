@@ -210,7 +210,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.steps.retrieval import publish
 
     run_id = _published_or(args.run_id)
-    result = evaluate(run_id, embedders=args.embedder, index_kinds=args.kind, catalogs=args.catalog, device=resolve_device(args.device))
+    result = evaluate(run_id, embedders=args.embedder, index_kinds=args.kind, catalogs=args.catalog, distractors=args.distractors,
+                      device=resolve_device(args.device))
     result["published"] = not args.no_publish and bool(publish(run_id))
     for length in ("5s", "2s"):
         table = metric_table(result["rows"], length)
@@ -229,7 +230,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from pipeline.steps.retrieval import embedder_settings
 
     settings = config.load_index()
-    searcher = Searcher(settings, args.run_id, args.embedder, args.kind, resolve_device(args.device), embedder_settings=embedder_settings())
+    searcher = Searcher(settings, args.run_id, args.embedder, args.kind, resolve_device(args.device), embedder_settings=embedder_settings(),
+                        audio=config.load_pipeline().audio)
     failed = 0
     for result in search_clips(args.clips, searcher, args.top_k or settings["search"].top_k):
         if "error" in result:
@@ -526,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--embedder", action="append", choices=EMBEDDERS, help="default: configs/eval.yaml evaluation.embedders")
     s.add_argument("--kind", action="append", choices=INDEX_KINDS, help="default: configs/eval.yaml evaluation.index_kinds")
     s.add_argument("--catalog", action="append", help="gallery catalog(s) (default: those of the run's split tracks)")
+    s.add_argument("--distractors", action="append", metavar="CATALOG",
+                   help="a catalog indexed beside the run's but never queried (repeat for more; default configs/eval.yaml evaluation.distractors)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--no-publish", action="store_true", help="do not publish the run after the evaluation")
     s.set_defaults(func=cmd_evaluate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -80,6 +81,20 @@ def normalize(wave: np.ndarray, target_rms_dbfs: float = -20.0, peak_ceiling_dbf
         wave *= np.float32(gain)
         return wave
     return (wave * np.float32(gain)).astype(np.float32, copy=False)
+
+
+def query_level(wave: np.ndarray, target_rms_dbfs: float, peak_ceiling_dbfs: float) -> np.ndarray:
+    """A query clip brought to the level ingest gives the catalog (``audio.target_rms_dbfs``, peak under ``audio.peak_ceiling_dbfs``):
+    what `cloudtune search` and `evaluate` both do to every query before embedding it, so a clip's own level never matters."""
+    return normalize(np.asarray(wave, dtype=np.float32), target_rms_dbfs, peak_ceiling_dbfs)
+
+
+def uri_to_path(uri: str) -> Path | None:
+    """The local path of a ``file://`` URI (as `tracks.source_uri` holds them); None for any other scheme."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
 
 
 def write_flac(path, wave: np.ndarray, sr: int, subtype: str = "PCM_16", compression_level: float | None = None) -> None:

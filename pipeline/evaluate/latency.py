@@ -9,13 +9,13 @@ import numpy as np
 
 from pipeline.config import LatencySettings, QuerySettings
 from pipeline.evaluate import metrics as M
-from pipeline.evaluate.queries import Clip, degrade
-from pipeline.evaluate.retrieval import Candidate, RowFn
+from pipeline.evaluate.queries import Clip
+from pipeline.evaluate.retrieval import Candidate, RowFn, as_queries
 
 
-def latency_waves(clips: list[Clip], queries: QuerySettings, count: int, sample_rate: int) -> list[np.ndarray]:
-    """``count`` clips drawn (seeded) from every degradation of the given clean clips."""
-    waves = [w for d in queries.degradations for w in degrade(clips, d, queries.seed, sample_rate)]
+def latency_waves(clips: list[Clip], queries: QuerySettings, count: int, sample_rate: int, level: tuple[float, float]) -> list[np.ndarray]:
+    """``count`` query clips drawn (seeded) from every degradation of the given clean clips."""
+    waves = [w for d in queries.degradations for w in as_queries(clips, d, queries, sample_rate, level)]
     return [waves[i] for i in np.random.default_rng(queries.seed).permutation(len(waves))[:count]]
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.audio import io as audio_io
 from pipeline.config import QuerySettings
 from pipeline.embed import SegmentEmbedder
 from pipeline.evaluate import metrics as M
@@ -55,8 +56,14 @@ def _score_set(cand: Candidate, clips: list[Clip], waves: list[np.ndarray], qset
         (exact.setdefault(cand.name, []) if kind == "flat" else approx.setdefault((cand.name, kind), [])).append(seg_ids)
 
 
+def as_queries(clips: list[Clip], degradation: str, queries: QuerySettings, sample_rate: int, level: tuple[float, float]) -> list[np.ndarray]:
+    """The clips as search would get them: degraded (the world's part), then brought to the catalog level (search's part;
+    ``level``: audio.target_rms_dbfs, audio.peak_ceiling_dbfs)."""
+    return [audio_io.query_level(w, *level) for w in degrade(clips, degradation, queries.seed, sample_rate)]
+
+
 def score_query_sets(candidates: list[Candidate], clips_of: dict[float, list[Clip]], queries: QuerySettings, recall_k: Sequence[int],
-                     sample_rate: int, row: RowFn, progress: bool = True) -> None:
+                     sample_rate: int, level: tuple[float, float], row: RowFn, progress: bool = True) -> None:
     """Recall@K, MRR and query count of every candidate x index kind x query set (length x degradation), then each
     ANN index's Recall@10 against the exact one over all sets. Rows go to ``row``."""
     exact: dict[str, list[np.ndarray]] = {}
@@ -69,7 +76,7 @@ def score_query_sets(candidates: list[Candidate], clips_of: dict[float, list[Cli
             bar.update(len(queries.degradations) * len(candidates))
             continue
         for degradation in queries.degradations:
-            waves = degrade(clips, degradation, queries.seed, sample_rate)
+            waves = as_queries(clips, degradation, queries, sample_rate, level)
             for cand in candidates:
                 _score_set(cand, clips, waves, set_name(length, degradation), recall_k, row, exact, approx)
                 bar.update(1)

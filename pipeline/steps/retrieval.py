@@ -147,12 +147,21 @@ def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> 
     return out
 
 
-def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: str = "auto", catalogs: list[str] | None = None) -> str:
+def gallery_catalogs(run_id: str, distractors: list[str]) -> list[str]:
+    """What a run indexes: the catalogs of its split tracks plus the distractor catalogs (indexed, never queried)."""
+    from pipeline.embed.catalog import run_catalogs
+
+    return sorted(set(run_catalogs(run_id)) | set(distractors))
+
+
+def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: str = "auto", catalogs: list[str] | None = None,
+             distractors: list[str] | None = None) -> str:
     """Recall@K, MRR, latency rows into retrieval_metrics (not published yet); returns the HTML report path."""
     from pipeline.devices import resolve_device
     from pipeline.steps.evaluation import evaluate as run_evaluation
 
-    result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, device=resolve_device(device))
+    result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, distractors=distractors,
+                            device=resolve_device(device))
     print(f"evaluate: {len(result['rows'])} metric rows for run {run_id}; report {result['report']}", file=sys.stderr)
     return result["report"]
 
