@@ -35,7 +35,7 @@ def main() -> int:
     os.environ.pop("CLOUDTUNE_DB_URL", None)
 
     from pipeline.audio.synth import build_catalog
-    from pipeline.ingest import ingest
+    from pipeline.steps.ingest import ingest
     from pipeline.tokenize.catalog import tokenize, train_tokenizer
 
     sources = [music]

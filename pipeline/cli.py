@@ -39,7 +39,7 @@ def cmd_demo_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from pipeline.ingest import ingest
+    from pipeline.steps.ingest import ingest
 
     summary = ingest(args.sources, catalog=args.catalog, workers=args.workers)
     print(summary.line())
@@ -405,7 +405,7 @@ def cmd_airflow(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.audio.synth import build_catalog
     from pipeline.config import DemoCatalogSettings
-    from pipeline.ingest import ingest
+    from pipeline.steps.ingest import ingest
 
     s = config.section(DemoCatalogSettings, config.load(), "demo_catalog", tracks=args.tracks, seconds=args.seconds, seed=args.seed)
     out = paths.demo_catalog_dir(s.seed, s.tracks, s.seconds)

@@ -15,9 +15,9 @@ from pipeline.cli import main
 from pipeline.embed.catalog import embed_catalog, segment_starts
 from pipeline.embed.registry import get_embedder
 from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index
-from pipeline.ingest import ingest
 from pipeline.publish import published
 from pipeline.steps.evaluation import evaluate
+from pipeline.steps.ingest import ingest
 from pipeline.steps.retrieval import embedder_settings, publish
 from pipeline.steps.training import train_token_embedder as train_embedder
 from pipeline.store import db, reports

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
-from pipeline.ingest import ingest
+from pipeline.steps.ingest import ingest
 from pipeline.store import db
 from pipeline.store.tables import run_errors, run_metrics, runs, tracks
 from pipeline.tokenize.catalog import holdout_split, tokenize, train_tokenizer

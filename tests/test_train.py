@@ -8,8 +8,8 @@ from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
 from pipeline.config import EmbedderSettings, SplitSettings, TrainSettings, defaults
 from pipeline.data.dataset import AudioView, PairCollator, RetrievalProbe, TokenPairDataset, TrackSource, pad_codes, token_dropout
-from pipeline.ingest import ingest
 from pipeline.models.token_embedder import TokenEmbedder, info_nce, load_embedder
+from pipeline.steps.ingest import ingest
 from pipeline.steps.training import train_token_embedder as train_embedder
 from pipeline.store import db
 from pipeline.store.tables import training_epochs

@@ -16,7 +16,7 @@ from pipeline.fsutil import atomic_path
 
 def ingest_roots(catalog: str, roots: list[str]) -> dict:
     """Ingest new audio under ``roots`` into ``catalog`` (unchanged files are skipped); an empty list uses the catalog as it is."""
-    from pipeline.ingest import ingest
+    from pipeline.steps.ingest import ingest
     from pipeline.tokenize.catalog import list_items
 
     line = f"ingest: no catalog roots given: using catalog {catalog} as it is"
