@@ -30,7 +30,8 @@ MIN_SECONDS = 0.5
 
 class Searcher:
     """A run's embedder and index, loaded once; ``search`` takes waveforms at ``sample_rate``. ``embedder_settings``: keyword
-    arguments of ``get_embedder`` (``wav2vec2``, ``sample_rate``), read from config by the caller (needed for wav2vec2)."""
+    arguments of ``get_embedder`` (``wav2vec2``, ``sample_rate``, ``moss``), read from config by the caller (needed for wav2vec2, and for
+    contrastive over MOSS tokens)."""
 
     def __init__(self, settings: dict, run_id: str | None = None, embedder: str | None = None, index_kind: str | None = None, device: str = "cpu",
                  url: str | None = None, embedder_settings: dict | None = None, *, audio: AudioSettings):

@@ -112,6 +112,31 @@ def test_moss_backend_through_the_auto_model_code_path(tmp_path, catalog, monkey
     assert codes.shape == (2, 63) and meta["backend"] == "moss" and codes.max() < 32
 
 
+def test_contrastive_over_moss_tokens_gets_the_moss_settings_from_its_caller(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    import torch
+
+    from pipeline import paths
+    from pipeline.config import EmbedderSettings, defaults
+    from pipeline.embed.registry import get_embedder
+    from pipeline.models.token_embedder import TokenEmbedder
+    from pipeline.steps.retrieval import embedder_settings
+    from pipeline.tokenize.moss import MossTokenizer
+
+    model_dir = str(make_standin_dir(tmp_path / "moss", num_quantizers=4, codebook_size=32))
+    tiny = defaults(EmbedderSettings, embedding_dim=32, hidden=64, layers=1, heads=2, dropout=0.0, max_frames=64)
+    ckpt = paths.embedder_checkpoint("r1")
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": TokenEmbedder(4, 32, tiny).state_dict(), "embedder": asdict(tiny), "num_quantizers": 4, "codebook_size": 32,
+                "codec_version": MossTokenizer(model_dir, device="cpu").version, "history": []}, ckpt)
+    with pytest.raises(ValueError, match="is not an rvq codec in this CLOUDTUNE_HOME and no moss settings were given"):
+        get_embedder("contrastive", "r1", "cpu")
+    monkeypatch.setenv("CLOUDTUNE__MOSS__MODEL_DIR", model_dir)
+    embedder = get_embedder("contrastive", "r1", "cpu", **embedder_settings())
+    assert embedder.tokenizer.name == "moss" and embedder.embed([np.zeros(24000, np.float32)]).shape == (1, 32)
+
+
 def test_moss_batched_and_streamed_encodes_agree(tmp_path):
     from pipeline.tokenize.moss import MossTokenizer
 

@@ -74,10 +74,11 @@ class StepSkipped(Exception):
 
 def embedder_settings() -> dict:
     """What building an embedder needs from configs/pipeline.yaml, as keyword arguments of ``pipeline.embed.registry.get_embedder``:
-    the ``wav2vec2:`` section and the catalog's ``audio.sample_rate``."""
+    the ``wav2vec2:`` and ``moss:`` sections and the catalog's ``audio.sample_rate``."""
     data = config.load()
     return {"wav2vec2": config.section(config.Wav2Vec2Settings, data, "wav2vec2"),
-            "sample_rate": config.section(config.AudioSettings, data, "audio").sample_rate}
+            "sample_rate": config.section(config.AudioSettings, data, "audio").sample_rate,
+            "moss": config.section(config.MossSettings, data, "moss")}
 
 
 def _embed_one(run_id: str, name: str, device: str, catalogs: list[str] | None) -> str:

@@ -159,6 +159,13 @@ def _train_and_save(items: list[Item], train_ids: list[str], hold_ids: list[str]
     return codec.info
 
 
+def moss_tokenizer(settings: MossSettings, device: str = "auto"):
+    """The MOSS model of the ``moss:`` settings."""
+    from pipeline.tokenize.moss import MossTokenizer
+
+    return MossTokenizer(settings.model_dir, device, settings.num_quantizers, settings.chunk_seconds, settings.batch_size, settings.dtype)
+
+
 def load_tokenizer(backend: str, scope: str, device: str = "auto", model_dir: str | None = None, num_quantizers: int | None = None,
                    catalog: str | None = None, input_root: str | Path | None = None, url: str | None = None, progress: bool = True):
     """The rvq codec of ``scope`` (trained first when there is none) or the MOSS model."""
@@ -177,10 +184,7 @@ def load_tokenizer(backend: str, scope: str, device: str = "auto", model_dir: st
                              codec.version + f"-q{num_quantizers}", codec.info, codec.device)
         return codec
     if backend == "moss":
-        from pipeline.tokenize.moss import MossTokenizer
-
-        s = config.section(MossSettings, config.load(), "moss", model_dir=model_dir, num_quantizers=num_quantizers)
-        return MossTokenizer(s.model_dir, device, s.num_quantizers, s.chunk_seconds, s.batch_size, s.dtype)
+        return moss_tokenizer(config.section(MossSettings, config.load(), "moss", model_dir=model_dir, num_quantizers=num_quantizers), device)
     raise ValueError(f"--backend {backend!r}: expected one of {', '.join(TOKENIZER_BACKENDS)}")
 
 
