@@ -36,7 +36,7 @@ def main() -> int:
 
     from pipeline.audio.synth import build_catalog
     from pipeline.steps.ingest import ingest
-    from pipeline.tokenize.catalog import tokenize, train_tokenizer
+    from pipeline.steps.tokens import tokenize, train_tokenizer
 
     sources = [music]
     if args.demo_tracks:

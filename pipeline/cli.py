@@ -109,7 +109,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:
     from pipeline.config import RVQSettings
-    from pipeline.tokenize.catalog import train_tokenizer
+    from pipeline.steps.tokens import train_tokenizer
 
     settings = config.section(RVQSettings, config.load(), "rvq", levels=args.levels, codebook_size=args.codebook_size)
     folder, report = train_tokenizer(args.catalog, args.input_root, settings=settings)
@@ -121,7 +121,7 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from pipeline.tokenize.catalog import tokenize
+    from pipeline.steps.tokens import tokenize
 
     summary = tokenize(args.backend, args.catalog, args.input_root, args.output_root, device=args.device, max_files=args.max_files,
                        chunk_seconds=args.chunk_seconds, save_format=args.save_format, overwrite=args.overwrite, fail_fast=args.fail_fast,

@@ -19,10 +19,10 @@ from pipeline.publish import published
 from pipeline.steps.evaluation import evaluate
 from pipeline.steps.ingest import ingest
 from pipeline.steps.retrieval import embedder_settings, publish
+from pipeline.steps.tokens import tokenize
 from pipeline.steps.training import train_token_embedder as train_embedder
 from pipeline.store import db, reports
 from pipeline.store.tables import retrieval_metrics, runs, tracks
-from pipeline.tokenize.catalog import tokenize
 
 ENV = {
     "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",

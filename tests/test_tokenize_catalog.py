@@ -10,9 +10,10 @@ from sqlalchemy import select
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
 from pipeline.steps.ingest import ingest
+from pipeline.steps.tokens import tokenize, train_tokenizer
 from pipeline.store import db
 from pipeline.store.tables import run_errors, run_metrics, runs, tracks
-from pipeline.tokenize.catalog import holdout_split, tokenize, train_tokenizer
+from pipeline.tokenize.catalog import holdout_split
 from pipeline.tokenize.files import load_tokens
 
 N_TRACKS = 5

@@ -10,11 +10,11 @@ from pipeline.config import EmbedderSettings, SplitSettings, TrainSettings, defa
 from pipeline.data.dataset import AudioView, PairCollator, RetrievalProbe, TokenPairDataset, TrackSource, pad_codes, token_dropout
 from pipeline.models.token_embedder import TokenEmbedder, info_nce, load_embedder
 from pipeline.steps.ingest import ingest
+from pipeline.steps.tokens import tokenize
 from pipeline.steps.training import train_token_embedder as train_embedder
 from pipeline.store import db
 from pipeline.store.tables import training_epochs
 from pipeline.tokenize import mask_id, pad_id
-from pipeline.tokenize.catalog import tokenize
 from pipeline.tokenize.files import save_tokens
 
 TINY_MODEL = defaults(EmbedderSettings, embedding_dim=32, hidden=64, layers=1, heads=2, dropout=0.1, max_frames=64)

@@ -38,7 +38,7 @@ def train_tokenizer(catalog: str, backend: str) -> str | None:
         return None
     if backend != "rvq":
         raise ValueError(f"tokenizer_backend {backend!r}: expected rvq or moss")
-    from pipeline.tokenize.catalog import train_tokenizer as train
+    from pipeline.steps.tokens import train_tokenizer as train
 
     folder, _ = train(catalog)
     return str(folder)
@@ -56,7 +56,7 @@ def plan_shards(catalog: str, max_shards: int, min_tracks_per_shard: int) -> lis
 
 def tokenize_shard(catalog: str, backend: str, shard: list[int] | None, device: str = "auto") -> str:
     """Tokenize one shard of the catalog (tracks already tokenized are skipped); returns the tokens folder."""
-    from pipeline.tokenize.catalog import tokenize
+    from pipeline.steps.tokens import tokenize
 
     summary = tokenize(backend, catalog, device=device, shard=tuple(shard) if shard else None)
     print(summary.line(), file=sys.stderr)
