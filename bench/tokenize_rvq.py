@@ -40,7 +40,8 @@ def main() -> int:
 
     sources = [music]
     if args.demo_tracks:
-        sources.append(build_catalog(args.bench_dir / "demo48", tracks=args.demo_tracks, seconds=30, seed=0, workers=2))
+        sources.append(build_catalog(args.bench_dir / "demo48", tracks=args.demo_tracks, seconds=30, seed=0, workers=2,
+                                           sample_rate=44100, channels=2, shared_motif_ratio=0.5))
     print(ingest(sources, catalog="bench", workers=2).line())
     folder, report = train_tokenizer("bench")
     snr = " ".join(f"{v:.2f}" for v in report["mel_snr_db_by_level"])

@@ -48,7 +48,7 @@ def built(tmp_path_factory):
             "training": {"epochs": 1, "batch_size": 16, "lr": 2e-3, "clip_seconds": 2.0, "clips_per_track": 4, "val_queries_per_track": 2,
                          "num_workers": 0},
             "splits": {"val_ratio": 0.2, "test_ratio": 0.2, "seed": 1, "group_by": None}}))
-        src = build_catalog(root / "src", tracks=10, seconds=8, seed=7)
+        src = build_catalog(root / "src", tracks=10, seconds=8, seed=7, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
         ingest([src], catalog="c", workers=1, progress=False)
         tokens = tokenize("rvq", "c", progress=False).output_root
         train_embedder(tokens, run_id="r1", config_path=cfg, device="cpu", progress=False)
@@ -157,7 +157,7 @@ def test_embed_catalog_is_idempotent_and_embeds_only_new_tracks(run_env, built, 
     before = json.loads((run_env / "runs" / "r1" / "embeddings" / "mel-stats" / "manifest.json").read_text())
     segments = config.load_index()["segments"]
     assert embed_catalog("r1", mel, settings=segments, progress=False)["created_at"] == before["created_at"]  # up to date: nothing rewritten
-    extra = build_catalog(tmp_path / "extra", tracks=1, seconds=6, seed=99)
+    extra = build_catalog(tmp_path / "extra", tracks=1, seconds=6, seed=99, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
     ingest([extra], catalog="c", workers=1, progress=False)
     after = embed_catalog("r1", mel, settings=config.load_index()["segments"], progress=False)
     assert after["tracks"] == before["tracks"] + 1 and after["reused_tracks"] == before["tracks"]
@@ -271,7 +271,7 @@ def test_query_clips_come_from_the_source_files_at_their_own_level(run_env, buil
 
 
 def test_distractor_catalogs_are_indexed_but_never_queried(run_env, built, tmp_path):
-    extra = build_catalog(tmp_path / "distractors", tracks=4, seconds=8, seed=31)
+    extra = build_catalog(tmp_path / "distractors", tracks=4, seconds=8, seed=31, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
     ingest([extra], catalog="d", workers=1, progress=False)
     result = evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], distractors=["d"], progress=False)
     got = {(r["query_set"], r["metric"]): r["value"] for r in result["rows"] if r["index_kind"] == "flat"}

@@ -36,7 +36,7 @@ def tiny_config(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tokens(tmp_path, tiny_config):
-    src = build_catalog(tmp_path / "src", tracks=10, seconds=8, seed=4)
+    src = build_catalog(tmp_path / "src", tracks=10, seconds=8, seed=4, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
     ingest([src], catalog="c", workers=1, progress=False)
     return tokenize("rvq", "c", progress=False).output_root
 

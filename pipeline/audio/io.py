@@ -67,8 +67,8 @@ def rms_dbfs(wave: np.ndarray) -> float:
     return 10.0 * np.log10(energy) if energy > 0 else -np.inf
 
 
-def normalize(wave: np.ndarray, target_rms_dbfs: float = -20.0, peak_ceiling_dbfs: float = -1.0, inplace: bool = False) -> np.ndarray:
-    """Scale to the target RMS level, lowered where needed so the peak stays under the ceiling."""
+def normalize(wave: np.ndarray, target_rms_dbfs: float, peak_ceiling_dbfs: float, inplace: bool = False) -> np.ndarray:
+    """Scale to the target RMS level, lowered where needed so the peak stays under the ceiling (configs/pipeline.yaml ``audio``)."""
     level = rms_dbfs(wave)
     if not np.isfinite(level):
         return wave

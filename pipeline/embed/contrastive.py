@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class ContrastiveEmbedder:
     name = "contrastive"
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", batch_size: int = 64, moss: MossSettings | None = None):
+    def __init__(self, checkpoint: str | Path, device: str, batch_size: int, moss: MossSettings | None = None):
         """``moss``: the ``moss:`` settings, needed when the checkpoint's tokenizer is not an rvq codec in this CLOUDTUNE_HOME."""
         from pipeline.models.token_embedder import load_embedder
         from pipeline.tokenize.catalog import find_codec

@@ -73,10 +73,11 @@ class StepSkipped(Exception):
 
 
 def embedder_settings() -> dict:
-    """What building an embedder needs from configs/pipeline.yaml, as keyword arguments of ``pipeline.embed.registry.get_embedder``:
-    the ``wav2vec2:`` and ``moss:`` sections and the catalog's ``audio.sample_rate``."""
+    """What building an embedder needs from configs, as keyword arguments of ``pipeline.embed.registry.get_embedder``:
+    pipeline.yaml's ``wav2vec2:`` and ``moss:`` sections and the catalog's ``audio.sample_rate``, and index.yaml's
+    ``segments.batch_size`` (segments per forward pass)."""
     data = config.load()
-    return {"wav2vec2": config.section(config.Wav2Vec2Settings, data, "wav2vec2"),
+    return {"batch_size": config.load_index().segments.batch_size, "wav2vec2": config.section(config.Wav2Vec2Settings, data, "wav2vec2"),
             "sample_rate": config.section(config.AudioSettings, data, "audio").sample_rate,
             "moss": config.section(config.MossSettings, data, "moss")}
 
