@@ -26,9 +26,9 @@ def main() -> int:
 
     import torch
 
-    from pipeline.devices import resolve_device
     from pipeline import config
     from pipeline.config import DreamSettings
+    from pipeline.devices import resolve_device
     from pipeline.models.vae import VAE
     from pipeline.train.vae import train_epoch
 
