@@ -1,11 +1,13 @@
 """Retrieval quality of the bench run: mel-stats vs the contrastive embedder on every degraded query set.
 
-    .venv/bin/python bench/evaluate_retrieval.py [--run-id bench-r1] [--device cpu]
+    .venv/bin/python bench/evaluate_retrieval.py [--run-id bench-r1] [--device cpu] [--distractors distractors]
 
-Needs bench/train_embedder.py first (it trains run bench-r1 in var/bench/tok_home). Runs the same
-`evaluate` as `cloudtune evaluate` (catalog embedding and index builds included when missing), then
-prints the Recall@1 / MRR tables, latency and the issue's goals: the contrastive embedder beats
-mel-stats on every degraded set; 5 s clips reach Recall@1 >= 0.95 and MRR >= 0.97 under every degradation.
+Needs bench/train_embedder.py first (it trains run bench-r1 in var/bench/tok_home) and, for --distractors,
+bench/fetch_distractors.py (catalog `distractors` in the same home). Runs the same `evaluate` as
+`cloudtune evaluate` (catalog embedding and index builds included when missing), then prints the gallery,
+the seconds per stage, the Recall@1 / MRR tables per query length, latency and the goals: the
+contrastive embedder beats mel-stats on every degraded set; 5 s clips reach Recall@1 >= 0.95 and
+MRR >= 0.97 under every degradation.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main() -> int:
     ap.add_argument("--home", type=Path, default=ROOT / "var" / "bench" / "tok_home")
     ap.add_argument("--run-id", default="bench-r1")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--distractors", action="append", metavar="CATALOG", help="catalog indexed beside the run's, never queried (repeatable)")
     args = ap.parse_args()
     os.environ["CLOUDTUNE_HOME"] = str(args.home)
     os.environ.pop("CLOUDTUNE_DB_URL", None)
@@ -38,19 +41,23 @@ def main() -> int:
     from pipeline.steps.evaluation import evaluate
 
     started = time.perf_counter()
-    result = evaluate(args.run_id, device=args.device)
+    result = evaluate(args.run_id, device=args.device, distractors=args.distractors or [])
     wall = time.perf_counter() - started
     pd.set_option("display.width", 250)
-    for length in ("5s", "2s"):
+    df = pd.DataFrame(result["rows"])
+    gallery = df[(df.query_set == "all") & df.metric.str.startswith("gallery_") & (df.index_kind == "flat")]
+    print(gallery.pivot_table(index="embedder", columns="metric", values="value").round(2).to_string())
+    print("seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items()))
+    lengths = sorted({q.split("/")[0] for q in df.query_set if q[0].isdigit()}, key=lambda s: float(s[:-1]))
+    for length in lengths:
         table = metric_table(result["rows"], length)
         print(f"\n{length} queries (Recall@1 and MRR per degradation):")
         print(table.round(3).to_string())
-    df = pd.DataFrame(result["rows"])
     lat = df[df.query_set.str.startswith("latency") | (df.metric == "recall_vs_exact")]
     print("\nlatency (ms), QPS and ANN Recall@10 vs exact:")
     print(lat.pivot_table(index=["embedder", "index_kind"], columns="metric", values="value").round(3).to_string())
 
-    flat = df[(df.index_kind == "flat") & ~df.query_set.str.startswith(("latency", "all"))]
+    flat = df[(df.index_kind == "flat") & df.query_set.str[0].str.isdigit()]
     r1 = flat[(flat.metric == "recall") & (flat.k == 1)].pivot_table(index="query_set", columns="embedder", values="value")
     mrr = flat[flat.metric == "mrr"].pivot_table(index="query_set", columns="embedder", values="value")
     if "contrastive" in r1:

@@ -74,7 +74,8 @@ def main() -> int:
 
     from pipeline import config
     from pipeline.config import IngestSettings
-    from pipeline.ingest import find_audio_files, ingest
+    from pipeline.ingest import find_audio_files
+    from pipeline.steps.ingest import ingest
     from pipeline.store import db
 
     files = find_audio_files(sources, config.section(IngestSettings, config.load(), "ingest").extensions)

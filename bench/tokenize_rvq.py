@@ -35,12 +35,13 @@ def main() -> int:
     os.environ.pop("CLOUDTUNE_DB_URL", None)
 
     from pipeline.audio.synth import build_catalog
-    from pipeline.ingest import ingest
-    from pipeline.tokenize.catalog import tokenize, train_tokenizer
+    from pipeline.steps.ingest import ingest
+    from pipeline.steps.tokens import tokenize, train_tokenizer
 
     sources = [music]
     if args.demo_tracks:
-        sources.append(build_catalog(args.bench_dir / "demo48", tracks=args.demo_tracks, seconds=30, seed=0, workers=2))
+        sources.append(build_catalog(args.bench_dir / "demo48", tracks=args.demo_tracks, seconds=30, seed=0, workers=2,
+                                           sample_rate=44100, channels=2, shared_motif_ratio=0.5))
     print(ingest(sources, catalog="bench", workers=2).line())
     folder, report = train_tokenizer("bench")
     snr = " ".join(f"{v:.2f}" for v in report["mel_snr_db_by_level"])

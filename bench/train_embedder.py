@@ -31,8 +31,9 @@ def main() -> int:
         os.environ["CLOUDTUNE__TRAINING__NUM_WORKERS"] = str(args.workers)
 
     from pipeline import paths
+    from pipeline.steps.tokens import tokenize
     from pipeline.steps.training import train_token_embedder as train_embedder
-    from pipeline.tokenize.catalog import current_rvq, tokenize
+    from pipeline.tokenize.catalog import current_rvq
 
     codec = current_rvq("bench")
     if codec is None:

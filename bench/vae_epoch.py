@@ -26,6 +26,8 @@ def main() -> int:
 
     import torch
 
+    from pipeline import config
+    from pipeline.config import DreamSettings
     from pipeline.devices import resolve_device
     from pipeline.models.vae import VAE
     from pipeline.train.vae import train_epoch
@@ -35,8 +37,9 @@ def main() -> int:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     data = torch.rand(args.images, 28 * 28, generator=torch.Generator().manual_seed(0)).to(device)
-    model = VAE().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    s = config.defaults(DreamSettings)
+    model = VAE(28 * 28, s.hidden, s.latent_dim).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
     gen = torch.Generator().manual_seed(0)
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"bench: VAE 784-400-2, {args.images} images 28x28, batch {args.batch_size}, {device} ({name}), torch {torch.__version__}")

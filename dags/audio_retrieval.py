@@ -69,6 +69,8 @@ def _mark_failed(context) -> None:
         "embedders": Param(list(D.embedders), type="array", items={"type": "string", "enum": list(EMBEDDERS)},
                            title="Embedders to evaluate"),
         "index_kinds": Param(list(D.index_kinds), type="array", items={"type": "string", "enum": list(INDEX_KINDS)}, title="Index kinds"),
+        "distractors": Param(list(D.distractors), type="array", items={"type": "string"}, title="Distractor catalogs",
+                             description="catalogs indexed beside the run's but never queried (ingested before; one per line)"),
         "device": Param(D.device, type="string", enum=list(DEVICES), title="Device"),
         "max_shards": Param(D.max_shards, type="integer", minimum=1, title="Tokenize shards (at most)"),
         "run_id": Param(None, type=["null", "string"], title="Pipeline run id", description="default: the Airflow run id, made path-safe"),
@@ -131,7 +133,8 @@ def audio_retrieval():
 
         p = get_current_context()["params"]
         try:
-            return retrieval.wav2vec2_features(pipeline_run, list(p["embedders"]), p["device"])
+            return retrieval.wav2vec2_features(pipeline_run, list(p["embedders"]), p["device"],
+                                               retrieval.gallery_catalogs(pipeline_run, list(p["distractors"])))
         except retrieval.StepSkipped as exc:
             raise AirflowSkipException(str(exc)) from None
 
@@ -140,7 +143,8 @@ def audio_retrieval():
         from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
-        return retrieval.embed_catalog(pipeline_run, [e for e in p["embedders"] if e not in retrieval.OWN_TASK_EMBEDDERS], p["device"])
+        return retrieval.embed_catalog(pipeline_run, [e for e in p["embedders"] if e not in retrieval.OWN_TASK_EMBEDDERS], p["device"],
+                                       retrieval.gallery_catalogs(pipeline_run, list(p["distractors"])))
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)  # runs when wav2vec2_features was skipped
     def build_indexes(pipeline_run: str, embeddings: dict) -> list[str]:
@@ -154,7 +158,8 @@ def audio_retrieval():
         from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
-        return retrieval.evaluate(pipeline_run, list(p["embedders"]), list(p["index_kinds"]), p["device"], query_plan=p.get("query_plan"))
+        return retrieval.evaluate(pipeline_run, list(p["embedders"]), list(p["index_kinds"]), p["device"], distractors=list(p["distractors"]),
+                                  query_plan=p.get("query_plan"))
 
     @task(outlets=[PUBLISHED_INDEX])
     def publish(pipeline_run: str, evaluation_report: str) -> dict:

@@ -39,7 +39,7 @@ def cmd_demo_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from pipeline.ingest import ingest
+    from pipeline.steps.ingest import ingest
 
     summary = ingest(args.sources, catalog=args.catalog, workers=args.workers)
     print(summary.line())
@@ -109,7 +109,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:
     from pipeline.config import RVQSettings
-    from pipeline.tokenize.catalog import train_tokenizer
+    from pipeline.steps.tokens import train_tokenizer
 
     settings = config.section(RVQSettings, config.load(), "rvq", levels=args.levels, codebook_size=args.codebook_size)
     folder, report = train_tokenizer(args.catalog, args.input_root, settings=settings)
@@ -121,7 +121,7 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from pipeline.tokenize.catalog import tokenize
+    from pipeline.steps.tokens import tokenize
 
     summary = tokenize(args.backend, args.catalog, args.input_root, args.output_root, device=args.device, max_files=args.max_files,
                        chunk_seconds=args.chunk_seconds, save_format=args.save_format, overwrite=args.overwrite, fail_fast=args.fail_fast,
@@ -210,8 +210,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.steps.retrieval import publish
 
     run_id = _published_or(args.run_id)
-    result = evaluate(run_id, embedders=args.embedder, index_kinds=args.kind, catalogs=args.catalog, device=resolve_device(args.device),
-                      plan=args.plan)
+    result = evaluate(run_id, embedders=args.embedder, index_kinds=args.kind, catalogs=args.catalog, distractors=args.distractors,
+                      device=resolve_device(args.device), plan=args.plan)
     result["published"] = not args.no_publish and bool(publish(run_id))
     for length in ("5s", "2s"):
         table = metric_table(result["rows"], length)
@@ -230,7 +230,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from pipeline.steps.retrieval import embedder_settings
 
     settings = config.load_index()
-    searcher = Searcher(settings, args.run_id, args.embedder, args.kind, resolve_device(args.device), embedder_settings=embedder_settings())
+    searcher = Searcher(settings, args.run_id, args.embedder, args.kind, resolve_device(args.device), embedder_settings=embedder_settings(),
+                        audio=config.load_pipeline().audio)
     failed = 0
     for result in search_clips(args.clips, searcher, args.top_k or settings["search"].top_k):
         if "error" in result:
@@ -404,7 +405,7 @@ def cmd_airflow(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.audio.synth import build_catalog
     from pipeline.config import DemoCatalogSettings
-    from pipeline.ingest import ingest
+    from pipeline.steps.ingest import ingest
 
     s = config.section(DemoCatalogSettings, config.load(), "demo_catalog", tracks=args.tracks, seconds=args.seconds, seed=args.seed)
     out = paths.demo_catalog_dir(s.seed, s.tracks, s.seconds)
@@ -527,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--embedder", action="append", choices=EMBEDDERS, help="default: configs/eval.yaml evaluation.embedders")
     s.add_argument("--kind", action="append", choices=INDEX_KINDS, help="default: configs/eval.yaml evaluation.index_kinds")
     s.add_argument("--catalog", action="append", help="gallery catalog(s) (default: those of the run's split tracks)")
+    s.add_argument("--distractors", action="append", metavar="CATALOG",
+                   help="a catalog indexed beside the run's but never queried (repeat for more; default configs/eval.yaml evaluation.distractors)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--plan", help="query plan, a name of configs/eval.yaml queries.plans (default: queries.plan)")
     s.add_argument("--no-publish", action="store_true", help="do not publish the run after the evaluation")

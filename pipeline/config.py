@@ -352,6 +352,7 @@ class EvaluationSettings:
 
     embedders: tuple[str, ...]
     index_kinds: tuple[str, ...]
+    distractors: tuple[str, ...]
     catalog_vae: bool
 
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"embedders": EMBEDDERS, "index_kinds": INDEX_KINDS}
@@ -369,6 +370,7 @@ class DagSettings:
     embedding_dim: int
     embedders: tuple[str, ...]
     index_kinds: tuple[str, ...]
+    distractors: tuple[str, ...]
     device: str
     max_shards: int
     min_tracks_per_shard: int

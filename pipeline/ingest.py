@@ -25,7 +25,7 @@ import xxhash
 from sqlalchemy import Connection, select
 from tqdm import tqdm
 
-from pipeline import config, paths
+from pipeline import paths
 from pipeline.audio import io as audio_io
 from pipeline.config import AudioSettings, IngestSettings
 from pipeline.store import db
@@ -324,16 +324,14 @@ def ingest(
     catalog: str = "default",
     workers: int | None = None,
     *,
+    audio: AudioSettings,
+    settings: IngestSettings,
     url: str | None = None,
-    audio: AudioSettings | None = None,
-    settings: IngestSettings | None = None,
     run_id: str | None = None,
     progress: bool = True,
 ) -> IngestSummary:
-    """Ingest files and folders into the catalog. Returns the run's summary; bad files never raise."""
-    cfg = config.load()
-    audio = audio or config.section(AudioSettings, cfg, "audio")
-    settings = settings or config.section(IngestSettings, cfg, "ingest")
+    """Ingest files and folders into the catalog with the ``audio:`` and ``ingest:`` settings (``workers``: None takes
+    ``settings.workers``; 0 or less, one per core). Returns the run's summary; bad files never raise."""
     workers = workers if workers is not None else settings.workers
     workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
     sources = [str(s) for s in sources]

@@ -2,7 +2,8 @@
 
 Uses the published run unless a run is named. Clips are read in threads, embedded and searched in
 batches; a clip that cannot be read (or is too short) gets its own result with an ``error`` field and
-the others still answer.
+the others still answer. Every query is brought to the catalog's level first (``audio_io.query_level``,
+as ``evaluate`` does), so the level a clip was recorded at does not matter.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import select
 
 from pipeline import paths
 from pipeline.audio import io as audio_io
+from pipeline.config import AudioSettings
 from pipeline.embed.registry import get_embedder
 from pipeline.index.faiss_index import load_index
 from pipeline.publish import published
@@ -28,11 +30,14 @@ MIN_SECONDS = 0.5
 
 class Searcher:
     """A run's embedder and index, loaded once; ``search`` takes waveforms at ``sample_rate``. ``embedder_settings``: keyword
-    arguments of ``get_embedder`` (``wav2vec2``, ``sample_rate``), read from config by the caller (needed for wav2vec2)."""
+    arguments of ``get_embedder`` (``wav2vec2``, ``sample_rate``, ``moss``), read from config by the caller (needed for wav2vec2, and for
+    contrastive over MOSS tokens)."""
 
     def __init__(self, settings: dict, run_id: str | None = None, embedder: str | None = None, index_kind: str | None = None, device: str = "cpu",
-                 url: str | None = None, embedder_settings: dict | None = None):
-        """``settings``: the sections of configs/index.yaml (``publish`` picks the embedder and index kind, ``search`` the depth)."""
+                 url: str | None = None, embedder_settings: dict | None = None, *, audio: AudioSettings):
+        """``settings``: the sections of configs/index.yaml (``publish`` picks the embedder and index kind, ``search`` the depth);
+        ``audio``: configs/pipeline.yaml ``audio`` (the level every query is brought to)."""
+        self.audio = audio
         pub = published()
         if run_id is None:
             if pub is None:
@@ -53,7 +58,8 @@ class Searcher:
         self.sample_rate = self.embedder.sample_rate
 
     def search(self, waves: list[np.ndarray], top_k: int) -> list[list[dict]]:
-        hits = self.index.search(self.embedder.embed(waves), top_k)
+        a = self.audio
+        hits = self.index.search(self.embedder.embed([audio_io.query_level(w, a.target_rms_dbfs, a.peak_ceiling_dbfs) for w in waves]), top_k)
         return [[{"rank": r, "track_id": t, "source_uri": self.source_uri.get(t), "score": round(float(s), 6)} for r, (t, s) in enumerate(row, 1)]
                 for row in hits]
 

@@ -9,7 +9,8 @@ from pipeline import ingest as ingest_mod
 from pipeline.audio import io as audio_io
 from pipeline.audio.fixtures import tone, write_bad_files, write_tone
 from pipeline.cli import main
-from pipeline.ingest import find_audio_files, ingest
+from pipeline.ingest import find_audio_files
+from pipeline.steps.ingest import ingest
 from pipeline.store import db
 from pipeline.store.tables import ingest_errors, ingest_sources, runs, tracks
 

@@ -17,14 +17,14 @@ from pipeline.cli import main
 from pipeline.embed.catalog import embed_catalog, segment_starts
 from pipeline.embed.registry import get_embedder
 from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index
-from pipeline.ingest import ingest
 from pipeline.publish import published
 from pipeline.steps.evaluation import evaluate
+from pipeline.steps.ingest import ingest
 from pipeline.steps.retrieval import embedder_settings, publish
+from pipeline.steps.tokens import tokenize
 from pipeline.steps.training import train_token_embedder as train_embedder
 from pipeline.store import db, reports
 from pipeline.store.tables import retrieval_metrics, runs, tracks
-from pipeline.tokenize.catalog import tokenize
 
 ENV = {
     "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",
@@ -52,7 +52,7 @@ def built(tmp_path_factory):
             "training": {"epochs": 1, "batch_size": 16, "lr": 2e-3, "clip_seconds": 2.0, "clips_per_track": 4, "val_queries_per_track": 2,
                          "num_workers": 0},
             "splits": {"val_ratio": 0.2, "test_ratio": 0.2, "seed": 1, "group_by": None}}))
-        src = build_catalog(root / "src", tracks=10, seconds=8, seed=7)
+        src = build_catalog(root / "src", tracks=10, seconds=8, seed=7, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
         ingest([src], catalog="c", workers=1, progress=False)
         tokens = tokenize("rvq", "c", progress=False).output_root
         train_embedder(tokens, run_id="r1", config_path=cfg, device="cpu", progress=False)
@@ -112,7 +112,7 @@ def test_query_sets_without_their_background_sound_are_skipped_with_the_reason(b
     result = evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
     why = f"'background:5+telephone' needs real background sound but {tmp_path / 'background'} does not exist (bench/fetch_background.py fetches it)"
     assert result["skipped_sets"] == {"bg5": why} and not result["skipped"]
-    assert {r["query_set"] for r in result["rows"]} == {"2s/clean", "latency/2s"}  # one flat index: no ANN check row ("all")
+    assert {r["query_set"] for r in result["rows"]} == {"2s/clean", "latency/2s", "all"}  # all: the gallery's size
     assert json.loads(paths.evaluation_json("r1").read_text())["skipped_sets"] == {"bg5": why}
     assert f"<b>query set bg5 skipped:</b> {html.escape(why)}" in Path(result["report"]).read_text()
     write_background(tmp_path / "background", count=2, seconds=4.0)  # generated "recordings": now the set runs
@@ -178,7 +178,7 @@ def test_embed_catalog_is_idempotent_and_embeds_only_new_tracks(run_env, built, 
     before = json.loads((run_env / "runs" / "r1" / "embeddings" / "mel-stats" / "manifest.json").read_text())
     segments = config.load_index()["segments"]
     assert embed_catalog("r1", mel, settings=segments, progress=False)["created_at"] == before["created_at"]  # up to date: nothing rewritten
-    extra = build_catalog(tmp_path / "extra", tracks=1, seconds=6, seed=99)
+    extra = build_catalog(tmp_path / "extra", tracks=1, seconds=6, seed=99, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
     ingest([extra], catalog="c", workers=1, progress=False)
     after = embed_catalog("r1", mel, settings=config.load_index()["segments"], progress=False)
     assert after["tracks"] == before["tracks"] + 1 and after["reused_tracks"] == before["tracks"]
@@ -262,3 +262,45 @@ def test_wav2vec2_is_a_row_set_when_a_model_is_given_and_skipped_otherwise(run_e
     assert {("flat", q, "recall", 1) for q in SETS} <= rows and ("hnsw", "all", "recall_vs_exact", 10) in rows
     manifest = json.loads((run_env / "runs" / "r1" / "index" / "wav2vec2" / "flat" / "manifest.json").read_text())
     assert manifest["embedder"]["model"].endswith("w2v") and manifest["dim"] == get_embedder("wav2vec2", **embedder_settings()).dim
+
+
+def test_search_brings_every_clip_to_the_catalog_level(run_env, built, tmp_path, capsys):
+    """A clip recorded 30 dB quieter (or louder, with headroom) finds the same tracks with the same scores: search levels queries."""
+    src = built["src"]
+    loud = _clip(src, "track_0003.flac", 2.0, 4.0, tmp_path / "loud.wav")
+    wave, sr = sf.read(loud)
+    sf.write(tmp_path / "quiet.wav", wave * 10 ** (-30 / 20), sr, subtype="FLOAT")
+    assert main(["search", loud, str(tmp_path / "quiet.wav"), "--json", "--top-k", "3"]) == 0
+    a, b = (json.loads(line)["results"] for line in capsys.readouterr().out.splitlines())
+    assert [r["track_id"] for r in a] == [r["track_id"] for r in b]
+    assert [r["score"] for r in a] == pytest.approx([r["score"] for r in b], abs=1e-3)
+
+
+def test_query_clips_come_from_the_source_files_at_their_own_level(run_env, built):
+    from pipeline.audio import io as audio_io
+    from pipeline.embed.catalog import catalog_tracks
+    from pipeline.evaluate.queries import read_source
+
+    track = catalog_tracks(["c"])[0]
+    wave, from_source = read_source(track, 24000)
+    source, _ = audio_io.load(audio_io.uri_to_path(track.source_uri), sr=24000)
+    assert from_source and np.array_equal(wave, source)  # decoded as search decodes a clip: not the catalog's -20 dBFS copy
+    assert abs(audio_io.rms_dbfs(wave) - audio_io.rms_dbfs(audio_io.load_canonical(track.audio_path)[0])) > 0.5
+    gone = track.__class__(track.track_id, track.catalog, "file:///nonexistent/source.flac", track.audio_path, track.duration_s)
+    wave, from_source = read_source(gone, 24000)
+    assert not from_source and len(wave) == pytest.approx(track.duration_s * 24000, abs=2)  # the canonical copy, counted as such
+
+
+def test_distractor_catalogs_are_indexed_but_never_queried(run_env, built, tmp_path):
+    extra = build_catalog(tmp_path / "distractors", tracks=4, seconds=8, seed=31, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
+    ingest([extra], catalog="d", workers=1, progress=False)
+    result = evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], distractors=["d"], progress=False)
+    got = {(r["query_set"], r["metric"]): r["value"] for r in result["rows"] if r["index_kind"] == "flat"}
+    assert got[("all", "gallery_tracks")] == 14 and got[("all", "gallery_distractor_tracks")] == 4
+    assert got[("all", "gallery_vectors")] > 0 and got[("all", "gallery_hours")] == pytest.approx(14 * 8 / 3600, rel=0.05)
+    assert got[("all", "queries_from_canonical")] == 0  # every query clip was cut from its source file
+    assert got[("5s/clean", "queries")] == 4  # the same 2 test tracks x 2 clips: distractors are never queried
+    assert set(result["seconds"]) >= {"embed and index", "query clips", "score query sets", "latency"}
+    assert json.loads((run_env / "runs" / "r1" / "reports" / "evaluation.json").read_text())["distractors"] == ["d"]
+    with pytest.raises(ValueError, match="--distractors nope: no ingested tracks"):
+        evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], distractors=["nope"], progress=False)

@@ -25,7 +25,8 @@ FAST = defaults(ServiceSettings, start_timeout_s=20, request_timeout_s=5, health
 
 
 def bridge(init=None, **kw) -> WorkerBridge:
-    return WorkerBridge(worker_command(HANDLER, init), env=ENV, start_timeout=20, request_timeout=kw.pop("request_timeout", 5), **kw)
+    return WorkerBridge(worker_command(HANDLER, init), env=ENV, start_timeout=20, request_timeout=kw.pop("request_timeout", 5),
+                        health_timeout=kw.pop("health_timeout", 2), **kw)
 
 
 def gone(pid: int) -> bool:
@@ -94,7 +95,7 @@ def test_bridge_bad_input_is_not_retryable_and_keeps_the_worker():
 def test_bridge_reports_start_failures():
     with pytest.raises(WorkerStartError, match="cannot open the model: weights file is corrupt"):
         bridge({"fail_at_start": True}).start()
-    missing = WorkerBridge(worker_command("no_such_module:Thing"), env=ENV, start_timeout=20)
+    missing = WorkerBridge(worker_command("no_such_module:Thing"), env=ENV, start_timeout=20, request_timeout=5, health_timeout=2)
     with pytest.raises(WorkerStartError, match="No module named 'no_such_module'"):
         missing.start()
 
@@ -125,7 +126,7 @@ def test_retry_only_retryable_errors_with_growing_backoff():
         raise RemoteError("ValueError", "bad", False)
 
     with pytest.raises(RemoteError):
-        retry(bad_input, 3, is_retryable, sleep=sleeps.append)
+        retry(bad_input, 3, is_retryable, 0.2, 5.0, sleep=sleeps.append)
     assert len(calls) == 1  # bad input: no retry
 
     def always_crashes():
@@ -134,7 +135,7 @@ def test_retry_only_retryable_errors_with_growing_backoff():
 
     calls.clear()
     with pytest.raises(WorkerCrashed):
-        retry(always_crashes, 2, is_retryable, sleep=lambda s: None)
+        retry(always_crashes, 2, is_retryable, 0.2, 5.0, sleep=lambda s: None)
     assert len(calls) == 3  # 1 + 2 retries, then the last error
     delays = [backoff_delay(a, 0.2, 1.0) for a in (1, 2, 3, 4, 5) for _ in range(20)]
     assert all(0.1 <= d <= 1.0 for d in delays) and max(backoff_delay(5, 0.2, 1.0, lambda: 0.0), 0.5) == 0.5

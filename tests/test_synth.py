@@ -11,15 +11,15 @@ def _bytes(folder):
 
 
 def test_same_seed_gives_identical_audio_in_any_worker_count(tmp_path):
-    a = build_catalog(tmp_path / "a", tracks=4, seconds=3, seed=7, workers=1)
-    b = build_catalog(tmp_path / "b", tracks=4, seconds=3, seed=7, workers=2)
-    c = build_catalog(tmp_path / "c", tracks=4, seconds=3, seed=8, workers=1)
+    a = build_catalog(tmp_path / "a", tracks=4, seconds=3, seed=7, workers=1, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
+    b = build_catalog(tmp_path / "b", tracks=4, seconds=3, seed=7, workers=2, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
+    c = build_catalog(tmp_path / "c", tracks=4, seconds=3, seed=8, workers=1, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
     assert _bytes(a) == _bytes(b)
     assert _bytes(a)["track_0000.flac"] != _bytes(c)["track_0000.flac"]
 
 
 def test_catalog_is_varied_music_with_shared_motifs(tmp_path):
-    out = build_catalog(tmp_path / "cat", tracks=12, seconds=4, seed=0, shared_motif_ratio=0.6)
+    out = build_catalog(tmp_path / "cat", tracks=12, seconds=4, seed=0, shared_motif_ratio=0.6, sample_rate=44100, channels=2)
     manifest = json.loads((out / "catalog.json").read_text())
     specs = manifest["tracks"]
     assert len(specs) == 12 and len(list(out.glob("*.flac"))) == 12
@@ -39,7 +39,7 @@ def test_catalog_is_varied_music_with_shared_motifs(tmp_path):
 
 
 def test_tracks_differ_from_each_other(tmp_path):
-    out = build_catalog(tmp_path / "cat", tracks=3, seconds=3, seed=1, channels=1)
+    out = build_catalog(tmp_path / "cat", tracks=3, seconds=3, seed=1, channels=1, sample_rate=44100, shared_motif_ratio=0.5)
     waves = [sf.read(p)[0] for p in sorted(out.glob("*.flac"))]
     assert waves[0].ndim == 1
     for i in range(3):

@@ -15,7 +15,7 @@ SMALL = defaults(RVQSettings, levels=4, codebook_size=32, kmeans_iters=10, holdo
 
 @pytest.fixture(scope="module")
 def waves(tmp_path_factory):
-    out = build_catalog(tmp_path_factory.mktemp("cat"), tracks=6, seconds=6, seed=3, sample_rate=24000, channels=1)
+    out = build_catalog(tmp_path_factory.mktemp("cat"), tracks=6, seconds=6, seed=3, sample_rate=24000, channels=1, shared_motif_ratio=0.5)
     return [audio_io.load(p)[0] for p in sorted(out.glob("*.flac"))]
 
 

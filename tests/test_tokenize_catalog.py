@@ -7,12 +7,14 @@ import soundfile as sf
 from moss_standin import make_standin_dir
 from sqlalchemy import select
 
+from pipeline import config
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
-from pipeline.ingest import ingest
+from pipeline.steps.ingest import ingest
+from pipeline.steps.tokens import tokenize, train_tokenizer
 from pipeline.store import db
 from pipeline.store.tables import run_errors, run_metrics, runs, tracks
-from pipeline.tokenize.catalog import holdout_split, tokenize, train_tokenizer
+from pipeline.tokenize.catalog import holdout_split
 from pipeline.tokenize.files import load_tokens
 
 N_TRACKS = 5
@@ -26,7 +28,7 @@ def small_codec(monkeypatch):
 
 @pytest.fixture
 def catalog(tmp_path, small_codec):
-    src = build_catalog(tmp_path / "src", tracks=N_TRACKS, seconds=5, seed=11)
+    src = build_catalog(tmp_path / "src", tracks=N_TRACKS, seconds=5, seed=11, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
     ingest([src], catalog="cat", workers=1, progress=False)
     return "cat"
 
@@ -96,7 +98,7 @@ def test_a_failing_track_is_recorded_and_the_run_goes_on(db_url, catalog, home):
 
 
 def test_input_root_mode_without_a_catalog(tmp_path, small_codec):
-    src = build_catalog(tmp_path / "music", tracks=4, seconds=4, seed=2)
+    src = build_catalog(tmp_path / "music", tracks=4, seconds=4, seed=2, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
     s = tokenize("rvq", input_root=src, progress=False)
     assert s.written == 4
     _, meta = load_tokens(next((tmp_path / "home" / "tokens").rglob("*.npz")))
@@ -112,10 +114,42 @@ def test_moss_backend_through_the_auto_model_code_path(tmp_path, catalog, monkey
     assert codes.shape == (2, 63) and meta["backend"] == "moss" and codes.max() < 32
 
 
-def test_moss_batched_and_streamed_encodes_agree(tmp_path):
+def test_contrastive_over_moss_tokens_gets_the_moss_settings_from_its_caller(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    import torch
+
+    from pipeline import paths
+    from pipeline.config import EmbedderSettings, defaults
+    from pipeline.embed.registry import get_embedder
+    from pipeline.models.token_embedder import TokenEmbedder
+    from pipeline.steps.retrieval import embedder_settings
+
+    model_dir = str(make_standin_dir(tmp_path / "moss", num_quantizers=4, codebook_size=32))
+    tiny = defaults(EmbedderSettings, embedding_dim=32, hidden=64, layers=1, heads=2, dropout=0.0, max_frames=64)
+    ckpt = paths.embedder_checkpoint("r1")
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": TokenEmbedder(4, 32, tiny).state_dict(), "embedder": asdict(tiny), "num_quantizers": 4, "codebook_size": 32,
+                "codec_version": moss(model_dir, device="cpu").version, "history": []}, ckpt)
+    with pytest.raises(ValueError, match="is not an rvq codec in this CLOUDTUNE_HOME and no moss settings were given"):
+        get_embedder("contrastive", "r1", "cpu", batch_size=8)
+    monkeypatch.setenv("CLOUDTUNE__MOSS__MODEL_DIR", model_dir)
+    embedder = get_embedder("contrastive", "r1", "cpu", **embedder_settings())
+    assert embedder.tokenizer.name == "moss" and embedder.embed([np.zeros(24000, np.float32)]).shape == (1, 32)
+
+
+def moss(model, **kw):
+    """A MossTokenizer with configs/pipeline.yaml moss settings but those given."""
+    from pipeline.config import MossSettings
     from pipeline.tokenize.moss import MossTokenizer
 
-    tok = MossTokenizer(str(make_standin_dir(tmp_path / "m")), device="cpu", chunk_seconds=0.96, batch_size=3)
+    s = config.defaults(MossSettings)
+    return MossTokenizer(model, **({"device": "auto", "num_quantizers": s.num_quantizers, "chunk_seconds": s.chunk_seconds, "batch_size": s.batch_size,
+                                    "dtype": s.dtype} | kw))
+
+
+def test_moss_batched_and_streamed_encodes_agree(tmp_path):
+    tok = moss(str(make_standin_dir(tmp_path / "m")), device="cpu", chunk_seconds=0.96, batch_size=3)
     rng = np.random.default_rng(0)
     clips = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (9600, 23040, 3840, 48000)]
     batched = tok.encode_batch(clips, 24000)  # three padded together, the long one streamed
@@ -126,17 +160,15 @@ def test_moss_batched_and_streamed_encodes_agree(tmp_path):
 
 
 def test_moss_errors_are_clear(tmp_path):
-    from pipeline.tokenize.moss import MossTokenizer
-
     with pytest.raises(ValueError, match="no model given"):
-        MossTokenizer(None)
+        moss(None)
     with pytest.raises(ValueError, match="cannot load a model from"):
-        MossTokenizer(str(tmp_path / "nowhere"), device="cpu")
+        moss(str(tmp_path / "nowhere"), device="cpu")
     model = str(make_standin_dir(tmp_path / "m"))
     with pytest.raises(ValueError, match=r"chunk_seconds 12: must be at most 10 s and a multiple of 0.08 s"):
-        MossTokenizer(model, device="cpu", chunk_seconds=12)
+        moss(model, device="cpu", chunk_seconds=12)
     with pytest.raises(ValueError, match="the model has 4 levels"):
-        MossTokenizer(model, device="cpu", num_quantizers=5)
+        moss(model, device="cpu", num_quantizers=5)
 
 
 def test_tokenize_cli_errors(capsys, catalog):

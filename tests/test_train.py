@@ -8,13 +8,13 @@ from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
 from pipeline.config import EmbedderSettings, SplitSettings, TrainSettings, defaults
 from pipeline.data.dataset import AudioView, PairCollator, RetrievalProbe, TokenPairDataset, TrackSource, pad_codes, token_dropout
-from pipeline.ingest import ingest
 from pipeline.models.token_embedder import TokenEmbedder, info_nce, load_embedder
+from pipeline.steps.ingest import ingest
+from pipeline.steps.tokens import tokenize
 from pipeline.steps.training import train_token_embedder as train_embedder
 from pipeline.store import db
 from pipeline.store.tables import training_epochs
 from pipeline.tokenize import mask_id, pad_id
-from pipeline.tokenize.catalog import tokenize
 from pipeline.tokenize.files import save_tokens
 
 TINY_MODEL = defaults(EmbedderSettings, embedding_dim=32, hidden=64, layers=1, heads=2, dropout=0.1, max_frames=64)
@@ -36,7 +36,7 @@ def tiny_config(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tokens(tmp_path, tiny_config):
-    src = build_catalog(tmp_path / "src", tracks=10, seconds=8, seed=4)
+    src = build_catalog(tmp_path / "src", tracks=10, seconds=8, seed=4, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
     ingest([src], catalog="c", workers=1, progress=False)
     return tokenize("rvq", "c", progress=False).output_root
 

@@ -116,7 +116,7 @@ def test_digits_are_real_and_upscaled_to_28x28():
 
 def test_vae_shapes_and_losses():
     torch.manual_seed(0)
-    model = VAE()
+    model = VAE(784, 400, 2)  # the spec's sizes (configs/pipeline.yaml dream: hidden 400, latent_dim 2)
     x = torch.rand(5, 1, 28, 28)
     mu, logvar = model.encode(x.view(5, 784))
     assert mu.shape == logvar.shape == (5, 2)

@@ -241,7 +241,8 @@ def test_embedder_not_configured_is_one_line(monkeypatch, models):
 
 def test_service_analyze_in_process(models):
     wave = clip(0.5, 8000)
-    with ModelService(handlers.WAV2VEC2, {"settings": config.load()["wav2vec2"], "model": str(models["group"]), "device": "cpu"}, SERVICE, isolated=False) as service:
+    init = {"settings": config.load()["wav2vec2"], "model": str(models["group"]), "device": "cpu"}
+    with ModelService(handlers.WAV2VEC2, init, SERVICE, isolated=False) as service:
         assert service.capabilities()["loaded"] is False  # lazy: nothing loaded before the first request
         out = service.analyze(wave, 8000)
         assert out["duration_s"] == pytest.approx(0.5) and out["frames"] == 99 and out["layer"] == "last" and out["peak"] > 0.3

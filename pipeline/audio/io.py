@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -66,8 +67,8 @@ def rms_dbfs(wave: np.ndarray) -> float:
     return 10.0 * np.log10(energy) if energy > 0 else -np.inf
 
 
-def normalize(wave: np.ndarray, target_rms_dbfs: float = -20.0, peak_ceiling_dbfs: float = -1.0, inplace: bool = False) -> np.ndarray:
-    """Scale to the target RMS level, lowered where needed so the peak stays under the ceiling."""
+def normalize(wave: np.ndarray, target_rms_dbfs: float, peak_ceiling_dbfs: float, inplace: bool = False) -> np.ndarray:
+    """Scale to the target RMS level, lowered where needed so the peak stays under the ceiling (configs/pipeline.yaml ``audio``)."""
     level = rms_dbfs(wave)
     if not np.isfinite(level):
         return wave
@@ -80,6 +81,20 @@ def normalize(wave: np.ndarray, target_rms_dbfs: float = -20.0, peak_ceiling_dbf
         wave *= np.float32(gain)
         return wave
     return (wave * np.float32(gain)).astype(np.float32, copy=False)
+
+
+def query_level(wave: np.ndarray, target_rms_dbfs: float, peak_ceiling_dbfs: float) -> np.ndarray:
+    """A query clip brought to the level ingest gives the catalog (``audio.target_rms_dbfs``, peak under ``audio.peak_ceiling_dbfs``):
+    what `cloudtune search` and `evaluate` both do to every query before embedding it, so a clip's own level never matters."""
+    return normalize(np.asarray(wave, dtype=np.float32), target_rms_dbfs, peak_ceiling_dbfs)
+
+
+def uri_to_path(uri: str) -> Path | None:
+    """The local path of a ``file://`` URI (as `tracks.source_uri` holds them); None for any other scheme."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
 
 
 def write_flac(path, wave: np.ndarray, sr: int, subtype: str = "PCM_16", compression_level: float | None = None) -> None:

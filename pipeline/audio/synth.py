@@ -259,9 +259,10 @@ def _render_one(args: tuple) -> dict:
     return asdict(spec)
 
 
-def build_catalog(out_dir: str | Path, tracks: int = 24, seconds: float = 30.0, seed: int = 0, sample_rate: int = 44100,
-                  channels: int = 2, shared_motif_ratio: float = 0.5, workers: int = 1) -> Path:
-    """Write ``tracks`` FLAC files and ``catalog.json`` (one spec per track) to ``out_dir``.
+def build_catalog(out_dir: str | Path, tracks: int, seconds: float, seed: int, sample_rate: int, channels: int, shared_motif_ratio: float,
+                  workers: int = 1) -> Path:
+    """Write ``tracks`` FLAC files and ``catalog.json`` (one spec per track) to ``out_dir``. The product's values are
+    configs/pipeline.yaml ``demo_catalog``; tests and benches pass their own.
 
     Existing files are overwritten with identical content, so a re-run is harmless.
     """

@@ -75,16 +75,17 @@ def assign(groups: list[str], val_ratio: float, test_ratio: float, seed: int) ->
 
 
 def build_splits(tokens_root: str | Path, output_root: str | Path, val_ratio: float, test_ratio: float, seed: int, group_by: str | None,
-                 url: str | None = None, run_id: str | None = None, progress: bool = True) -> SplitSummary:
+                 url: str | None = None, run_id: str | None = None, progress: bool = True, parent_run_id: str | None = None) -> SplitSummary:
     """Write train.txt / val.txt / test.txt (token file paths relative to ``tokens_root``) and summary.json. The ratios, seed
-    and ``group_by`` are configs/train.yaml ``splits`` (the caller reads them: the CLI, the steps)."""
+    and ``group_by`` are configs/train.yaml ``splits`` (the caller reads them: the CLI, the steps); ``parent_run_id``: the pipeline
+    run the splits are made for (their `runs` row points to it)."""
     root = Path(tokens_root)
     files = sorted(p for p in root.rglob("*") if p.suffix in TOKEN_SUFFIXES and not p.name.startswith("."))
     if not files:
         raise FileNotFoundError(f"--tokens-root {tokens_root}: no token files (.npz/.pt)")
     out = Path(output_root)
     run_config = {"tokens_root": str(root), "output_root": str(out), "val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed, "group_by": group_by}
-    with db.connect(url) as conn, db.recorded_run(conn, "splits", run_config, run_id) as run:
+    with db.connect(url) as conn, db.recorded_run(conn, "splits", run_config, run_id, parent_run_id=parent_run_id) as run:
         track_files: dict[str, list[str]] = defaultdict(list)
         track_group: dict[str, str] = {}
         bad_tracks: set[str] = set()

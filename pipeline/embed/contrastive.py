@@ -7,18 +7,22 @@ and the token clips are embedded in batches of similar length.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from pipeline.data.dataset import pad_codes
 
+if TYPE_CHECKING:
+    from pipeline.config import MossSettings
+
 
 class ContrastiveEmbedder:
     name = "contrastive"
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", batch_size: int = 64):
+    def __init__(self, checkpoint: str | Path, device: str, batch_size: int, moss: MossSettings | None = None):
+        """``moss``: the ``moss:`` settings, needed when the checkpoint's tokenizer is not an rvq codec in this CLOUDTUNE_HOME."""
         from pipeline.models.token_embedder import load_embedder
         from pipeline.tokenize.catalog import find_codec
 
@@ -28,13 +32,16 @@ class ContrastiveEmbedder:
         self.codebook_size, self.codec_version = int(ckpt["codebook_size"]), ckpt["codec_version"]
         self.tokenizer = find_codec(self.codec_version)
         if self.tokenizer is None:
-            from pipeline.tokenize.catalog import load_tokenizer
+            from pipeline.tokenize.catalog import moss_tokenizer
 
-            moss = load_tokenizer("moss", "", device)
-            if moss.version != self.codec_version:
+            if moss is None:
+                raise ValueError(f"{self.checkpoint}: its tokenizer {self.codec_version} is not an rvq codec in this CLOUDTUNE_HOME and no moss "
+                                 "settings were given to load the MOSS model (the caller passes the moss: config section)")
+            model = moss_tokenizer(moss, device)
+            if model.version != self.codec_version:
                 raise FileNotFoundError(f"{self.checkpoint}: its tokenizer {self.codec_version} is neither an rvq codec in this CLOUDTUNE_HOME "
-                                        f"nor the configured MOSS model ({moss.version})")
-            self.tokenizer = moss
+                                        f"nor the configured MOSS model ({model.version})")
+            self.tokenizer = model
         self.sample_rate = self.tokenizer.sample_rate
         self.dim = self.model.settings.embedding_dim
         self.max_frames = self.model.settings.max_frames

@@ -1,7 +1,7 @@
 """Build a retrieval embedder by name (``--embedder mel-stats|contrastive|wav2vec2``).
 
-The caller reads the settings an embedder needs (the ``wav2vec2:`` config section, the catalog's ``audio.sample_rate``)
-and passes them in; nothing here reads the config.
+The caller reads the settings an embedder needs (the ``wav2vec2:`` and ``moss:`` config sections, the catalog's
+``audio.sample_rate``) and passes them in; nothing here reads the config.
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING
 from pipeline.embed import EMBEDDERS, EmbedderUnavailable, SegmentEmbedder
 
 if TYPE_CHECKING:
-    from pipeline.config import Wav2Vec2Settings
+    from pipeline.config import MossSettings, Wav2Vec2Settings
 
 
-def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", batch_size: int = 64, *, wav2vec2: Wav2Vec2Settings | None = None,
-                 sample_rate: int | None = None) -> SegmentEmbedder:
-    """The named embedder. ``contrastive`` is the one trained in ``run_id`` (runs/<run_id>/models/embedder.pt); ``wav2vec2``
-    is built from ``wav2vec2`` (the ``wav2vec2:`` config section) for waves at ``sample_rate`` (the catalog's
-    ``audio.sample_rate``). Raises :class:`EmbedderUnavailable` when the embedder cannot be built here: no trained
+def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", *, batch_size: int | None = None, wav2vec2: Wav2Vec2Settings | None = None,
+                 sample_rate: int | None = None, moss: MossSettings | None = None) -> SegmentEmbedder:
+    """The named embedder. ``contrastive`` is the one trained in ``run_id`` (runs/<run_id>/models/embedder.pt) behind the
+    tokenizer of its training tokens: an rvq codec in this CLOUDTUNE_HOME, or the MOSS model of ``moss`` (the ``moss:``
+    config section); ``wav2vec2`` is built from ``wav2vec2`` (the ``wav2vec2:`` config section) for waves at ``sample_rate``
+    (the catalog's ``audio.sample_rate``); ``batch_size``: segments per forward pass (index.yaml ``segments.batch_size``).
+    Raises :class:`EmbedderUnavailable` when the embedder cannot be built here: no trained
     checkpoint, no wav2vec2 settings given or no model in them (skipped with that reason, never replaced by a random model)."""
     if name == "mel-stats":
         from pipeline.embed.mel_stats import MelStatsEmbedder
@@ -33,7 +35,9 @@ def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", batc
         ckpt = paths.embedder_checkpoint(run_id) if run_id else None
         if ckpt is None or not ckpt.exists():
             raise EmbedderUnavailable(f"embedder contrastive: no trained embedder at {ckpt} (run `cloudtune train embedder --run-id {run_id}` first)")
-        return ContrastiveEmbedder(ckpt, device, batch_size)
+        if batch_size is None:
+            raise ValueError("get_embedder('contrastive'): no batch_size given: pass configs/index.yaml segments.batch_size")
+        return ContrastiveEmbedder(ckpt, device, batch_size, moss=moss)
     if name == "wav2vec2":
         if wav2vec2 is None:
             raise EmbedderUnavailable("embedder wav2vec2: no wav2vec2 settings were given (the caller passes the wav2vec2: config section)")

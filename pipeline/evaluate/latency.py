@@ -9,15 +9,15 @@ import numpy as np
 
 from pipeline.config import LatencySettings
 from pipeline.evaluate import metrics as M
-from pipeline.evaluate.queries import Clip, QueryPlan, degrade
-from pipeline.evaluate.retrieval import Candidate, RowFn
+from pipeline.evaluate.queries import Clip, QueryPlan
+from pipeline.evaluate.retrieval import Candidate, RowFn, as_queries
 
 
-def latency_waves(clips: list[Clip], plan: QueryPlan, seed: int, count: int, sample_rate: int) -> list[np.ndarray]:
-    """``count`` clips drawn (seeded) from every set of the plan applied to the given clean clips; only those drawn are degraded."""
+def latency_waves(clips: list[Clip], plan: QueryPlan, seed: int, count: int, sample_rate: int, level: tuple[float, float]) -> list[np.ndarray]:
+    """``count`` query clips drawn (seeded) from every set of the plan applied to the given clean clips; only those drawn are made."""
     names, n = list(plan.sets), len(clips)
     drawn = np.random.default_rng(seed).permutation(len(names) * n)[:count]  # i: clip i % n under set i // n
-    return [degrade([clips[i % n]], names[i // n], plan.sets[names[i // n]], seed, sample_rate, plan.background)[0] for i in drawn]
+    return [as_queries([clips[i % n]], names[i // n], plan, seed, sample_rate, level)[0] for i in drawn]
 
 
 def _timed_single(embedder, idx, waves, top_k) -> tuple[list[float], list[float]]:

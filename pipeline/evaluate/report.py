@@ -82,7 +82,10 @@ def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_con
     parts = [f"<h1>Retrieval evaluation of run {html.escape(run_id)}</h1>",
              f"<p>Catalogs {html.escape(', '.join(run_config['catalogs']))}: {run_config['gallery_tracks']} tracks indexed; queries from "
              f"{run_config['query_tracks']} {html.escape(run_config['queries']['split'])}-split tracks, {run_config['queries']['per_track']} clips per "
-             f"track and length, each under every degradation. Ranking is by track.</p>"]
+             f"track and length, each under every degradation, cut from the tracks' source files and brought to the catalog level as "
+             f"search does. Ranking is by track."
+             + (f" Distractor catalogs (indexed, never queried): {html.escape(', '.join(run_config['distractors']))}." if run_config.get("distractors")
+                else "") + "</p>"]
     for name, reason in skipped.items():
         parts.append(f"<p><b>{html.escape(name)} skipped:</b> {html.escape(reason)}</p>")
     for length in lengths:

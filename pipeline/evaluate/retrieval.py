@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.audio import io as audio_io
 from pipeline.embed import SegmentEmbedder
 from pipeline.evaluate import metrics as M
 from pipeline.evaluate.queries import Clip, QueryPlan, degrade, set_name
@@ -54,8 +55,14 @@ def _score_set(cand: Candidate, clips: list[Clip], waves: list[np.ndarray], qset
         (exact.setdefault(cand.name, []) if kind == "flat" else approx.setdefault((cand.name, kind), [])).append(seg_ids)
 
 
+def as_queries(clips: list[Clip], name: str, plan: QueryPlan, seed: int, sample_rate: int, level: tuple[float, float]) -> list[np.ndarray]:
+    """The clips as search would get them: degraded by the plan's set ``name`` (the world's part), then brought to the catalog
+    level (search's part; ``level``: audio.target_rms_dbfs, audio.peak_ceiling_dbfs)."""
+    return [audio_io.query_level(w, *level) for w in degrade(clips, name, plan.sets[name], seed, sample_rate, plan.background)]
+
+
 def score_query_sets(candidates: list[Candidate], clips_of: dict[float, list[Clip]], plan: QueryPlan, seed: int, recall_k: Sequence[int],
-                     sample_rate: int, row: RowFn, progress: bool = True) -> None:
+                     sample_rate: int, level: tuple[float, float], row: RowFn, progress: bool = True) -> None:
     """Recall@K, MRR and query count of every candidate x index kind x query set (the plan's lengths x its runnable sets), then
     each ANN index's Recall@10 against the exact one over all sets. Rows go to ``row``."""
     exact: dict[str, list[np.ndarray]] = {}
@@ -67,8 +74,8 @@ def score_query_sets(candidates: list[Candidate], clips_of: dict[float, list[Cli
             print(f"evaluate: no query track is {length:g} s long: skipping {length:g} s queries", file=sys.stderr)
             bar.update(len(plan.sets) * len(candidates))
             continue
-        for name, degradation in plan.sets.items():
-            waves = degrade(clips, name, degradation, seed, sample_rate, plan.background)
+        for name in plan.sets:
+            waves = as_queries(clips, name, plan, seed, sample_rate, level)
             for cand in candidates:
                 _score_set(cand, clips, waves, set_name(length, name), recall_k, row, exact, approx)
                 bar.update(1)

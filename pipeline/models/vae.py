@@ -18,7 +18,7 @@ from torch import nn
 
 
 class VAE(nn.Module):
-    def __init__(self, input_dim: int = 784, hidden: int = 400, latent_dim: int = 2, sigmoid: bool = True):
+    def __init__(self, input_dim: int, hidden: int, latent_dim: int, sigmoid: bool = True):
         super().__init__()
         self.input_dim, self.hidden, self.latent_dim, self.sigmoid = input_dim, hidden, latent_dim, sigmoid
         self.fc1 = nn.Linear(input_dim, hidden)

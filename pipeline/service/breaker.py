@@ -21,8 +21,9 @@ class CircuitOpen(RuntimeError):
 
 
 class CircuitBreaker:
-    def __init__(self, max_failures: int = 5, reset_timeout: float = 30.0, counts: Callable[[BaseException], bool] = lambda exc: True,
+    def __init__(self, max_failures: int, reset_timeout: float, counts: Callable[[BaseException], bool] = lambda exc: True,
                  clock: Callable[[], float] = time.monotonic, name: str = "service"):
+        """``max_failures`` and ``reset_timeout``: configs/pipeline.yaml ``service`` (``breaker_max_failures``, ``breaker_reset_s``)."""
         if max_failures < 1 or reset_timeout < 0:
             raise ValueError(f"circuit breaker: max_failures must be >= 1 and reset_timeout >= 0, got {max_failures}, {reset_timeout}")
         self.max_failures, self.reset_timeout, self.counts, self.clock, self.name = max_failures, reset_timeout, counts, clock, name

@@ -61,8 +61,9 @@ def worker_command(handler: str, init: dict[str, Any] | None = None, python: str
 
 
 class WorkerBridge:
-    def __init__(self, command: list[str], env: dict[str, str] | None = None, start_timeout: float = 120.0, request_timeout: float = 60.0,
-                 health_timeout: float = 5.0, name: str = "worker", stderr_lines: int = 20):
+    def __init__(self, command: list[str], env: dict[str, str] | None, start_timeout: float, request_timeout: float, health_timeout: float,
+                 name: str = "worker", stderr_lines: int = 20):
+        """The timeouts are configs/pipeline.yaml ``service`` (``start_timeout_s``, ``request_timeout_s``, ``health_timeout_s``)."""
         self.command, self.env, self.name = list(command), env, name
         self.start_timeout, self.request_timeout, self.health_timeout = start_timeout, request_timeout, health_timeout
         self.proc: subprocess.Popen | None = None

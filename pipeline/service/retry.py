@@ -17,7 +17,7 @@ def backoff_delay(attempt: int, base: float, maximum: float, rand: Callable[[], 
     return delay / 2 + rand() * delay / 2
 
 
-def retry(fn: Callable[[], T], retries: int, retryable: Callable[[BaseException], bool], base_delay: float = 0.2, max_delay: float = 5.0,
+def retry(fn: Callable[[], T], retries: int, retryable: Callable[[BaseException], bool], base_delay: float, max_delay: float,
           sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
           on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
     """Call ``fn`` up to ``1 + retries`` times. An error for which ``retryable(exc)`` is false is raised at once;

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import asdict
 
 import numpy as np
@@ -29,7 +31,7 @@ from pipeline.evaluate.retrieval import Candidate, score_query_sets
 from pipeline.fsutil import write_json
 from pipeline.index.faiss_index import build_index, load_index
 from pipeline.store import db
-from pipeline.store.tables import retrieval_metrics
+from pipeline.store.tables import retrieval_metrics, run_metrics
 
 
 def load_candidate(run_id: str, name: str, kinds: list[str], catalogs: list[str], device: str, url: str | None, progress: bool) -> Candidate:
@@ -74,26 +76,58 @@ def catalog_map(run_id: str, names: list[str], gallery: list[Track], device: str
     return {"embedder": name, **summary}
 
 
+@contextmanager
+def _stage(name: str, seconds: dict[str, float]):
+    """Time one stage of the evaluation; printed and stored as run_metrics rows, so a slow night shows where the time went."""
+    started = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - started
+    print(f"evaluate: {name}: {seconds[name]:.1f} s", file=sys.stderr)
+
+
+def _gallery_rows(candidates: list[Candidate], gallery: list[Track], distractors: list[str], from_canonical: int, row) -> None:
+    """What the queries were searched among (tracks, hours, distractor tracks, each index's vectors) and how many query clips
+    had to be cut from canonical audio; query set ``all``, like the other whole-run figures."""
+    hours = sum(t.duration_s for t in gallery) / 3600
+    n_distractors = sum(t.catalog in distractors for t in gallery)
+    for cand in candidates:
+        for kind, idx in cand.indexes.items():
+            row(cand.name, kind, "all", "gallery_tracks", 0, len(gallery))
+            row(cand.name, kind, "all", "gallery_hours", 0, hours)
+            row(cand.name, kind, "all", "gallery_distractor_tracks", 0, n_distractors)
+            row(cand.name, kind, "all", "gallery_vectors", 0, idx.index.ntotal)
+            row(cand.name, kind, "all", "queries_from_canonical", 0, from_canonical)
+
+
 def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: list[str] | None = None, catalogs: list[str] | None = None,
-             device: str = "cpu", url: str | None = None, progress: bool = True, plan: str | None = None) -> dict:
-    """Evaluate the run under query plan ``plan`` (default eval.yaml queries.plan); returns {"run_id", "rows": [...], "report": path,
-    "skipped": {embedder: reason}, "skipped_sets": {query set name: reason}}."""
+             distractors: list[str] | None = None, device: str = "cpu", url: str | None = None, progress: bool = True,
+             plan: str | None = None) -> dict:
+    """Evaluate the run against its catalogs (default: those of its split tracks) plus ``distractors`` (catalogs indexed but never
+    queried; default configs/eval.yaml ``evaluation.distractors``) under query plan ``plan`` (default eval.yaml queries.plan); returns
+    {"run_id", "rows", "report", "skipped", "skipped_sets": {query set name: reason}, "seconds"}."""
     eval_s = config.load_eval()
     qs, run_s, lat_s = config.section(config.QuerySettings, eval_s.raw, "queries", plan=plan), eval_s["evaluation"], eval_s["latency"]
     background_dir = config.PROJECT_ROOT / qs.background_dir  # an absolute background_dir stays as it is
+    audio = config.load_pipeline().audio
+    level = (audio.target_rms_dbfs, audio.peak_ceiling_dbfs)
     embedders = list(embedders or run_s.embedders)
     kinds = list(dict.fromkeys(["flat", *(index_kinds or run_s.index_kinds)]))  # flat: the exact reference of the ANN kinds
-    catalogs = sorted(catalogs or run_catalogs(run_id, url))
+    distractors = sorted(set(run_s.distractors if distractors is None else distractors))
+    catalogs = sorted(set(catalogs or run_catalogs(run_id, url)) | set(distractors))
     gallery = catalog_tracks(catalogs, url)
+    missing = sorted(set(distractors) - {t.catalog for t in gallery})
+    if missing:
+        raise ValueError(f"--distractors {', '.join(missing)}: no ingested tracks in that catalog (cloudtune ingest SRC --catalog NAME)")
     query_ids = set(split_track_ids(run_id, qs.split))
-    query_tracks = [t for t in gallery if t.track_id in query_ids]
+    query_tracks = [t for t in gallery if t.track_id in query_ids and t.catalog not in distractors]
     if not query_tracks:
         raise ValueError(f"run {run_id}: no track of its {qs.split} split is in catalog(s) {', '.join(catalogs)}")
     recall_k = eval_s["metrics"].recall_k
     queries = {**{k: v for k, v in asdict(qs).items() if k != "plans"}, **asdict(qs.query_plan)}  # the plan run, not every plan
-    run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "queries": queries,
-                  "query_tracks": len(query_tracks), "gallery_tracks": len(gallery)}
+    run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "distractors": distractors,
+                  "queries": queries, "query_tracks": len(query_tracks), "gallery_tracks": len(gallery)}
     rows: list[dict] = []
+    seconds: dict[str, float] = {}
 
     def row(embedder, kind, qset, metric, k, value):
         rows.append({"run_id": run_id, "embedder": embedder, "index_kind": kind, "query_set": qset, "metric": metric, "k": k,
@@ -102,30 +136,43 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
     with db.connect(url) as conn, db.recorded_run(conn, "evaluate", run_config, parent_run_id=run_id) as step:
         db.ensure_run(conn, run_id)
         candidates, skipped = [], {}
-        for name in embedders:
-            try:
-                candidates.append(load_candidate(run_id, name, kinds, catalogs, device, url, progress))
-            except EmbedderUnavailable as exc:
-                skipped[name] = str(exc)
-                print(f"evaluate: skipping {name}: {exc}", file=sys.stderr)
+        with _stage("embed and index", seconds):
+            for name in embedders:
+                try:
+                    candidates.append(load_candidate(run_id, name, kinds, catalogs, device, url, progress))
+                except EmbedderUnavailable as exc:
+                    skipped[name] = str(exc)
+                    print(f"evaluate: skipping {name}: {exc}", file=sys.stderr)
         if not candidates:
             raise RuntimeError(f"evaluate: no embedder could be evaluated ({'; '.join(skipped.values())})")
         sr = candidates[0].embedder.sample_rate
         plan = query_plan(qs, background_dir, sr)
         for name, reason in plan.skipped.items():
             print(f"evaluate: skipping query set {name}: {reason}", file=sys.stderr)
-        clips_of = clean_clips(query_tracks, plan.lengths_s, qs, sr)  # each query track is read once, for every length
-        score_query_sets(candidates, clips_of, plan, qs.seed, recall_k, sr, row, progress)
-        length = max(plan.lengths_s)  # latency: single clips of the longest length
-        measure_latency(candidates, latency_waves(clips_of[length], plan, qs.seed, lat_s.single_queries, sr), lat_s, max(recall_k), f"latency/{length:g}s",
-                        row)
+        with _stage("query clips", seconds):
+            clips_of = clean_clips(query_tracks, plan.lengths_s, qs, sr)  # each source file is decoded once, for every length
+        fallbacks = sum(not c.from_source for clips in clips_of.values() for c in clips)
+        if fallbacks:
+            print(f"evaluate: {fallbacks} query clip(s) cut from canonical audio: their source files are gone", file=sys.stderr)
+        with _stage("score query sets", seconds):
+            score_query_sets(candidates, clips_of, plan, qs.seed, recall_k, sr, level, row, progress)
+        with _stage("latency", seconds):
+            length = max(plan.lengths_s)  # latency: single clips of the longest length
+            measure_latency(candidates, latency_waves(clips_of[length], plan, qs.seed, lat_s.single_queries, sr, level), lat_s, max(recall_k),
+                            f"latency/{length:g}s", row)
+        _gallery_rows(candidates, gallery, distractors, fallbacks, row)
         db.upsert(conn, retrieval_metrics, rows)
         conn.commit()
         names = [c.name for c in candidates]
-        cmap = catalog_map(run_id, names, gallery, device, url, progress) if run_s.catalog_vae else None
-        report = write_report(run_id, rows, {**skipped, **{f"query set {n}": why for n, why in plan.skipped.items()}}, run_config, cmap)
+        with _stage("catalog map", seconds):
+            cmap = catalog_map(run_id, names, gallery, device, url, progress) if run_s.catalog_vae else None
+        with _stage("report", seconds):
+            report = write_report(run_id, rows, {**skipped, **{f"query set {n}": why for n, why in plan.skipped.items()}}, run_config, cmap)
+        db.upsert(conn, run_metrics, [{"run_id": run_id, "stage": "evaluate", "metric": f"seconds/{name}", "k": 0, "value": s,
+                                       "recorded_at": db.utcnow()} for name, s in seconds.items()])
+        conn.commit()
         write_json(paths.evaluation_json(run_id), {"run_id": run_id, "evaluate_run_id": step.run_id, "finished_at": db.utcnow().isoformat(),
-                                                   "embedders": names, "index_kinds": kinds, "skipped": skipped, "skipped_sets": plan.skipped,
-                                                   "report": str(report)})
-        step.message = f"{len(rows)} metric rows for run {run_id}; report {report}"
-    return {"run_id": run_id, "rows": rows, "report": str(report), "skipped": skipped, "skipped_sets": plan.skipped}
+                                                   "embedders": names, "index_kinds": kinds, "catalogs": catalogs, "distractors": distractors,
+                                                   "skipped": skipped, "skipped_sets": plan.skipped, "seconds": seconds, "report": str(report)})
+        step.message = f"{len(rows)} metric rows for run {run_id} ({len(gallery)} gallery tracks); report {report}"
+    return {"run_id": run_id, "rows": rows, "report": str(report), "skipped": skipped, "skipped_sets": plan.skipped, "seconds": seconds}

@@ -16,7 +16,7 @@ from pipeline.fsutil import atomic_path
 
 def ingest_roots(catalog: str, roots: list[str]) -> dict:
     """Ingest new audio under ``roots`` into ``catalog`` (unchanged files are skipped); an empty list uses the catalog as it is."""
-    from pipeline.ingest import ingest
+    from pipeline.steps.ingest import ingest
     from pipeline.tokenize.catalog import list_items
 
     line = f"ingest: no catalog roots given: using catalog {catalog} as it is"
@@ -38,7 +38,7 @@ def train_tokenizer(catalog: str, backend: str) -> str | None:
         return None
     if backend != "rvq":
         raise ValueError(f"tokenizer_backend {backend!r}: expected rvq or moss")
-    from pipeline.tokenize.catalog import train_tokenizer as train
+    from pipeline.steps.tokens import train_tokenizer as train
 
     folder, _ = train(catalog)
     return str(folder)
@@ -56,7 +56,7 @@ def plan_shards(catalog: str, max_shards: int, min_tracks_per_shard: int) -> lis
 
 def tokenize_shard(catalog: str, backend: str, shard: list[int] | None, device: str = "auto") -> str:
     """Tokenize one shard of the catalog (tracks already tokenized are skipped); returns the tokens folder."""
-    from pipeline.tokenize.catalog import tokenize
+    from pipeline.steps.tokens import tokenize
 
     summary = tokenize(backend, catalog, device=device, shard=tuple(shard) if shard else None)
     print(summary.line(), file=sys.stderr)
@@ -73,11 +73,13 @@ class StepSkipped(Exception):
 
 
 def embedder_settings() -> dict:
-    """What building an embedder needs from configs/pipeline.yaml, as keyword arguments of ``pipeline.embed.registry.get_embedder``:
-    the ``wav2vec2:`` section and the catalog's ``audio.sample_rate``."""
+    """What building an embedder needs from configs, as keyword arguments of ``pipeline.embed.registry.get_embedder``:
+    pipeline.yaml's ``wav2vec2:`` and ``moss:`` sections and the catalog's ``audio.sample_rate``, and index.yaml's
+    ``segments.batch_size`` (segments per forward pass)."""
     data = config.load()
-    return {"wav2vec2": config.section(config.Wav2Vec2Settings, data, "wav2vec2"),
-            "sample_rate": config.section(config.AudioSettings, data, "audio").sample_rate}
+    return {"batch_size": config.load_index().segments.batch_size, "wav2vec2": config.section(config.Wav2Vec2Settings, data, "wav2vec2"),
+            "sample_rate": config.section(config.AudioSettings, data, "audio").sample_rate,
+            "moss": config.section(config.MossSettings, data, "moss")}
 
 
 def _embed_one(run_id: str, name: str, device: str, catalogs: list[str] | None) -> str:
@@ -147,14 +149,22 @@ def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> 
     return out
 
 
+def gallery_catalogs(run_id: str, distractors: list[str]) -> list[str]:
+    """What a run indexes: the catalogs of its split tracks plus the distractor catalogs (indexed, never queried)."""
+    from pipeline.embed.catalog import run_catalogs
+
+    return sorted(set(run_catalogs(run_id)) | set(distractors))
+
+
 def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: str = "auto", catalogs: list[str] | None = None,
-             query_plan: str | None = None) -> str:
+             distractors: list[str] | None = None, query_plan: str | None = None) -> str:
     """Recall@K, MRR, latency rows into retrieval_metrics (not published yet) under the query plan (default eval.yaml
     queries.plan); returns the HTML report path."""
     from pipeline.devices import resolve_device
     from pipeline.steps.evaluation import evaluate as run_evaluation
 
-    result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, device=resolve_device(device), plan=query_plan)
+    result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, distractors=distractors,
+                            device=resolve_device(device), plan=query_plan)
     print(f"evaluate: {len(result['rows'])} metric rows for run {run_id}; report {result['report']}", file=sys.stderr)
     return result["report"]
 

@@ -27,7 +27,7 @@ def make_splits(run_id: str, tokens_roots: list[str]) -> str:
         raise ValueError(f"splits: the tokenize shards wrote to {len(roots)} folders ({', '.join(roots)}); expected one")
     s = config.load_train().splits
     out = paths.splits_dir(run_id)
-    print(build_splits(roots[0], out, s.val_ratio, s.test_ratio, s.seed, s.group_by).line(), file=sys.stderr)
+    print(build_splits(roots[0], out, s.val_ratio, s.test_ratio, s.seed, s.group_by, parent_run_id=run_id).line(), file=sys.stderr)
     return str(out)
 
 
@@ -61,7 +61,8 @@ def train_token_embedder(tokens_root: str | Path, splits_dir: str | Path | None 
     tokens_root = Path(tokens_root)
     splits_dir = Path(splits_dir) if splits_dir else paths.splits_dir(run_id)
     if not paths.split_list(splits_dir, "train").exists():
-        build_splits(tokens_root, splits_dir, split_s.val_ratio, split_s.test_ratio, split_s.seed, split_s.group_by, url=url, progress=progress)
+        build_splits(tokens_root, splits_dir, split_s.val_ratio, split_s.test_ratio, split_s.seed, split_s.group_by, url=url, progress=progress,
+                     parent_run_id=run_id)
     return train(tokens_root, splits_dir, run_id, emb_s, train_s, device=resolve_device(device), resume=resume, run_config={"config": raw},
                  url=url, progress=progress, on_epoch_end=on_epoch_end)
 

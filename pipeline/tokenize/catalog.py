@@ -1,4 +1,8 @@
-"""Tokenization steps: train the rvq codec on a catalog, and tokenize a catalog (or a folder) to token files.
+"""Catalog tokenization: train the rvq codec on a catalog, and tokenize a catalog (or a folder) to token files.
+
+The functions take their settings as arguments: ``settings`` is configs/pipeline.yaml as ``config.load_pipeline()`` gives it
+(sections ``tokenize``, ``rvq``, ``moss``, ``audio`` and ``ingest`` are read), with any CLI overrides applied by the caller;
+the steps that read the config are in :mod:`pipeline.steps.tokens`.
 
 Artifacts (under $CLOUDTUNE_HOME unless given):
   tokenizers/<scope>/<codec_version>/codec.{npz,json}   a trained rvq codec; tokenizers/<scope>/current names the latest
@@ -13,7 +17,8 @@ import math
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +26,9 @@ import xxhash
 from sqlalchemy import select
 from tqdm import tqdm
 
-from pipeline import config, paths
+from pipeline import paths
 from pipeline.audio import io as audio_io
-from pipeline.config import IngestSettings, MossSettings, RVQSettings, TokenizeSettings
+from pipeline.config import MossSettings, PipelineConfig, RVQSettings
 from pipeline.fsutil import write_json, write_text
 from pipeline.names import TOKENIZER_BACKENDS
 from pipeline.prefetch import prefetch
@@ -49,8 +54,10 @@ def scope_name(catalog: str | None, input_root: str | Path | None) -> str:
     return f"dir-{xxhash.xxh3_64_hexdigest(str(Path(input_root).resolve()).encode())[:10]}"
 
 
-def list_items(catalog: str | None = None, input_root: str | Path | None = None, url: str | None = None) -> list[Item]:
-    """The tracks of a catalog (from the metrics DB), or the audio files under a folder, sorted by id."""
+def list_items(catalog: str | None = None, input_root: str | Path | None = None, url: str | None = None, *,
+               extensions: Iterable[str] | None = None) -> list[Item]:
+    """The tracks of a catalog (from the metrics DB), or the audio files under a folder with one of ``extensions``
+    (the ``ingest.extensions`` setting; needed for ``input_root`` only), sorted by id."""
     scope_name(catalog, input_root)
     if catalog is not None:
         with db.connect(url) as conn:
@@ -64,7 +71,9 @@ def list_items(catalog: str | None = None, input_root: str | Path | None = None,
     root = Path(input_root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"--input-root {input_root}: not a folder")
-    exts = config.section(IngestSettings, config.load(), "ingest").extensions
+    if extensions is None:
+        raise ValueError(f"list_items(input_root={str(input_root)!r}): no extensions given (the caller passes the ingest.extensions setting)")
+    exts = tuple(extensions)
     items = []
     for f in find_audio_files([root], exts):
         rel = f.relative_to(root).as_posix()
@@ -111,28 +120,27 @@ def _record_metrics(conn, run_id: str, stage: str, values: dict[tuple[str, int],
                                   for (m, k), v in values.items()])
 
 
-def train_tokenizer(catalog: str | None = None, input_root: str | Path | None = None, *, settings: RVQSettings | None = None,
-                    url: str | None = None, run_id: str | None = None, progress: bool = True) -> tuple[Path, dict]:
-    """Train the rvq codec on a catalog's tracks (minus a held-out set used to measure mel SNR per level).
+def train_tokenizer(settings: PipelineConfig, catalog: str | None = None, input_root: str | Path | None = None, *, url: str | None = None,
+                    run_id: str | None = None, progress: bool = True) -> tuple[Path, dict]:
+    """Train the rvq codec (``settings.rvq``, at ``settings.audio.sample_rate``) on a catalog's tracks (minus a held-out set
+    used to measure mel SNR per level).
 
     Idempotent: the same settings and tracks give the same codec version, which is not trained twice.
     Returns (codec folder, report).
     """
-    cfg = config.load()
-    settings = settings or config.section(RVQSettings, cfg, "rvq")
-    sample_rate = config.section(config.AudioSettings, cfg, "audio").sample_rate
+    rvq, sample_rate = settings.rvq, settings.audio.sample_rate
     scope = scope_name(catalog, input_root)
-    items = list_items(catalog, input_root, url)
-    train_ids, hold_ids = holdout_split([i.track_id for i in items], settings.holdout_ratio, settings.seed)
-    version = codec_version(settings, sample_rate, train_ids)
+    items = list_items(catalog, input_root, url, extensions=settings.ingest.extensions)
+    train_ids, hold_ids = holdout_split([i.track_id for i in items], rvq.holdout_ratio, rvq.seed)
+    version = codec_version(rvq, sample_rate, train_ids)
     folder = paths.codec_dir(scope, version)
-    run_config = {"scope": scope, "version": version, "rvq": asdict(settings), "train_tracks": len(train_ids), "holdout_tracks": len(hold_ids)}
+    run_config = {"scope": scope, "version": version, "rvq": asdict(rvq), "train_tracks": len(train_ids), "holdout_tracks": len(hold_ids)}
     with db.connect(url) as conn, db.recorded_run(conn, "tokenizer_train", run_config, run_id) as run:
         if (folder / "codec.json").exists():
             report = RVQCodec.load(folder).info
             print(f"tokenizer: {version} already trained for {scope} ({folder})", file=sys.stderr)
         else:
-            report = _train_and_save(items, train_ids, hold_ids, sample_rate, settings, folder, progress)
+            report = _train_and_save(items, train_ids, hold_ids, sample_rate, rvq, folder, progress)
         write_text(paths.codec_pointer(scope), version + "\n")
         metrics = {("mel_snr_db", q + 1): v for q, v in enumerate(report["mel_snr_db_by_level"])}
         metrics.update({("train_seconds", 0): report["train_seconds"], ("train_hours", 0): report["train_hours"]})
@@ -159,16 +167,24 @@ def _train_and_save(items: list[Item], train_ids: list[str], hold_ids: list[str]
     return codec.info
 
 
-def load_tokenizer(backend: str, scope: str, device: str = "auto", model_dir: str | None = None, num_quantizers: int | None = None,
+def moss_tokenizer(settings: MossSettings, device: str = "auto"):
+    """The MOSS model of the ``moss:`` settings."""
+    from pipeline.tokenize.moss import MossTokenizer
+
+    return MossTokenizer(settings.model_dir, device, settings.num_quantizers, settings.chunk_seconds, settings.batch_size, settings.dtype)
+
+
+def load_tokenizer(backend: str, settings: PipelineConfig, scope: str, device: str = "auto", num_quantizers: int | None = None,
                    catalog: str | None = None, input_root: str | Path | None = None, url: str | None = None, progress: bool = True):
-    """The rvq codec of ``scope`` (trained first when there is none) or the MOSS model."""
+    """The rvq codec of ``scope`` (trained first when there is none, with ``settings``) or the MOSS model of ``settings.moss``;
+    ``num_quantizers`` keeps the first N levels."""
     from pipeline.devices import resolve_device
 
     if backend == "rvq":
         folder = current_rvq(scope)
         if folder is None:
             print(f"tokenize: no rvq codec for {scope} yet: training one", file=sys.stderr)
-            folder, _ = train_tokenizer(catalog, input_root, url=url, progress=progress)
+            folder, _ = train_tokenizer(settings, catalog, input_root, url=url, progress=progress)
         codec = RVQCodec.load(folder, device=resolve_device(device))
         if num_quantizers:
             if not 1 <= num_quantizers <= codec.num_quantizers:
@@ -177,10 +193,7 @@ def load_tokenizer(backend: str, scope: str, device: str = "auto", model_dir: st
                              codec.version + f"-q{num_quantizers}", codec.info, codec.device)
         return codec
     if backend == "moss":
-        from pipeline.tokenize.moss import MossTokenizer
-
-        s = config.section(MossSettings, config.load(), "moss", model_dir=model_dir, num_quantizers=num_quantizers)
-        return MossTokenizer(s.model_dir, device, s.num_quantizers, s.chunk_seconds, s.batch_size, s.dtype)
+        return moss_tokenizer(settings.moss if num_quantizers is None else replace(settings.moss, num_quantizers=num_quantizers), device)
     raise ValueError(f"--backend {backend!r}: expected one of {', '.join(TOKENIZER_BACKENDS)}")
 
 
@@ -231,24 +244,25 @@ def _write_track(out: Path, item: Item, codes: np.ndarray, tok, ext: str, chunk_
     return n
 
 
-def tokenize(backend: str | None = None, catalog: str | None = None, input_root: str | Path | None = None, output_root: str | Path | None = None,
-             *, device: str = "auto", max_files: int | None = None, chunk_seconds: float | None = None, save_format: str | None = None,
-             overwrite: bool = False, fail_fast: bool = False, model_dir: str | None = None, num_quantizers: int | None = None,
-             url: str | None = None, run_id: str | None = None, progress: bool = True, shard: tuple[int, int] | None = None) -> TokenizeSummary:
-    """Tokenize every track of a catalog (or every audio file under a folder) into token files.
+def tokenize(settings: PipelineConfig, catalog: str | None = None, input_root: str | Path | None = None, output_root: str | Path | None = None,
+             *, device: str = "auto", max_files: int | None = None, num_quantizers: int | None = None, overwrite: bool = False,
+             fail_fast: bool = False, url: str | None = None, run_id: str | None = None, progress: bool = True,
+             shard: tuple[int, int] | None = None) -> TokenizeSummary:
+    """Tokenize every track of a catalog (or every audio file under a folder) into token files, with the backend, format
+    and chunking of ``settings.tokenize`` (the tokenizer from ``settings.rvq`` or ``settings.moss``).
 
     Re-runs skip tracks whose files exist (unless ``overwrite``); a track that fails is recorded in
     `run_errors` and the run goes on (unless ``fail_fast``). ``shard=(i, n)`` tokenizes only every n-th track
     (by track id) starting at the i-th, so n workers can share a catalog (the rvq codec must exist already);
     the shard's summary goes to ``summary.shard-<i>-of-<n>.json``.
     """
-    s = config.section(TokenizeSettings, config.load(), "tokenize", backend=backend, chunk_seconds=chunk_seconds, save_format=save_format)
+    s = settings.tokenize
     if s.save_format not in FORMATS:
         raise ValueError(f"--save-format {s.save_format!r}: expected one of {', '.join(FORMATS)}")
     if s.chunk_seconds < 0:
         raise ValueError(f"--chunk-seconds {s.chunk_seconds:g}: must be >= 0")
     scope = scope_name(catalog, input_root)
-    items = list_items(catalog, input_root, url)[: max_files or None]
+    items = list_items(catalog, input_root, url, extensions=settings.ingest.extensions)[: max_files or None]
     if shard is not None:
         index, count = shard
         if not (count >= 1 and 0 <= index < count):
@@ -256,7 +270,7 @@ def tokenize(backend: str | None = None, catalog: str | None = None, input_root:
         if s.backend == "rvq" and current_rvq(scope) is None:
             raise ValueError(f"shard {index}/{count}: no rvq codec for {scope} yet (train it once before tokenizing in shards)")
         items = items[index::count]
-    tok = load_tokenizer(s.backend, scope, device, model_dir, num_quantizers, catalog, input_root, url, progress)
+    tok = load_tokenizer(s.backend, settings, scope, device, num_quantizers, catalog, input_root, url, progress)
     out = Path(output_root) if output_root else paths.tokens_dir(scope, tok.version)
     out.mkdir(parents=True, exist_ok=True)
     chunk_frames = round(s.chunk_seconds * tok.frame_rate)

@@ -34,8 +34,8 @@ def _quantizer_setting(cfg, names: tuple[str, ...], default: int) -> int:
 class MossTokenizer:
     name = "moss"
 
-    def __init__(self, model: str, device: str = "auto", num_quantizers: int | None = None, chunk_seconds: float = 8.0,
-                 batch_size: int = 8, dtype: str = "auto"):
+    def __init__(self, model: str, device: str, num_quantizers: int | None, chunk_seconds: float, batch_size: int, dtype: str):
+        """The arguments are configs/pipeline.yaml ``moss`` (``model_dir`` as ``model``) and the run's device."""
         from transformers import AutoModel
 
         if not model:
