@@ -198,6 +198,13 @@ def test_lossy_round_trip_keeps_length_alignment_and_spectrum(music, spec, kbps)
     assert snr_db(music, out) > 15  # lossy (20-30 dB), but the same music
 
 
+@pytest.mark.parametrize("codec", ["mp3:32", "ogg:0"])
+def test_a_clip_louder_than_full_scale_comes_back_from_the_codec_unclipped(music, codec):  # libsndfile encodes floats as they are
+    loud = music * np.float32(3 / np.abs(music).max())  # peaks at 3.0, as a loud source plus noise can
+    out = degrade.apply(loud, SR, codec)
+    assert np.abs(out).max() > 2 and snr_db(loud, out) > 15
+
+
 def test_chains_apply_left_to_right_with_one_generator(music):
     chained = degrade.apply(music, SR, "white:10+telephone+gain:-6", rng=7)
     by_hand = degrade.gain(degrade.bandpass(degrade.add_noise(music, 10, "white", np.random.default_rng(7)), SR, 300, 3400), -6)
