@@ -36,7 +36,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 
 from pipeline import paths
-from pipeline.names import DEVICES, DTYPES, EMBEDDERS, INDEX_KINDS, QUERY_DEGRADATIONS, TOKENIZER_BACKENDS
+from pipeline.names import DEVICES, DTYPES, EMBEDDERS, INDEX_KINDS, MERIT_AGGREGATES, MERIT_METRICS, QUERY_DEGRADATIONS, TOKENIZER_BACKENDS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "CLOUDTUNE__"
@@ -278,10 +278,16 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class PublishSettings:
-    embedder: str
-    index_kind: str
+    """index.yaml ``publish``: the criterion by which a run's embedder and index kind are chosen (pipeline/evaluate/merit.py)."""
 
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {"embedder": EMBEDDERS, "index_kind": INDEX_KINDS}
+    metric: str
+    k: int
+    length_s: float
+    aggregate: str
+    include_clean: bool
+    index_kinds: tuple[str, ...]
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"metric": MERIT_METRICS, "aggregate": MERIT_AGGREGATES, "index_kinds": INDEX_KINDS}
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ the others still answer.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +18,7 @@ from pipeline import paths
 from pipeline.audio import io as audio_io
 from pipeline.embed.registry import get_embedder
 from pipeline.index.faiss_index import load_index
-from pipeline.publish import published
+from pipeline.publish import pick, published
 from pipeline.store import db
 from pipeline.store.tables import tracks
 
@@ -32,19 +31,16 @@ class Searcher:
 
     def __init__(self, settings: dict, run_id: str | None = None, embedder: str | None = None, index_kind: str | None = None, device: str = "cpu",
                  url: str | None = None, embedder_settings: dict | None = None):
-        """``settings``: the sections of configs/index.yaml (``publish`` picks the embedder and index kind, ``search`` the depth)."""
+        """``settings``: the sections of configs/index.yaml (``search``: the depth; ``publish``: the index kinds to try for a
+        named run whose evaluation has no choice by merit)."""
         pub = published()
         if run_id is None:
             if pub is None:
                 raise RuntimeError(f"search: no published run in {paths.home()} (evaluate a run, or name one with --run-id)")
             run_id, embedder, index_kind = pub["run_id"], embedder or pub["embedder"], index_kind or pub["index_kind"]
-        if embedder is None:
-            evaluation = paths.evaluation_json(run_id)
-            done = json.loads(evaluation.read_text())["embedders"] if evaluation.exists() else []
-            embedder = settings["publish"].embedder
-            if not paths.embeddings(run_id, embedder).manifest.exists() and done:
-                embedder = done[-1]
-        self.run_id, self.index_kind = run_id, index_kind or settings["publish"].index_kind
+        if embedder is None or index_kind is None:  # a named run: its evaluation's choice by merit fills in what is not named
+            embedder, index_kind, _ = pick(run_id, settings["publish"], embedder, index_kind)
+        self.run_id, self.index_kind = run_id, index_kind
         self.embedder = get_embedder(embedder, run_id, device, **(embedder_settings or {}))
         self.index = load_index(run_id, self.embedder.manifest(), self.index_kind, settings["search"].segments_k)
         with db.connect(url) as conn:

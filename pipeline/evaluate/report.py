@@ -39,6 +39,16 @@ def recall_plot(df: pd.DataFrame, length: str) -> str:
     return _png(fig)
 
 
+def choice_section(choice: dict) -> list[str]:
+    """What the run publishes by merit, why, and every candidate's criterion score."""
+    cols = {"rank": "rank", "embedder": "embedder", "index_kind": "index kind", "score": choice["criterion"], "worst_set": "worst set",
+            "mean_all": "mean over the length's sets", "e2e_p95_ms": "e2e p95 (ms)", "why_not": "not a candidate because"}
+    table = pd.DataFrame(choice["candidates"])[list(cols)].rename(columns=cols).round(4).fillna("")
+    return [f"<h2>Published by merit: {html.escape(choice['embedder'])} / {html.escape(choice['index_kind'])}</h2>",
+            f"<p>Criterion: {html.escape(choice['criterion'])} (configs/index.yaml <code>publish</code>); ties: {html.escape(choice['tie_break'])}.</p>",
+            f"<p><b>Why:</b> {html.escape(choice['reason'])}</p>", table.to_html(index=False, classes="choice")]
+
+
 def latency_plot(df: pd.DataFrame) -> str:
     """Mean Recall@10 over the query sets against single-query search p50, one point per (embedder, index kind)."""
     rec = df[(df.metric == "recall") & (df.k == 10) & ~df.query_set.str.startswith("latency")].groupby(["embedder", "index_kind"]).value.mean()
@@ -76,7 +86,8 @@ def metric_table(rows: list[dict], length: str = "5s"):
     return df.pivot_table(index=["embedder", "index_kind", "metric"], columns="degradation", values="value", sort=False)
 
 
-def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_config: dict, catalog_map: dict | None = None) -> str:
+def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_config: dict, catalog_map: dict | None = None,
+                 choice: dict | None = None) -> str:
     df = pd.DataFrame(rows)
     lengths = sorted({q.split("/")[0] for q in df.query_set if not q.startswith(("latency", "all"))}, key=lambda s: -float(s[:-1]))
     parts = [f"<h1>Retrieval evaluation of run {html.escape(run_id)}</h1>",
@@ -85,6 +96,8 @@ def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_con
              f"track and length, each under every degradation. Ranking is by track.</p>"]
     for name, reason in skipped.items():
         parts.append(f"<p><b>{html.escape(name)} skipped:</b> {html.escape(reason)}</p>")
+    if choice:
+        parts.extend(choice_section(choice))
     for length in lengths:
         parts.append(f"<h2>{length} queries</h2>")
         parts.append(recall_plot(df, length))
