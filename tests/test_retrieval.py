@@ -93,8 +93,9 @@ def test_evaluate_writes_the_full_metric_table(built, run_env):
     choice = json.loads((run_env / "runs" / "r1" / "reports" / "evaluation.json").read_text())["choice"]
     assert choice == result["choice"] and choice["criterion"] == "worst degraded Recall@1 at 5 s queries"
     report = (run_env / "runs" / "r1" / "reports" / "evaluation.html").read_text()
-    assert report.count("<img") == 5 and "5s queries" in report and "pink0db" in report
+    assert report.count("<img") == 6 and "5s queries" in report and "pink0db" in report  # + the recall-against-length plot
     assert f"Catalog map ({choice['embedder']}" in report  # the map is of the embedder the run publishes
+    assert "<h2>Recall against query length</h2>" in report and report.index("Published by merit") < report.index("Recall against query length")
     assert f"Published by merit: {choice['embedder']} / {choice['index_kind']}</h2>" in report
     assert "<h2>Embedder training</h2>" in report  # the run's training curve
     with db.connect() as conn:
