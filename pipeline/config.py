@@ -7,7 +7,7 @@ Five files, one settings class per section, every section name unique across the
 - ``train.yaml``: embedder, training, splits
 - ``index.yaml``: segments, hnsw, ivfpq, search, publish
 - ``eval.yaml``: queries, metrics, latency, evaluation
-- ``airflow.yaml``: dag, pools, nightly, run, demo
+- ``airflow.yaml``: dag, pools, nightly, run, demo, metrics_page
 
 Where a value comes from, the later winning:
 
@@ -363,6 +363,13 @@ class RunDagSettings:
 
 
 @dataclass(frozen=True)
+class MetricsPageSettings:
+    """airflow.yaml ``metrics_page``: the Airflow UI's "Retrieval metrics" page."""
+
+    fail_below: float
+
+
+@dataclass(frozen=True)
 class DemoRunSettings:
     epochs: int
     embedding_dim: int
@@ -389,7 +396,8 @@ TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": Tra
 INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSettings, "ivfpq": IVFPQSettings, "search": SearchSettings,
                                    "publish": PublishSettings}
 EVAL_SECTIONS: dict[str, type] = {"queries": QuerySettings, "metrics": EvalMetricSettings, "latency": LatencySettings, "evaluation": EvaluationSettings}
-AIRFLOW_SECTIONS: dict[str, type] = {"dag": DagSettings, "pools": PoolSettings, "nightly": NightlySettings, "run": RunDagSettings, "demo": DemoRunSettings}
+AIRFLOW_SECTIONS: dict[str, type] = {"dag": DagSettings, "pools": PoolSettings, "nightly": NightlySettings, "run": RunDagSettings, "demo": DemoRunSettings,
+                                     "metrics_page": MetricsPageSettings}
 
 FILES: dict[str, dict[str, type]] = {"pipeline": SECTIONS, "train": TRAIN_SECTIONS, "index": INDEX_SECTIONS, "eval": EVAL_SECTIONS,
                                      "airflow": AIRFLOW_SECTIONS}
@@ -620,6 +628,7 @@ class AirflowConfig(Sections):
     nightly: NightlySettings
     run: RunDagSettings
     demo: DemoRunSettings
+    metrics_page: MetricsPageSettings
 
 
 S = TypeVar("S", bound=Sections)
