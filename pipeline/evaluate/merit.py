@@ -25,8 +25,8 @@ from typing import Any
 
 from pipeline.config import PublishSettings
 
-TIE_BREAK = ("higher criterion score; on a tie, the higher mean of the metric over every set of that length (clean included), "
-             "then the lower single-query p95 latency end to end, then name order (embedder, then index kind)")
+TIE_BREAK = ("the higher mean of the metric over every set of that length (clean included), then the lower single-query p95 latency "
+             "end to end, then name order (embedder, then index kind)")  # what decides between equal scores, in order
 EPS = 1e-9
 
 
