@@ -128,7 +128,9 @@ def choose(rows: Iterable[Mapping[str, Any]], settings: PublishSettings) -> dict
     if not best["eligible"]:
         raise ValueError(f"merit: no candidate has a row for every {length:g} s query set ({best['why_not']})")
     metric = f"Recall@{k}" if settings.metric == "recall" else "MRR"
-    reason = _reason(best, [c for c in candidates if c["eligible"]][1:2], candidates, criterion, metric, settings.aggregate, notes, length)
+    counts = [v[(q, "queries", 0)] for c in candidates if c["eligible"] for v in [values[c["embedder"], c["index_kind"]]] for q in sets
+              if (q, "queries", 0) in v]
+    reason = _reason(best, [c for c in candidates if c["eligible"]][1:2], candidates, criterion, metric, settings.aggregate, notes, length, counts)
     plain = {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(settings).items()}  # as it reads back from JSON
     return {"embedder": best["embedder"], "index_kind": best["index_kind"], "criterion": criterion, "score": best["score"],
             "worst_set": best["worst_set"], "sets": sets, "reason": reason, "notes": notes, "tie_break": TIE_BREAK, "settings": plain,
@@ -146,7 +148,7 @@ def _scored(c: dict, aggregate: str) -> str:
 
 
 def _reason(best: dict, runner_up: list[dict], candidates: list[dict], criterion: str, metric: str, aggregate: str, notes: list[str],
-            length: float) -> str:
+            length: float, counts: list[float]) -> str:
     parts = [f"{_name(best)} has the best {criterion}: {_scored(best, aggregate)}"]
     if not runner_up:
         parts.append("the only candidate")
@@ -164,4 +166,7 @@ def _reason(best: dict, runner_up: list[dict], candidates: list[dict], criterion
     better = [c for c in candidates if not c["eligible"] and c["score"] is not None and c["score"] > best["score"] + EPS]
     if better:
         parts.append("not candidates though higher: " + ", ".join(f"{_name(c)} {c['score']:.4f} ({c['why_not']})" for c in better))
-    return "; ".join(parts) + "." + "".join(f" Note: {n}." for n in notes)
+    scored = ""
+    if counts:  # how far a score can be trusted: Recall@1 moves in steps of 1/queries
+        scored = f" Scored on {min(counts):g}{'' if min(counts) == max(counts) else f' to {max(counts):g}'} queries per set."
+    return "; ".join(parts) + "." + scored + "".join(f" Note: {n}." for n in notes)
