@@ -50,7 +50,7 @@ def length_plot(df: pd.DataFrame) -> str:
     """Recall@1 (exact index) against query length, one panel per embedder, one line per degradation."""
     d = _lengths(df)
     embedders, degradations = list(dict.fromkeys(d.embedder)), list(dict.fromkeys(d.degradation))
-    colors = plt.get_cmap("tab20").colors  # the same colour for a degradation in every panel; 20 before one repeats
+    colors = plt.get_cmap("tab10").colors + plt.get_cmap("tab20").colors[1::2]  # one colour per degradation in every panel; 20 before one repeats
     fig, axes = plt.subplots(1, len(embedders), figsize=(4.6 * len(embedders) + 1.6, 3.8), sharey=True, squeeze=False)
     for ax, emb in zip(axes[0], embedders, strict=True):
         for degradation, rows in d[d.embedder == emb].groupby("degradation", sort=False):
