@@ -11,3 +11,5 @@ DEVICES = ("auto", "cpu", "cuda")  # --device; "cuda:N" is taken too where a tor
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # wav2vec2.dtype and moss.dtype
 QUERY_DEGRADATIONS = ("clean", "white20db", "white10db", "white0db", "pink0db", "lowpass3k", "telephone", "gain-12db", "speed0.97", "speed1.03",
                       "reverb")  # the evaluation's named query degradations (pipeline.audio.degrade holds what each does)
+MERIT_METRICS = ("recall", "mrr")  # configs/index.yaml publish.metric: what publishing by merit scores (pipeline.evaluate.merit)
+MERIT_AGGREGATES = ("min", "mean")  # publish.aggregate: over the query sets of one length, the worst one or the average
