@@ -2,11 +2,11 @@
 ### audio_retrieval: audio catalog -> searchable index, with its Recall@K / MRR in the metrics DB
 
 `ingest` -> `train_tokenizer` -> `tokenize` (mapped over at most `max_shards` shards of the catalog) -> `splits`
--> `train_embedder` -> `embed_catalog` -> `build_indexes` -> `evaluate` -> `publish` (updates the Asset
-`cloudtune_published_index`) -> `report`. After `splits`, in parallel with training, `wav2vec2_features` extracts the
-catalog's wav2vec2 vectors when `wav2vec2` is among the embedders and a model is configured (`wav2vec2.model`, e.g.
-`CLOUDTUNE__WAV2VEC2__MODEL=/models/wav2vec2-base`); otherwise it is skipped, with the reason in its log, and the
-run goes on without it.
+-> `train_embedder` -> `embed_catalog` -> `build_indexes` -> `evaluate` -> `publish` (the evaluation's choice by merit,
+configs/index.yaml `publish`, with its reason in the task log; updates the Asset `cloudtune_published_index`) -> `report`.
+After `splits`, in parallel with training, `wav2vec2_features` extracts the catalog's wav2vec2 vectors when `wav2vec2`
+is among the embedders and a model is configured (`wav2vec2.model`, e.g. `CLOUDTUNE__WAV2VEC2__MODEL=/models/wav2vec2-base`);
+otherwise it is skipped, with the reason in its log, and the run goes on without it.
 
 One DAG run is one pipeline run: its id (the `run_id` param, or Airflow's run id made path-safe) names
 `$CLOUDTUNE_HOME/runs/<run_id>/` and every row it writes (`runs`, `retrieval_metrics`, ...). Tasks pass paths,

@@ -3,8 +3,8 @@
 
 `prepare` (the published run's splits and embedder) -> `ingest` (only what is new under the catalog roots)
 -> `tokenize` (only tracks without token files) -> `embed_catalog` (the published embedder; tracks embedded before
-are reused) -> `build_indexes` -> `evaluate` -> `check_regression` -> `publish` (updates the Asset
-`cloudtune_published_index`) -> `report`.
+are reused) -> `build_indexes` -> `evaluate` -> `check_regression` -> `publish` (the base run's embedder and index
+kind, named, not re-chosen by merit; updates the Asset `cloudtune_published_index`) -> `report`.
 
 `check_regression` compares the mean Recall@K (configs/airflow.yaml `nightly.metric_k`) over the query sets
 with the previous succeeded nightly; a drop beyond `nightly.max_recall_drop` fails the run at once (no retry),

@@ -219,6 +219,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             flat = table[table.index.get_level_values("index_kind") == "flat"].droplevel("index_kind")
             print(f"\n{length} queries, exact index (Recall@1 and MRR per degradation):")
             print(flat.round(3).to_string())
+    choice = result["choice"]
+    print(f"\nchoice by merit ({choice['criterion']}): {choice['embedder']}/{choice['index_kind']}, {choice['score']:.4f}")
+    print(f"reason: {choice['reason']}")
     print(f"\nevaluate: {len(result['rows'])} metric rows for run {run_id}" + (" (published)" if result["published"] else ""))
     print(f"report: {result['report']}")
     return 0
@@ -547,8 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("publish", help="make an evaluated run the one search and the nightly DAG use (--show: the current one)")
     s.add_argument("--run-id")
-    s.add_argument("--embedder", choices=EMBEDDERS)
-    s.add_argument("--kind", choices=INDEX_KINDS)
+    s.add_argument("--embedder", choices=EMBEDDERS, help="default: the evaluation's choice by merit (configs/index.yaml publish)")
+    s.add_argument("--kind", choices=INDEX_KINDS, help="default: the evaluation's choice by merit (for a named --embedder, its best kind)")
     s.add_argument("--show", action="store_true")
     s.set_defaults(func=cmd_publish)
 

@@ -7,7 +7,7 @@ Five files, one settings class per section, every section name unique across the
 - ``train.yaml``: embedder, training, splits
 - ``index.yaml``: segments, hnsw, ivfpq, search, publish
 - ``eval.yaml``: queries, metrics, latency, evaluation
-- ``airflow.yaml``: dag, pools, nightly, run, demo
+- ``airflow.yaml``: dag, pools, nightly, run, demo, metrics_page
 
 Where a value comes from, the later winning:
 
@@ -36,7 +36,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 
 from pipeline import paths
-from pipeline.names import DEVICES, DTYPES, EMBEDDERS, INDEX_KINDS, TOKENIZER_BACKENDS, degradation_steps
+from pipeline.names import DEVICES, DTYPES, EMBEDDERS, INDEX_KINDS, MERIT_AGGREGATES, MERIT_METRICS, TOKENIZER_BACKENDS, degradation_steps
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "CLOUDTUNE__"
@@ -288,10 +288,16 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class PublishSettings:
-    embedder: str
-    index_kind: str
+    """index.yaml ``publish``: the criterion by which a run's embedder and index kind are chosen (pipeline/evaluate/merit.py)."""
 
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {"embedder": EMBEDDERS, "index_kind": INDEX_KINDS}
+    metric: str
+    k: int
+    length_s: float
+    aggregate: str
+    include_clean: bool
+    index_kinds: tuple[str, ...]
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"metric": MERIT_METRICS, "aggregate": MERIT_AGGREGATES, "index_kinds": INDEX_KINDS}
 
 
 @dataclass(frozen=True)
@@ -399,6 +405,13 @@ class RunDagSettings:
 
 
 @dataclass(frozen=True)
+class MetricsPageSettings:
+    """airflow.yaml ``metrics_page``: the Airflow UI's "Retrieval metrics" page."""
+
+    fail_below: float
+
+
+@dataclass(frozen=True)
 class DemoRunSettings:
     epochs: int
     embedding_dim: int
@@ -426,7 +439,8 @@ TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": Tra
 INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSettings, "ivfpq": IVFPQSettings, "search": SearchSettings,
                                    "publish": PublishSettings}
 EVAL_SECTIONS: dict[str, type] = {"queries": QuerySettings, "metrics": EvalMetricSettings, "latency": LatencySettings, "evaluation": EvaluationSettings}
-AIRFLOW_SECTIONS: dict[str, type] = {"dag": DagSettings, "pools": PoolSettings, "nightly": NightlySettings, "run": RunDagSettings, "demo": DemoRunSettings}
+AIRFLOW_SECTIONS: dict[str, type] = {"dag": DagSettings, "pools": PoolSettings, "nightly": NightlySettings, "run": RunDagSettings, "demo": DemoRunSettings,
+                                     "metrics_page": MetricsPageSettings}
 
 FILES: dict[str, dict[str, type]] = {"pipeline": SECTIONS, "train": TRAIN_SECTIONS, "index": INDEX_SECTIONS, "eval": EVAL_SECTIONS,
                                      "airflow": AIRFLOW_SECTIONS}
@@ -693,6 +707,7 @@ class AirflowConfig(Sections):
     nightly: NightlySettings
     run: RunDagSettings
     demo: DemoRunSettings
+    metrics_page: MetricsPageSettings
 
 
 S = TypeVar("S", bound=Sections)

@@ -10,6 +10,8 @@ INDEX_KINDS = ("flat", "hnsw", "ivfpq")  # FAISS index kinds (pipeline.index.fai
 TOKENIZER_BACKENDS = ("rvq", "moss")  # the built-in residual-VQ codec | MOSS-Audio-Tokenizer
 DEVICES = ("auto", "cpu", "cuda")  # --device; "cuda:N" is taken too where a torch device is resolved (pipeline.devices)
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # wav2vec2.dtype and moss.dtype
+MERIT_METRICS = ("recall", "mrr")  # configs/index.yaml publish.metric: what publishing by merit scores (pipeline.evaluate.merit)
+MERIT_AGGREGATES = ("min", "mean")  # publish.aggregate: over the query sets of one length, the worst one or the average
 
 # Query degradation specs (configs/eval.yaml queries.plans; pipeline.audio.degrade applies them): a kind, ``kind:value`` for a kind
 # with a parameter, and ``+`` between steps applied left to right ("background:5+reverb:0.6+telephone").

@@ -1,8 +1,12 @@
 """Publishing: the run whose index `cloudtune search` and the nightly DAG use.
 
-``$CLOUDTUNE_HOME/published.json`` names the run, its embedder and index kind. It is replaced
-atomically, and only for a run whose evaluation finished (its reports/evaluation.json exists), so a
-failed or half-done run never replaces the published one.
+``$CLOUDTUNE_HOME/published.json`` names the run, its embedder and index kind, and why those. It is replaced
+atomically, and only for a run whose evaluation finished (its reports/evaluation.json exists), so a failed or
+half-done run never replaces the published one.
+
+By merit: unless a caller names them (``cloudtune publish --embedder/--kind``, the nightly DAG's plan), the embedder
+and index kind are the evaluation's choice (``evaluation.json`` ``choice``, made by :mod:`pipeline.evaluate.merit`
+on configs/index.yaml ``publish``), and the record carries its reason.
 """
 
 from __future__ import annotations
@@ -12,31 +16,69 @@ import json
 from pipeline import paths
 from pipeline.config import PublishSettings
 from pipeline.fsutil import write_json
+from pipeline.names import EMBEDDERS, INDEX_KINDS
 from pipeline.store import db
 
 
+def evaluation_choice(run_id: str) -> dict | None:
+    """The run's choice by merit (its evaluation.json ``choice``); None before a finished evaluation, or for one made before
+    publishing by merit."""
+    path = paths.evaluation_json(run_id)
+    return json.loads(path.read_text()).get("choice") if path.exists() else None
+
+
+def pick(run_id: str, settings: PublishSettings, embedder: str | None = None, index_kind: str | None = None) -> tuple[str, str, str]:
+    """(embedder, index kind, reason) of ``run_id`` to serve: those named, the rest from the evaluation's choice (for a
+    named embedder or kind, its best-ranked candidate); without a choice, what the run has on disk. Raises when the
+    run has no index of what is named."""
+    choice = evaluation_choice(run_id)
+    named = [f"{what} {value}" for what, value in (("embedder", embedder), ("index kind", index_kind)) if value]
+    if choice:
+        if not named:
+            return choice["embedder"], choice["index_kind"], f"by merit: {choice['reason']}"
+        ranked = [c for c in choice["candidates"] if embedder in (None, c["embedder"]) and index_kind in (None, c["index_kind"])
+                  and paths.index(run_id, c["embedder"], c["index_kind"]).manifest.exists()]
+        if ranked:
+            best = ranked[0]
+            rest = "" if embedder and index_kind else f"; {best['embedder'] if index_kind else best['index_kind']}: its best-ranked by the criterion"
+            score = f"{best['score']:.4f}" if best.get("score") is not None else "no score"
+            return best["embedder"], best["index_kind"], (
+                f"named by the caller ({', '.join(named)}){rest}: {choice['criterion']} {score}; the evaluation's choice was "
+                f"{choice['embedder']}/{choice['index_kind']} ({choice['score']:.4f})")
+    evaluated = json.loads(paths.evaluation_json(run_id).read_text())["embedders"] if paths.evaluation_json(run_id).exists() else []
+    filled = []
+    if embedder is None:  # no choice to follow: the last evaluated embedder (learned ones come after mel-stats) with embeddings
+        have = [e for e in evaluated or EMBEDDERS if paths.embeddings(run_id, e).manifest.exists()]
+        if not have:
+            raise RuntimeError(f"run {run_id}: no embedder with catalog embeddings; name one with --embedder")
+        embedder = have[-1]
+        filled.append(f"embedder {embedder}: the last {'evaluated' if evaluated else 'embedded'} one")
+    if index_kind is None:
+        kinds = [k for k in dict.fromkeys([*settings.index_kinds, "flat", *INDEX_KINDS]) if paths.index(run_id, embedder, k).manifest.exists()]
+        if not kinds:
+            raise RuntimeError(f"run {run_id}: no index of {embedder}")
+        index_kind = kinds[0]
+        filled.append(f"index kind {index_kind}: the first of publish.index_kinds ({', '.join(settings.index_kinds)}), else flat, the run has")
+    head = f"named by the caller ({', '.join(named)})" if named else "the run's evaluation has no choice by merit"
+    return embedder, index_kind, "; ".join([head, *filled])
+
+
 def publish_run(run_id: str, settings: PublishSettings, embedder: str | None = None, index_kind: str | None = None) -> dict:
-    """Publish an evaluated run: ``embedder``/``index_kind`` when given, else those of ``settings`` (configs/index.yaml ``publish``),
-    falling back to what the run has. Returns the published record."""
+    """Publish an evaluated run: ``embedder``/``index_kind`` when given, else the evaluation's choice by merit (see
+    :func:`pick`; ``settings``, configs/index.yaml ``publish``, orders the index kinds when the evaluation has no choice).
+    Returns the published record, with ``reason``."""
     evaluation = paths.evaluation_json(run_id)
     if not evaluation.exists():
         raise RuntimeError(f"publish: run {run_id} has no finished evaluation ({evaluation} is missing): run `cloudtune evaluate --run-id {run_id}`")
     done = json.loads(evaluation.read_text())
-    index_kind_given = index_kind is not None
-    index_kind = index_kind or settings.index_kind
-    wanted = embedder or settings.embedder
-    if wanted not in done["embedders"]:
-        if embedder:
-            raise RuntimeError(f"publish: embedder {embedder} was not evaluated in run {run_id} (evaluated: {', '.join(done['embedders'])})")
-        wanted = done["embedders"][-1]  # the configured one is missing: the last evaluated (learned ones come after mel-stats)
-    if not index_kind_given:
-        have = [k for k in done["index_kinds"] if paths.index(run_id, wanted, k).manifest.exists()]
-        if index_kind not in have and have:
-            index_kind = have[0] if len(have) == 1 else [k for k in have if k != "flat"][0]  # an ANN index when the run has one
-    if not paths.index(run_id, wanted, index_kind).manifest.exists():
-        raise RuntimeError(f"publish: run {run_id} has no {index_kind} index of {wanted}")
-    record = {"run_id": run_id, "embedder": wanted, "index_kind": index_kind, "published_at": db.utcnow().isoformat(),
-              "evaluation": str(evaluation), "report": done.get("report")}
+    if embedder and embedder not in done["embedders"]:
+        raise RuntimeError(f"publish: embedder {embedder} was not evaluated in run {run_id} (evaluated: {', '.join(done['embedders'])})")
+    embedder, index_kind, reason = pick(run_id, settings, embedder, index_kind)
+    if not paths.index(run_id, embedder, index_kind).manifest.exists():
+        raise RuntimeError(f"publish: run {run_id} has no {index_kind} index of {embedder}")
+    choice = done.get("choice") or {}
+    record = {"run_id": run_id, "embedder": embedder, "index_kind": index_kind, "published_at": db.utcnow().isoformat(),
+              "evaluation": str(evaluation), "report": done.get("report"), "reason": reason, "criterion": choice.get("criterion")}
     previous = published()
     if previous and previous.get("run_id") != run_id:
         record["previous"] = {k: previous[k] for k in ("run_id", "embedder", "index_kind", "published_at") if k in previous}

@@ -8,7 +8,6 @@ as ``evaluate`` does), so the level a clip was recorded at does not matter.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -21,7 +20,7 @@ from pipeline.audio import io as audio_io
 from pipeline.config import AudioSettings
 from pipeline.embed.registry import get_embedder
 from pipeline.index.faiss_index import load_index
-from pipeline.publish import published
+from pipeline.publish import pick, published
 from pipeline.store import db
 from pipeline.store.tables import tracks
 
@@ -35,21 +34,18 @@ class Searcher:
 
     def __init__(self, settings: dict, run_id: str | None = None, embedder: str | None = None, index_kind: str | None = None, device: str = "cpu",
                  url: str | None = None, embedder_settings: dict | None = None, *, audio: AudioSettings):
-        """``settings``: the sections of configs/index.yaml (``publish`` picks the embedder and index kind, ``search`` the depth);
-        ``audio``: configs/pipeline.yaml ``audio`` (the level every query is brought to)."""
+        """``settings``: the sections of configs/index.yaml (``search``: the depth; ``publish``: the index kinds to try for a
+        named run whose evaluation has no choice by merit); ``audio``: configs/pipeline.yaml ``audio`` (the level every query
+        is brought to)."""
         self.audio = audio
         pub = published()
         if run_id is None:
             if pub is None:
                 raise RuntimeError(f"search: no published run in {paths.home()} (evaluate a run, or name one with --run-id)")
             run_id, embedder, index_kind = pub["run_id"], embedder or pub["embedder"], index_kind or pub["index_kind"]
-        if embedder is None:
-            evaluation = paths.evaluation_json(run_id)
-            done = json.loads(evaluation.read_text())["embedders"] if evaluation.exists() else []
-            embedder = settings["publish"].embedder
-            if not paths.embeddings(run_id, embedder).manifest.exists() and done:
-                embedder = done[-1]
-        self.run_id, self.index_kind = run_id, index_kind or settings["publish"].index_kind
+        if embedder is None or index_kind is None:  # a named run: its evaluation's choice by merit fills in what is not named
+            embedder, index_kind, _ = pick(run_id, settings["publish"], embedder, index_kind)
+        self.run_id, self.index_kind = run_id, index_kind
         self.embedder = get_embedder(embedder, run_id, device, **(embedder_settings or {}))
         self.index = load_index(run_id, self.embedder.manifest(), self.index_kind, settings["search"].segments_k)
         with db.connect(url) as conn:

@@ -1,6 +1,6 @@
 """The Airflow DAGs on Airflow 3.3: integrity (parse, task ids, pools, queues, retries, params), `cloudtune airflow setup`,
 and the real DAG runs through `dag.test()`: `cloudtune demo` on a tiny catalog with its metrics in PostgreSQL (asserted by
-SQL), then `nightly_reindex`: a clean night publishes, a planted regression (the published embedder zeroed) fails it."""
+SQL; it publishes by merit), then `nightly_reindex`: a clean night publishes, a planted regression (the published embedder zeroed) fails it."""
 
 import ast
 import json
@@ -199,6 +199,10 @@ def chain(pg_admin, tmp_path_factory):
     out["demo"] = _cloudtune(env, "demo", "--tracks", "8", "--seconds", "6", "--epochs", "1", "--conf", '{"embedding_dim": 32}')
     assert out["demo"].returncode == 0, out["demo"].stdout[-3000:] + out["demo"].stderr[-3000:]
     out["run_id"] = re.search(r"succeeded \(pipeline run (\S+)\)", out["demo"].stdout).group(1)
+    out["published0"] = json.loads((out["home"] / "published.json").read_text())
+    out["choice0"] = json.loads((out["home"] / "runs" / out["run_id"] / "reports" / "evaluation.json").read_text())["choice"]
+    # the planted regression below zeroes the contrastive checkpoint: name contrastive/hnsw (a named pair wins over the choice by merit)
+    out["pin"] = _cloudtune(env, "publish", "--run-id", out["run_id"], "--embedder", "contrastive", "--kind", "hnsw")
     new = root / "new"
     assert _cloudtune(env, "demo-catalog", "--out", str(new), "--tracks", "2", "--seconds", "6", "--seed", "5").returncode == 0
     nightly = {"catalog_roots": [str(new)], "metric_k": 1, "max_recall_drop": 0.05}
@@ -249,6 +253,25 @@ def test_demo_metrics_are_in_postgres(chain):
 
 
 @pytest.mark.postgres
+def test_demo_publishes_by_merit_and_logs_the_reason(chain):
+    choice, published = chain["choice0"], chain["published0"]
+    assert (published["run_id"], published["embedder"], published["index_kind"]) == (chain["run_id"], choice["embedder"], choice["index_kind"])
+    assert published["reason"] == f"by merit: {choice['reason']}" and choice["criterion"] == "worst degraded Recall@1 at 5 s queries"
+    assert {c["embedder"] for c in choice["candidates"]} == {"mel-stats", "contrastive", "wav2vec2"}
+    logs = chain["demo"].stdout + chain["demo"].stderr  # the publish task's log
+    assert f"publish: run {chain['run_id']}: published {choice['embedder']}/{choice['index_kind']}: by merit: {choice['reason']}" in logs
+    engine = create_engine(db.normalize_url(chain["url"]))
+    with engine.connect() as conn:
+        steps = conn.execute(text("SELECT status, message FROM runs WHERE kind = 'publish' AND parent_run_id = :r ORDER BY started_at"),
+                             {"r": chain["run_id"]}).all()
+    engine.dispose()
+    assert [s.status for s in steps] == ["succeeded", "succeeded"]  # the DAG's publish, then the named one
+    assert steps[0].message == f"published {choice['embedder']}/{choice['index_kind']}: by merit: {choice['reason']}"
+    assert chain["pin"].returncode == 0, chain["pin"].stderr[-2000:]
+    assert steps[1].message.startswith("published contrastive/hnsw: named by the caller (embedder contrastive, index kind hnsw)")
+
+
+@pytest.mark.postgres
 def test_nightly_reindexes_new_tracks_and_publishes(chain):
     assert chain["nightly1"].returncode == 0, chain["nightly1"].stderr[-3000:]
     logs = chain["nightly1"].stdout + chain["nightly1"].stderr
@@ -256,6 +279,8 @@ def test_nightly_reindexes_new_tracks_and_publishes(chain):
     manifest = json.loads((chain["home"] / "runs" / "nightly-1" / "embeddings" / "contrastive" / "manifest.json").read_text())
     assert manifest["tracks"] == 10
     assert chain["published1"]["run_id"] == "nightly-1"
+    assert (chain["published1"]["embedder"], chain["published1"]["index_kind"]) == ("contrastive", "hnsw")  # the base run's pair, named
+    assert chain["published1"]["reason"].startswith("named by the caller (embedder contrastive, index kind hnsw): worst degraded Recall@1")
     assert json.loads((chain["home"] / "runs" / "nightly-1" / "nightly.json").read_text())["base_run_id"] == chain["run_id"]
 
 

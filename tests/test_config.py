@@ -118,7 +118,8 @@ def test_ill_typed_value_names_the_key(monkeypatch):
     ("CLOUDTUNE__INGEST__EXTENSIONS", "wav", r"config ingest.extensions: expected tuple\[str, \.\.\.\], got 'wav'"),  # not ('w', 'a', 'v')
     ("CLOUDTUNE__TOKENIZE__BACKEND", "null", "config tokenize.backend: expected str, got None"),
     ("CLOUDTUNE__TRAINING__AMP", "1", "config training.amp: expected bool, got 1"),
-    ("CLOUDTUNE__PUBLISH__EMBEDDER", "mfcc", "config publish.embedder: 'mfcc' is not one of mel-stats, contrastive, wav2vec2"),
+    ("CLOUDTUNE__PUBLISH__METRIC", "ndcg", "config publish.metric: 'ndcg' is not one of recall, mrr"),
+    ("CLOUDTUNE__PUBLISH__INDEX_KINDS", "[hnsw, lsh]", "config publish.index_kinds: 'lsh' is not one of flat, hnsw, ivfpq"),
     ("CLOUDTUNE__DAG__INDEX_KINDS", "[flat, lsh]", "config dag.index_kinds: 'lsh' is not one of flat, hnsw, ivfpq"),
     ("CLOUDTUNE__WAV2VEC2__DTYPE", "int8", "config wav2vec2.dtype: 'int8' is not one of auto, float32, bfloat16, float16"),
     ("CLOUDTUNE__QUERIES__PLANS", "{full: {lengths_s: [2], sets: {clean: clean, vinyl: 'vinyl:3'}}}",
@@ -203,7 +204,7 @@ def test_train_command_takes_a_partial_config_and_names_it_when_wrong(tmp_path, 
 
 def test_loaders_read_by_key_and_by_attribute():
     s = config.load_index()
-    assert s.segments is s["segments"] and s.publish.index_kind == s["publish"].index_kind
+    assert s.segments is s["segments"] and s.publish.index_kinds == s["publish"].index_kinds
     t = config.load_train()
     assert set(t) == {"embedder", "training", "splits"} and isinstance(t.training, TrainSettings)
     assert yaml.safe_load(yaml.safe_dump(t.raw)) == t.raw  # plain YAML types: a run stores it as its resolved config

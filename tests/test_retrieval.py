@@ -94,13 +94,19 @@ def test_evaluate_writes_the_full_metric_table(built, run_env):
         assert got[(emb, "hnsw", "all", "recall_vs_exact", 10)] == pytest.approx(1.0)  # a tiny graph is searched exhaustively
         assert 0 < got[(emb, "ivfpq", "all", "recall_vs_exact", 10)] <= 1
         assert got[(emb, "flat", "5s/clean", "recall", 1)] == 1.0  # a clean clip finds its track
+    choice = json.loads((run_env / "runs" / "r1" / "reports" / "evaluation.json").read_text())["choice"]
+    assert choice == result["choice"] and choice["criterion"] == "worst degraded Recall@1 at 5 s queries"
     report = (run_env / "runs" / "r1" / "reports" / "evaluation.html").read_text()
-    assert report.count("<img") == 5 and "5s queries" in report and "pink0db" in report and "Catalog map (contrastive" in report
+    assert report.count("<img") == 6 and "5s queries" in report and "pink0db" in report  # + the recall-against-length plot
+    assert f"Catalog map ({choice['embedder']}" in report  # the map is of the embedder the run publishes
+    assert "<h2>Recall against query length</h2>" in report and report.index("Published by merit") < report.index("Recall against query length")
+    assert f"Published by merit: {choice['embedder']} / {choice['index_kind']}</h2>" in report
     assert "<h2>Embedder training</h2>" in report  # the run's training curve
     with db.connect() as conn:
         latents = conn.execute(text("SELECT COUNT(*), COUNT(DISTINCT catalog) FROM vae_latents WHERE run_id = 'r1'")).one()
     assert tuple(latents) == (10, 1)  # one row per indexed track
-    assert published()["run_id"] == "r1" and published()["embedder"] == "contrastive"
+    assert published()["run_id"] == "r1" and (published()["embedder"], published()["index_kind"]) == (choice["embedder"], choice["index_kind"])
+    assert published()["reason"] == f"by merit: {choice['reason']}"
 
 
 def test_query_sets_without_their_background_sound_are_skipped_with_the_reason(built, run_env, monkeypatch, tmp_path):
@@ -228,6 +234,48 @@ def test_a_failed_evaluation_never_replaces_the_published_run(run_env):
     publish("r2")
     assert published()["run_id"] == "r2" and published()["embedder"] == "mel-stats"
     assert published()["previous"]["run_id"] == "r1"
+    assert published()["index_kind"] == "flat" and "the only candidate" in published()["reason"]  # no ANN index: flat, and the reason says so
+    assert "Note: the run has none of publish.index_kinds (hnsw, ivfpq)" in published()["reason"]
+    with db.connect() as conn:
+        steps = conn.execute(select(runs.c.status, runs.c.message).where(runs.c.kind == "publish", runs.c.parent_run_id == "r2")
+                             .order_by(runs.c.started_at)).all()
+    assert [s.status for s in steps] == ["failed", "succeeded"] and "no finished evaluation" in steps[0].message
+    assert steps[1].message.startswith("published mel-stats/flat: by merit: mel-stats/flat has the best worst degraded Recall@1")
+
+
+def test_publish_follows_the_choice_and_a_named_embedder_or_kind_wins(run_env, built, capsys):
+    choice = built["result"]["choice"]
+    assert built["published"]["embedder"] == choice["embedder"] and built["published"]["index_kind"] == choice["index_kind"]
+    assert choice["index_kind"] in ("hnsw", "ivfpq") and {c["index_kind"] for c in choice["candidates"]} == {"flat", "hnsw", "ivfpq"}
+    other = next(e for e in ("mel-stats", "contrastive") if e != choice["embedder"])
+    assert main(["publish", "--run-id", "r1", "--embedder", other]) == 0
+    best_kind = next(c["index_kind"] for c in choice["candidates"] if c["embedder"] == other)  # its best-ranked kind
+    assert (published()["embedder"], published()["index_kind"]) == (other, best_kind)
+    assert published()["reason"].startswith(f"named by the caller (embedder {other}); {best_kind}: its best-ranked by the criterion")
+    assert f"the evaluation's choice was {choice['embedder']}/{choice['index_kind']}" in published()["reason"]
+    assert main(["publish", "--run-id", "r1", "--embedder", other, "--kind", "flat"]) == 0
+    assert (published()["embedder"], published()["index_kind"]) == (other, "flat")
+    assert f"publish: run r1: published {other}/flat: named by the caller (embedder {other}, index kind flat)" in capsys.readouterr().err
+    assert main(["publish", "--run-id", "r1"]) == 0  # nothing named: by merit again
+    assert (published()["embedder"], published()["index_kind"]) == (choice["embedder"], choice["index_kind"])
+    with db.connect() as conn:
+        messages = conn.execute(select(runs.c.message).where(runs.c.kind == "publish", runs.c.parent_run_id == "r1", runs.c.status == "succeeded")
+                                .order_by(runs.c.started_at)).scalars().all()
+    assert len(messages) == 4 and messages[-1] == f"published {choice['embedder']}/{choice['index_kind']}: by merit: {choice['reason']}"
+    # search on the named run without --embedder/--kind serves the evaluation's choice
+    from pipeline.search import Searcher
+
+    searcher = Searcher(config.load_index(), "r1", embedder_settings=embedder_settings(), audio=config.load_pipeline().audio)
+    assert (searcher.embedder.name, searcher.index_kind) == (choice["embedder"], choice["index_kind"])
+
+
+def test_evaluate_command_prints_the_choice_and_its_reason(run_env, capsys):
+    assert main(["evaluate", "--run-id", "r1", "--embedder", "mel-stats", "--kind", "hnsw", "--no-publish"]) == 0
+    out = capsys.readouterr().out
+    choice = json.loads((run_env / "runs" / "r1" / "reports" / "evaluation.json").read_text())["choice"]
+    assert (choice["embedder"], choice["index_kind"]) == ("mel-stats", "hnsw")
+    assert f"choice by merit (worst degraded Recall@1 at 5 s queries): mel-stats/hnsw, {choice['score']:.4f}" in out
+    assert f"reason: {choice['reason']}" in out and "runner-up" not in choice["reason"]  # flat is not a candidate: hnsw is the only one
 
 
 @pytest.mark.postgres

@@ -39,6 +39,54 @@ def recall_plot(df: pd.DataFrame, length: str) -> str:
     return _png(fig)
 
 
+def _lengths(df: pd.DataFrame) -> pd.DataFrame:
+    """Recall@1 of the exact index per embedder, degradation and query length (seconds), from the ``<length>s/<degradation>`` sets."""
+    d = df[(df.index_kind == "flat") & (df.metric == "recall") & (df.k == 1) & df.query_set.str.match(r"^[0-9.]+s/")]
+    parts = d.query_set.str.split("/", n=1)
+    return d.assign(length_s=parts.str[0].str[:-1].astype(float), degradation=parts.str[1])
+
+
+def length_plot(df: pd.DataFrame) -> str:
+    """Recall@1 (exact index) against query length, one panel per embedder, one line per degradation."""
+    d = _lengths(df)
+    embedders, degradations = list(dict.fromkeys(d.embedder)), list(dict.fromkeys(d.degradation))
+    colors = plt.get_cmap("tab10").colors + plt.get_cmap("tab20").colors[1::2]  # one colour per degradation in every panel; 20 before one repeats
+    fig, axes = plt.subplots(1, len(embedders), figsize=(4.6 * len(embedders) + 1.6, 3.8), sharey=True, squeeze=False)
+    for ax, emb in zip(axes[0], embedders, strict=True):
+        for degradation, rows in d[d.embedder == emb].groupby("degradation", sort=False):
+            rows, i = rows.sort_values("length_s"), degradations.index(degradation)
+            ax.plot(rows.length_s, rows.value, marker="osD^v"[i // 20 % 5], color=colors[i % 20], lw=2.4 if degradation == "clean" else 1.2,
+                    label=degradation)
+        ax.set_xticks(sorted(set(d.length_s)), [f"{x:g}" for x in sorted(set(d.length_s))])
+        ax.set(title=emb, xlabel="query length (s)", ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("Recall@1 (exact index)")
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="degradation")
+    fig.suptitle("Recall@1 against query length, per degradation")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def length_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Recall@1 (exact index): a row per degradation, a column per embedder x query length."""
+    d = _lengths(df)
+    table = d.pivot_table(index="degradation", columns=["embedder", "length_s"], values="value", sort=False)
+    embedders = list(dict.fromkeys(d.embedder))
+    table = table[sorted(table.columns, key=lambda c: (embedders.index(c[0]), c[1]))]
+    table.columns = pd.MultiIndex.from_tuples([(e, f"{x:g}s") for e, x in table.columns], names=["embedder", "length"])
+    return table
+
+
+def choice_section(choice: dict) -> list[str]:
+    """What the run publishes by merit, why, and every candidate's criterion score."""
+    cols = {"rank": "rank", "embedder": "embedder", "index_kind": "index kind", "score": choice["criterion"], "worst_set": "worst set",
+            "mean_all": "mean over the length's sets", "e2e_p95_ms": "e2e p95 (ms)", "why_not": "not a candidate because"}
+    table = pd.DataFrame(choice["candidates"])[list(cols)].rename(columns=cols).round(4).fillna("")
+    return [f"<h2>Published by merit: {html.escape(choice['embedder'])} / {html.escape(choice['index_kind'])}</h2>",
+            f"<p>Criterion: {html.escape(choice['criterion'])} (configs/index.yaml <code>publish</code>); ties: {html.escape(choice['tie_break'])}.</p>",
+            f"<p><b>Why:</b> {html.escape(choice['reason'])}</p>", table.to_html(index=False, classes="choice")]
+
+
 def latency_plot(df: pd.DataFrame) -> str:
     """Mean Recall@10 over the query sets against single-query search p50, one point per (embedder, index kind)."""
     rec = df[(df.metric == "recall") & (df.k == 10) & ~df.query_set.str.startswith("latency")].groupby(["embedder", "index_kind"]).value.mean()
@@ -76,7 +124,8 @@ def metric_table(rows: list[dict], length: str = "5s"):
     return df.pivot_table(index=["embedder", "index_kind", "metric"], columns="degradation", values="value", sort=False)
 
 
-def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_config: dict, catalog_map: dict | None = None) -> str:
+def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_config: dict, catalog_map: dict | None = None,
+                 choice: dict | None = None) -> str:
     df = pd.DataFrame(rows)
     lengths = sorted({q.split("/")[0] for q in df.query_set if not q.startswith(("latency", "all"))}, key=lambda s: -float(s[:-1]))
     parts = [f"<h1>Retrieval evaluation of run {html.escape(run_id)}</h1>",
@@ -88,6 +137,12 @@ def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_con
                 else "") + "</p>"]
     for name, reason in skipped.items():
         parts.append(f"<p><b>{html.escape(name)} skipped:</b> {html.escape(reason)}</p>")
+    if choice:
+        parts.extend(choice_section(choice))
+    if lengths:
+        parts.append("<h2>Recall against query length</h2>")
+        parts.append(length_plot(df))
+        parts.append(length_table(df).round(3).to_html())
     for length in lengths:
         parts.append(f"<h2>{length} queries</h2>")
         parts.append(recall_plot(df, length))

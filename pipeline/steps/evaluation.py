@@ -4,8 +4,9 @@
    or stale, so a trained run needs nothing else); an embedder that cannot be built here is skipped with its reason;
 2. the query sets scored (:mod:`pipeline.evaluate.retrieval`) and timed (:mod:`pipeline.evaluate.latency`);
 3. the rows upserted into ``retrieval_metrics`` under the run id (re-evaluating replaces them);
-4. the catalog map (the catalog VAE on the track vectors of the embedder the run would publish);
-5. ``reports/evaluation.html`` and, last, ``reports/evaluation.json``: the mark of a finished evaluation that publishing requires.
+4. the choice to publish, by merit (:mod:`pipeline.evaluate.merit`, configs/index.yaml ``publish``);
+5. the catalog map (the catalog VAE on the track vectors of the chosen embedder);
+6. ``reports/evaluation.html`` and, last, ``reports/evaluation.json`` (with the choice): the mark of a finished evaluation that publishing requires.
 
 Publishing is a step of its own (:func:`pipeline.steps.retrieval.publish`). The step's own `runs` row (kind ``evaluate``)
 points to the pipeline run through ``parent_run_id``.
@@ -25,6 +26,7 @@ from pipeline import config, paths
 from pipeline.embed import EmbedderUnavailable
 from pipeline.embed.catalog import Track, catalog_tracks, embed_catalog, load_embeddings, run_catalogs, split_track_ids
 from pipeline.evaluate.latency import latency_waves, measure_latency
+from pipeline.evaluate.merit import choose
 from pipeline.evaluate.queries import clean_clips, query_plan
 from pipeline.evaluate.report import write_report
 from pipeline.evaluate.retrieval import Candidate, score_query_sets
@@ -51,12 +53,10 @@ def load_candidate(run_id: str, name: str, kinds: list[str], catalogs: list[str]
     return Candidate(embedder, {k: load_index(run_id, embedder.manifest(), k, index_s["search"].segments_k) for k in kinds})
 
 
-def catalog_map(run_id: str, names: list[str], gallery: list[Track], device: str, url: str | None, progress: bool) -> dict:
-    """The catalog VAE on one vector per track (the mean of its segments) of the embedder the run would publish."""
+def catalog_map(run_id: str, name: str, gallery: list[Track], device: str, url: str | None, progress: bool) -> dict:
+    """The catalog VAE on one vector per track (the mean of its segments) of embedder ``name`` (the one the run would publish)."""
     from pipeline.train.catalog_vae import train_catalog_vae
 
-    wanted = config.load_index()["publish"].embedder
-    name = wanted if wanted in names else names[-1]
     vectors, segments, _ = load_embeddings(paths.embeddings(run_id, name))
     groups = segments.groupby("track_id", sort=True).indices
     track_ids = list(groups)
@@ -104,7 +104,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
              plan: str | None = None) -> dict:
     """Evaluate the run against its catalogs (default: those of its split tracks) plus ``distractors`` (catalogs indexed but never
     queried; default configs/eval.yaml ``evaluation.distractors``) under query plan ``plan`` (default eval.yaml queries.plan); returns
-    {"run_id", "rows", "report", "skipped", "skipped_sets": {query set name: reason}, "seconds"}."""
+    {"run_id", "rows", "report", "skipped", "skipped_sets": {query set name: reason}, "seconds", "choice"}."""
     eval_s = config.load_eval()
     qs, run_s, lat_s = config.section(config.QuerySettings, eval_s.raw, "queries", plan=plan), eval_s["evaluation"], eval_s["latency"]
     background_dir = config.PROJECT_ROOT / qs.background_dir  # an absolute background_dir stays as it is
@@ -163,16 +163,22 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         _gallery_rows(candidates, gallery, distractors, fallbacks, row)
         db.upsert(conn, retrieval_metrics, rows)
         conn.commit()
+        choice = choose(rows, config.load_index()["publish"])
+        print(f"evaluate: choice {choice['embedder']}/{choice['index_kind']}: {choice['reason']}", file=sys.stderr)
         names = [c.name for c in candidates]
         with _stage("catalog map", seconds):
-            cmap = catalog_map(run_id, names, gallery, device, url, progress) if run_s.catalog_vae else None
+            cmap = catalog_map(run_id, choice["embedder"], gallery, device, url, progress) if run_s.catalog_vae else None
         with _stage("report", seconds):
-            report = write_report(run_id, rows, {**skipped, **{f"query set {n}": why for n, why in plan.skipped.items()}}, run_config, cmap)
+            report = write_report(run_id, rows, {**skipped, **{f"query set {n}": why for n, why in plan.skipped.items()}}, run_config, cmap,
+                                  choice)
         db.upsert(conn, run_metrics, [{"run_id": run_id, "stage": "evaluate", "metric": f"seconds/{name}", "k": 0, "value": s,
                                        "recorded_at": db.utcnow()} for name, s in seconds.items()])
         conn.commit()
         write_json(paths.evaluation_json(run_id), {"run_id": run_id, "evaluate_run_id": step.run_id, "finished_at": db.utcnow().isoformat(),
                                                    "embedders": names, "index_kinds": kinds, "catalogs": catalogs, "distractors": distractors,
-                                                   "skipped": skipped, "skipped_sets": plan.skipped, "seconds": seconds, "report": str(report)})
-        step.message = f"{len(rows)} metric rows for run {run_id} ({len(gallery)} gallery tracks); report {report}"
-    return {"run_id": run_id, "rows": rows, "report": str(report), "skipped": skipped, "skipped_sets": plan.skipped, "seconds": seconds}
+                                                   "skipped": skipped, "skipped_sets": plan.skipped, "seconds": seconds, "report": str(report),
+                                                   "choice": choice})
+        step.message = (f"{len(rows)} metric rows for run {run_id} ({len(gallery)} gallery tracks); choice {choice['embedder']}/"
+                        f"{choice['index_kind']}; report {report}")
+    return {"run_id": run_id, "rows": rows, "report": str(report), "skipped": skipped, "skipped_sets": plan.skipped, "seconds": seconds,
+            "choice": choice}
