@@ -51,7 +51,9 @@ def length_plot(df: pd.DataFrame) -> str:
     d = _lengths(df)
     embedders, degradations = list(dict.fromkeys(d.embedder)), list(dict.fromkeys(d.degradation))
     colors = plt.get_cmap("tab10").colors + plt.get_cmap("tab20").colors[1::2]  # one colour per degradation in every panel; 20 before one repeats
-    fig, axes = plt.subplots(1, len(embedders), figsize=(4.6 * len(embedders) + 1.6, 3.8), sharey=True, squeeze=False)
+    ncol = 1 + len(degradations) // 16  # a long plan's legend in columns beside the panels, which keep their height
+    fig, axes = plt.subplots(1, len(embedders), figsize=(4.6 * len(embedders) + 1.6 * ncol, max(3.8, 0.19 * len(degradations) / ncol + 1)),
+                             sharey=True, squeeze=False)
     for ax, emb in zip(axes[0], embedders, strict=True):
         for degradation, rows in d[d.embedder == emb].groupby("degradation", sort=False):
             rows, i = rows.sort_values("length_s"), degradations.index(degradation)
@@ -61,7 +63,7 @@ def length_plot(df: pd.DataFrame) -> str:
         ax.set(title=emb, xlabel="query length (s)", ylim=(0, 1.02))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Recall@1 (exact index)")
-    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="degradation")
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="degradation", ncol=ncol)
     fig.suptitle("Recall@1 against query length, per degradation")
     fig.tight_layout()
     return _png(fig)
