@@ -348,6 +348,7 @@ class EvalMetricSettings:
 
 @dataclass(frozen=True)
 class LatencySettings:
+    length_s: float
     single_queries: int
     batch_size: int
 

@@ -157,7 +157,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         with _stage("score query sets", seconds):
             score_query_sets(candidates, clips_of, plan, qs.seed, recall_k, sr, level, row, progress)
         with _stage("latency", seconds):
-            length = max(plan.lengths_s)  # latency: single clips of the longest length
+            length = min(plan.lengths_s, key=lambda x: (abs(x - lat_s.length_s), -x))  # latency.length_s, or the plan's nearest length
             measure_latency(candidates, latency_waves(clips_of[length], plan, qs.seed, lat_s.single_queries, sr, level), lat_s, max(recall_k),
                             f"latency/{length:g}s", row)
         _gallery_rows(candidates, gallery, distractors, fallbacks, row)
