@@ -38,6 +38,7 @@ def main() -> int:
         sys.exit(f"bench: no trained run {args.run_id} in {args.home}: run bench/train_embedder.py --run-id {args.run_id} first")
 
     from pipeline.evaluate.report import metric_table
+    from pipeline.evaluate.sets import length_of
     from pipeline.steps.evaluation import evaluate
 
     started = time.perf_counter()
@@ -48,7 +49,7 @@ def main() -> int:
     gallery = df[(df.query_set == "all") & df.metric.str.startswith("gallery_") & (df.index_kind == "flat")]
     print(gallery.pivot_table(index="embedder", columns="metric", values="value").round(2).to_string())
     print("seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items()))
-    lengths = sorted({q.split("/")[0] for q in df.query_set if q[0].isdigit()}, key=lambda s: float(s[:-1]))
+    lengths = [f"{x:g}s" for x in sorted({length_of(q) for q in df.query_set} - {None})]
     for length in lengths:
         table = metric_table(result["rows"], length)
         print(f"\n{length} queries (Recall@1 and MRR per degradation):")
@@ -57,7 +58,7 @@ def main() -> int:
     print("\nlatency (ms), QPS and ANN Recall@10 vs exact:")
     print(lat.pivot_table(index=["embedder", "index_kind"], columns="metric", values="value").round(3).to_string())
 
-    flat = df[(df.index_kind == "flat") & df.query_set.str[0].str.isdigit()]
+    flat = df[(df.index_kind == "flat") & df.query_set.map(length_of).notna()]
     r1 = flat[(flat.metric == "recall") & (flat.k == 1)].pivot_table(index="query_set", columns="embedder", values="value")
     mrr = flat[flat.metric == "mrr"].pivot_table(index="query_set", columns="embedder", values="value")
     if "contrastive" in r1:

@@ -24,25 +24,11 @@ from dataclasses import asdict
 from typing import Any
 
 from pipeline.config import PublishSettings
+from pipeline.evaluate.sets import degradation_of, length_of
 
 TIE_BREAK = ("the higher mean of the metric over every set of that length (clean included), then the lower single-query p95 latency "
              "end to end, then name order (embedder, then index kind)")  # what decides between equal scores, in order
 EPS = 1e-9
-
-
-def length_of(query_set: str) -> float | None:
-    """The query length of a set in seconds (5.0 for ``5s/pink0db``); None for the others (``all``, ``latency/5s``)."""
-    head, sep, _ = query_set.partition("/")
-    if not sep or not head.endswith("s"):
-        return None
-    try:
-        return float(head[:-1])
-    except ValueError:
-        return None
-
-
-def degradation_of(query_set: str) -> str:
-    return query_set.partition("/")[2]
 
 
 def _same(a: float, b: float) -> bool:
@@ -65,8 +51,9 @@ def choose(rows: Iterable[Mapping[str, Any]], settings: PublishSettings) -> dict
     p95: dict[tuple[str, str], dict[float, float]] = {}
     for r in rows:
         key, qset = (str(r["embedder"]), str(r["index_kind"])), str(r["query_set"])
-        if qset.startswith("latency/") and r["metric"] == "latency_e2e_p95_ms" and length_of(qset.removeprefix("latency/") + "/") is not None:
-            p95.setdefault(key, {})[length_of(qset.removeprefix("latency/") + "/")] = float(r["value"])
+        timed = length_of(qset.removeprefix("latency/") + "/") if qset.startswith("latency/") else None  # latency/5s -> 5.0
+        if timed is not None and r["metric"] == "latency_e2e_p95_ms":
+            p95.setdefault(key, {})[timed] = float(r["value"])
         elif length_of(qset) is not None:
             values.setdefault(key, {})[(qset, str(r["metric"]), int(r["k"] or 0))] = float(r["value"])
     if not values:

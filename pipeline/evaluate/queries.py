@@ -73,10 +73,6 @@ def query_plan(s: QuerySettings, background_dir: str | Path | None, sample_rate:
     return QueryPlan(s.plan, tuple(plan.lengths_s), sets, skipped, background)
 
 
-def set_name(length_s: float, name: str) -> str:
-    return f"{length_s:g}s/{name}"
-
-
 def _rng(*keys) -> np.random.Generator:
     return np.random.default_rng([zlib.crc32(str(k).encode()) for k in keys])
 

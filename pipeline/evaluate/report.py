@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline import paths  # noqa: E402
+from pipeline.evaluate.sets import degradation_of, length_of  # noqa: E402
 from pipeline.fsutil import write_text  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def _png(fig) -> str:
 def recall_plot(df: pd.DataFrame, length: str) -> str:
     """Recall@1 per degradation, one bar per embedder (exact index)."""
     d = df[(df.index_kind == "flat") & (df.metric == "recall") & (df.k == 1) & df.query_set.str.startswith(f"{length}/")]
-    table = d.assign(degradation=d.query_set.str.split("/").str[1]).pivot_table(index="degradation", columns="embedder", values="value", sort=False)
+    table = d.assign(degradation=d.query_set.map(degradation_of)).pivot_table(index="degradation", columns="embedder", values="value", sort=False)
     fig, ax = plt.subplots(figsize=(10, 3.6))
     table.plot.bar(ax=ax, width=0.8)
     ax.set_ylim(0, 1.02)
@@ -41,9 +42,9 @@ def recall_plot(df: pd.DataFrame, length: str) -> str:
 
 def _lengths(df: pd.DataFrame) -> pd.DataFrame:
     """Recall@1 of the exact index per embedder, degradation and query length (seconds), from the ``<length>s/<degradation>`` sets."""
-    d = df[(df.index_kind == "flat") & (df.metric == "recall") & (df.k == 1) & df.query_set.str.match(r"^[0-9.]+s/")]
-    parts = d.query_set.str.split("/", n=1)
-    return d.assign(length_s=parts.str[0].str[:-1].astype(float), degradation=parts.str[1])
+    d = df[(df.index_kind == "flat") & (df.metric == "recall") & (df.k == 1)]
+    d = d.assign(length_s=d.query_set.map(length_of), degradation=d.query_set.map(degradation_of))
+    return d[d.length_s.notna()]
 
 
 def length_plot(df: pd.DataFrame) -> str:
@@ -122,14 +123,14 @@ def metric_table(rows: list[dict], length: str = "5s"):
     df = pd.DataFrame(rows)
     df = df[df.query_set.str.startswith(f"{length}/")]
     df = df[((df.metric == "recall") & (df.k == 1)) | (df.metric == "mrr")]
-    df = df.assign(metric=np.where(df.metric == "mrr", "MRR", "R@1"), degradation=df.query_set.str.split("/").str[1])
+    df = df.assign(metric=np.where(df.metric == "mrr", "MRR", "R@1"), degradation=df.query_set.map(degradation_of))
     return df.pivot_table(index=["embedder", "index_kind", "metric"], columns="degradation", values="value", sort=False)
 
 
 def write_report(run_id: str, rows: list[dict], skipped: dict[str, str], run_config: dict, catalog_map: dict | None = None,
                  choice: dict | None = None) -> str:
     df = pd.DataFrame(rows)
-    lengths = sorted({q.split("/")[0] for q in df.query_set if not q.startswith(("latency", "all"))}, key=lambda s: -float(s[:-1]))
+    lengths = [f"{x:g}s" for x in sorted({length_of(q) for q in df.query_set} - {None}, reverse=True)]
     parts = [f"<h1>Retrieval evaluation of run {html.escape(run_id)}</h1>",
              f"<p>Catalogs {html.escape(', '.join(run_config['catalogs']))}: {run_config['gallery_tracks']} tracks indexed; queries from "
              f"{run_config['query_tracks']} {html.escape(run_config['queries']['split'])}-split tracks, {run_config['queries']['per_track']} clips per "

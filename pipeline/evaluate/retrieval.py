@@ -18,7 +18,8 @@ from tqdm import tqdm
 from pipeline.audio import io as audio_io
 from pipeline.embed import SegmentEmbedder
 from pipeline.evaluate import metrics as M
-from pipeline.evaluate.queries import Clip, QueryPlan, degrade, set_name
+from pipeline.evaluate.queries import Clip, QueryPlan, degrade
+from pipeline.evaluate.sets import set_name
 from pipeline.index.faiss_index import TrackIndex
 
 ANN_CHECK_K = 10  # recall_vs_exact compares the top-10 segment ids of each ANN index with the exact index's
