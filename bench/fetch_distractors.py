@@ -209,7 +209,7 @@ def main() -> int:
 
     from sqlalchemy import select
 
-    from pipeline.ingest import ingest
+    from pipeline.steps.ingest import ingest  # the step reads the audio and ingest config
     from pipeline.store import db
     from pipeline.store.tables import ingest_sources, tracks
 

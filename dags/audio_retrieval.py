@@ -2,7 +2,8 @@
 ### audio_retrieval: audio catalog -> searchable index, with its Recall@K / MRR in the metrics DB
 
 `ingest` -> `train_tokenizer` -> `tokenize` (mapped over at most `max_shards` shards of the catalog) -> `splits`
--> `train_embedder` -> `embed_catalog` -> `build_indexes` -> `evaluate` -> `publish` (the evaluation's choice by merit,
+-> `train_embedder` and `train_fingerprint` (the log-mel fingerprint model, on the same train tracks; skipped when
+`fingerprint` is not among the embedders) -> `embed_catalog` -> `build_indexes` -> `evaluate` -> `publish` (the evaluation's choice by merit,
 configs/index.yaml `publish`, with its reason in the task log; updates the Asset `cloudtune_published_index`) -> `report`.
 After `splits`, in parallel with training, `wav2vec2_features` extracts the catalog's wav2vec2 vectors when `wav2vec2`
 is among the embedders and a model is configured (`wav2vec2.model`, e.g. `CLOUDTUNE__WAV2VEC2__MODEL=/models/wav2vec2-base`);
@@ -64,6 +65,8 @@ def _mark_failed(context) -> None:
                                description="folders or files of audio to ingest (one per line); empty: the catalog as it is"),
         "tokenizer_backend": Param(D.tokenizer_backend, type="string", enum=list(TOKENIZER_BACKENDS), title="Tokenizer backend"),
         "epochs": Param(D.epochs, type="integer", minimum=1, title="Embedder epochs"),
+        "fingerprint_epochs": Param(D.fingerprint_epochs, type="integer", minimum=1, title="Fingerprint epochs",
+                                    description="epochs of the log-mel fingerprint model (trained when fingerprint is among the embedders)"),
         "embedding_dim": Param(D.embedding_dim, type="integer", minimum=8, title="Embedding dimension",
                                description="must be a multiple of configs/train.yaml embedder.heads"),
         "embedders": Param(list(D.embedders), type="array", items={"type": "string", "enum": list(EMBEDDERS)},
@@ -126,6 +129,17 @@ def audio_retrieval():
         return training.train_embedder(pipeline_run, data["tokens_root"], data["splits_dir"], p["epochs"], p["embedding_dim"], p["device"])
 
     @task(pool=GPU, queue=GPU)
+    def train_fingerprint(pipeline_run: str, data: dict) -> str:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipeline.steps import training
+
+        p = get_current_context()["params"]
+        if "fingerprint" not in p["embedders"]:
+            raise AirflowSkipException("fingerprint is not among the run's embedders")
+        return training.train_fingerprint(pipeline_run, data["splits_dir"], p["fingerprint_epochs"], p["device"])
+
+    @task(pool=GPU, queue=GPU)
     def wav2vec2_features(pipeline_run: str, data: dict) -> str:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -138,8 +152,8 @@ def audio_retrieval():
         except retrieval.StepSkipped as exc:
             raise AirflowSkipException(str(exc)) from None
 
-    @task(pool=GPU, queue=GPU)
-    def embed_catalog(pipeline_run: str, checkpoint: str) -> dict:
+    @task(pool=GPU, queue=GPU, trigger_rule=TriggerRule.NONE_FAILED)  # runs when train_fingerprint was skipped
+    def embed_catalog(pipeline_run: str, checkpoints: list) -> dict:
         from pipeline.steps import retrieval
 
         p = get_current_context()["params"]
@@ -180,8 +194,7 @@ def audio_retrieval():
     shards = plan_shards(ingested, train_tokenizer(ingested))
     tokens_roots = tokenize.expand(shard=shards)
     data = splits(pipeline_run, tokens_roots)
-    checkpoint = train_embedder(pipeline_run, data)
-    embeddings = embed_catalog(pipeline_run, checkpoint)
+    embeddings = embed_catalog(pipeline_run, [train_embedder(pipeline_run, data), train_fingerprint(pipeline_run, data)])
     indexes = build_indexes(pipeline_run, embeddings)
     wav2vec2_features(pipeline_run, data) >> indexes
     report(pipeline_run, publish(pipeline_run, evaluate(pipeline_run, indexes)))

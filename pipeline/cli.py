@@ -144,7 +144,21 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipeline.steps.training import train_token_embedder
+    from pipeline.steps.training import train_fingerprint_model, train_token_embedder
+
+    if args.model == "fingerprint":
+        if not args.run_id:
+            raise CommandError("train fingerprint: --run-id is required (the run whose splits it trains on)", EXIT_USAGE)
+        if args.tokens_root or args.catalog:
+            raise CommandError("train fingerprint: --tokens-root/--catalog are for the token embedder; the fingerprint reads audio", EXIT_USAGE)
+        summary = train_fingerprint_model(args.splits_dir, run_id=args.run_id, config_path=args.config, device=args.device, epochs=args.epochs,
+                                          resume=args.resume)
+        last = summary["history"][-1] if summary["history"] else {}
+        print(f"train: fingerprint {summary['run_id']}: {len(summary['history'])} epochs, loss {last.get('train_loss', float('nan')):.4f}, "
+              f"val R@1 {last.get('val_recall_at_1', float('nan')):.3f}, {summary['train_hours']:.2f} h of train audio -> {summary['checkpoint']}")
+        return 0
+    if not (args.tokens_root or args.catalog):
+        raise CommandError("train embedder: give --tokens-root or --catalog", EXIT_USAGE)
     from pipeline.tokenize.catalog import current_rvq
 
     tokens_root = args.tokens_root
@@ -420,6 +434,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     demo = config.load_airflow()["demo"]
     conf = {"catalog": "demo", "catalog_roots": [], "epochs": args.epochs or demo.epochs, "embedding_dim": demo.embedding_dim,
+            "fingerprint_epochs": demo.fingerprint_epochs,
             "index_kinds": list(demo.index_kinds), "query_plan": demo.query_plan, **_dag_conf(args.conf)}
     run_id = run_pipeline_dag("audio_retrieval", conf)
     print_metric_table(run_id)
@@ -498,16 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group-by", metavar="FIELD", help="keep tracks with the same value together: folder, or a token metadata field (config splits.group_by)")
     s.set_defaults(func=cmd_splits)
 
-    s = sub.add_parser("train", help="train embedder: contrastive training of the token embedder")
-    s.add_argument("model", choices=("embedder",))
-    s.add_argument("--config", type=Path, help="training config (default configs/train.yaml)")
-    src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--tokens-root", type=Path, help="folder of token files (cloudtune tokenize's output)")
-    src.add_argument("--catalog", help="use the catalog's current rvq tokens")
+    s = sub.add_parser("train", help="train embedder|fingerprint: contrastive training of the token embedder or the log-mel fingerprint model")
+    s.add_argument("model", choices=("embedder", "fingerprint"))
+    s.add_argument("--config", type=Path, help="training config (default configs/train.yaml; fingerprint: configs/fingerprint.yaml)")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--tokens-root", type=Path, help="embedder: folder of token files (cloudtune tokenize's output)")
+    src.add_argument("--catalog", help="embedder: use the catalog's current rvq tokens")
     s.add_argument("--splits-dir", type=Path, help="train/val/test lists (default: the run's, built from the config when missing)")
     s.add_argument("--run-id", help="run id (default: a new one); artifacts in $CLOUDTUNE_HOME/runs/<run_id>/")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    s.add_argument("--epochs", type=int, help="config training.epochs")
+    s.add_argument("--epochs", type=int, help="config training.epochs (fingerprint: fingerprint_training.epochs)")
     s.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     s.set_defaults(func=cmd_train)
 

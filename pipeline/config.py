@@ -181,6 +181,63 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class FingerprintSettings:
+    """fingerprint.yaml ``fingerprint``: the fingerprint model and its log-mel input (a checkpoint carries them)."""
+
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    n_mels: int
+    f_min: float
+    f_max: float
+    segment_s: float
+    hop_s: float
+    channels: tuple[int, ...]
+    dim: int
+    head_hidden: int
+
+
+@dataclass(frozen=True)
+class FingerprintTrainSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    temperature: float
+    warmup_ratio: float
+    grad_clip: float
+    max_shift: float
+    spec_mask_p: float
+    spec_mask_frames: int
+    spec_mask_bands: int
+    val_queries_per_track: int
+    max_train_hours: float
+    num_workers: int
+    seed: int
+    amp: bool
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """fingerprint.yaml ``augment``: the degradations of a training positive (pipeline/audio/augment.py)."""
+
+    speed_p: float
+    speed_max: float
+    noise_p: float
+    snr_db: tuple[float, ...]
+    background_share: float
+    background_dir: str | None
+    reverb_p: float
+    rt60_s: tuple[float, ...]
+    rir_bank: int
+    band_p: float
+    lowpass_hz: tuple[float, ...]
+    highpass_hz: tuple[float, ...]
+    codec_p: float
+    gain_db: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class SplitSettings:
     val_ratio: float
     test_ratio: float
@@ -375,6 +432,7 @@ class DagSettings:
     tokenizer_backend: str
     epochs: int
     embedding_dim: int
+    fingerprint_epochs: int
     embedders: tuple[str, ...]
     index_kinds: tuple[str, ...]
     distractors: tuple[str, ...]
@@ -416,6 +474,7 @@ class MetricsPageSettings:
 class DemoRunSettings:
     epochs: int
     embedding_dim: int
+    fingerprint_epochs: int
     index_kinds: tuple[str, ...]
     query_plan: str
 
@@ -437,14 +496,15 @@ SECTIONS: dict[str, type] = {
     "service": ServiceSettings,
 }
 TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": TrainSettings, "splits": SplitSettings}
+FINGERPRINT_SECTIONS: dict[str, type] = {"fingerprint": FingerprintSettings, "fingerprint_training": FingerprintTrainSettings, "augment": AugmentSettings}
 INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSettings, "ivfpq": IVFPQSettings, "search": SearchSettings,
                                    "publish": PublishSettings}
 EVAL_SECTIONS: dict[str, type] = {"queries": QuerySettings, "metrics": EvalMetricSettings, "latency": LatencySettings, "evaluation": EvaluationSettings}
 AIRFLOW_SECTIONS: dict[str, type] = {"dag": DagSettings, "pools": PoolSettings, "nightly": NightlySettings, "run": RunDagSettings, "demo": DemoRunSettings,
                                      "metrics_page": MetricsPageSettings}
 
-FILES: dict[str, dict[str, type]] = {"pipeline": SECTIONS, "train": TRAIN_SECTIONS, "index": INDEX_SECTIONS, "eval": EVAL_SECTIONS,
-                                     "airflow": AIRFLOW_SECTIONS}
+FILES: dict[str, dict[str, type]] = {"pipeline": SECTIONS, "train": TRAIN_SECTIONS, "fingerprint": FINGERPRINT_SECTIONS, "index": INDEX_SECTIONS,
+                                     "eval": EVAL_SECTIONS, "airflow": AIRFLOW_SECTIONS}
 SECTION_FILE: dict[str, str] = {name: file for file, sections in FILES.items() for name in sections}  # one env scheme needs unique names
 HOMES: dict[type, tuple[str, str]] = {cls: (file, name) for file, sections in FILES.items() for name, cls in sections.items()}
 if len(SECTION_FILE) != sum(map(len, FILES.values())) or len(HOMES) != len(SECTION_FILE):
@@ -687,6 +747,12 @@ class TrainConfig(Sections):
     splits: SplitSettings
 
 
+class FingerprintConfig(Sections):
+    fingerprint: FingerprintSettings
+    fingerprint_training: FingerprintTrainSettings
+    augment: AugmentSettings
+
+
 class IndexConfig(Sections):
     segments: SegmentSettings
     hnsw: HNSWSettings
@@ -726,6 +792,11 @@ def load_pipeline(path: str | os.PathLike | None = None) -> PipelineConfig:
 def load_train(path: str | os.PathLike | None = None) -> TrainConfig:
     """configs/train.yaml (``path``: a partial file merged over it): ``.embedder``, ``.training``, ``.splits`` and ``.raw``."""
     return _typed_file(TrainConfig, "train", path)
+
+
+def load_fingerprint(path: str | os.PathLike | None = None) -> FingerprintConfig:
+    """configs/fingerprint.yaml (``path``: a partial file merged over it): ``.fingerprint``, ``.fingerprint_training``, ``.augment``."""
+    return _typed_file(FingerprintConfig, "fingerprint", path)
 
 
 def load_index(path: str | os.PathLike | None = None) -> IndexConfig:

@@ -5,7 +5,7 @@ Light on purpose: no imports at all, so a DAG file may import it at parse time a
 without loading torch or FAISS.
 """
 
-EMBEDDERS = ("mel-stats", "contrastive", "wav2vec2")  # retrieval embedders (pipeline.embed.get_embedder)
+EMBEDDERS = ("mel-stats", "contrastive", "fingerprint", "wav2vec2")  # retrieval embedders (pipeline.embed.get_embedder)
 INDEX_KINDS = ("flat", "hnsw", "ivfpq")  # FAISS index kinds (pipeline.index.faiss_index)
 TOKENIZER_BACKENDS = ("rvq", "moss")  # the built-in residual-VQ codec | MOSS-Audio-Tokenizer
 DEVICES = ("auto", "cpu", "cuda")  # --device; "cuda:N" is taken too where a torch device is resolved (pipeline.devices)

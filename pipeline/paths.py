@@ -127,6 +127,19 @@ def training_curve(run_id: str) -> Path:
     return models_dir(run_id) / "training_curve.png"
 
 
+def fingerprint_checkpoint(run_id: str) -> Path:
+    """The fingerprint model's checkpoint (the ``fingerprint`` embedder), rewritten after every epoch."""
+    return models_dir(run_id) / "fingerprint.pt"
+
+
+def fingerprint_summary(run_id: str) -> Path:
+    return models_dir(run_id) / "fingerprint.json"
+
+
+def fingerprint_curve(run_id: str) -> Path:
+    return models_dir(run_id) / "fingerprint_curve.png"
+
+
 @dataclass(frozen=True)
 class EmbeddingFiles:
     """One embedder's segment vectors of a run's catalog."""

@@ -62,9 +62,14 @@ def gain(wave: np.ndarray, db: float) -> np.ndarray:
     return (wave * np.float32(10 ** (db / 20))).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=256)
+def _sos(kind: str, freq: float | tuple[float, float], sr: int) -> np.ndarray:
+    return signal.butter(4, freq, btype=kind, fs=sr, output="sos")
+
+
 def _butter(wave: np.ndarray, sr: int, kind: str, freq) -> np.ndarray:
-    sos = signal.butter(4, freq, btype=kind, fs=sr, output="sos")
-    return signal.sosfilt(sos, wave).astype(np.float32)
+    freq = tuple(float(f) for f in freq) if isinstance(freq, (list, tuple)) else float(freq)
+    return signal.sosfilt(_sos(kind, freq, int(sr)), wave).astype(np.float32)
 
 
 def lowpass(wave: np.ndarray, sr: int, cutoff_hz: float) -> np.ndarray:
@@ -217,7 +222,11 @@ def room_reverb(wave: np.ndarray, sr: int, rt60: float, rng=None) -> np.ndarray:
     """The clip played in a simulated room (:func:`room_impulse_response`, one of ROOMS_PER_RT60 rooms of that RT60 picked with
     ``rng``): convolved (FFT overlap-add) with its impulse response; same length, same RMS, not delayed."""
     rng = _rng(rng)
-    ir = room_impulse_response(float(rt60), int(sr), int(rng.integers(ROOMS_PER_RT60)))
+    return convolve_ir(wave, room_impulse_response(float(rt60), int(sr), int(rng.integers(ROOMS_PER_RT60))))
+
+
+def convolve_ir(wave: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    """The clip convolved (FFT overlap-add) with an impulse response that starts at the direct sound; same length and RMS."""
     wet = signal.oaconvolve(np.asarray(wave, dtype=np.float64), ir)[: wave.shape[0]]
     scale = np.sqrt(np.mean(np.square(wave, dtype=np.float64)) / (np.mean(wet**2) + 1e-30))
     return (wet * scale).astype(np.float32)

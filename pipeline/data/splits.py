@@ -27,6 +27,14 @@ SPLITS = ("train", "val", "test")
 TOKEN_SUFFIXES = (".npz", ".pt")
 
 
+def split_track_ids(splits_dir: str | Path, split: str) -> list[str]:
+    """Track ids of one split list (``<split>.txt`` names token files ``<track_id>.*``: only the names are read, never the files)."""
+    path = paths.split_list(Path(splits_dir), split)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no {split} split here (cloudtune splits / train embedder writes it)")
+    return sorted({PurePosixPath(line).name.split(".")[0] for line in path.read_text().split()})
+
+
 @dataclass
 class SplitSummary:
     run_id: str

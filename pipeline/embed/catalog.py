@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +40,9 @@ class Track:
 
 def split_track_ids(run_id: str, split: str) -> list[str]:
     """Track ids of one split list of the run (runs/<run_id>/splits/<split>.txt lists token files named <track_id>.*)."""
-    path = paths.split_list(paths.splits_dir(run_id), split)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: the run has no {split} split (cloudtune splits / train embedder writes it)")
-    return sorted({Path(line).name.split(".")[0] for line in path.read_text().split()})
+    from pipeline.data.splits import split_track_ids as read_ids
+
+    return read_ids(paths.splits_dir(run_id), split)
 
 
 def run_catalogs(run_id: str, url: str | None = None) -> list[str]:
@@ -78,6 +77,15 @@ def segment_starts(n_samples: int, sr: int, s: SegmentSettings) -> list[tuple[in
     return out
 
 
+def segmentation_of(embedder: SegmentEmbedder, settings: SegmentSettings) -> SegmentSettings:
+    """The segmentation of an embedder's catalog vectors (and so of its queries): its own window and hop when it has them
+    (``embedder.segmentation``: the fingerprint model's segment_s and hop_s), configs/index.yaml ``segments`` otherwise."""
+    own = getattr(embedder, "segmentation", None)
+    if not own:
+        return settings
+    return replace(settings, window_s=float(own["window_s"]), hop_s=float(own["hop_s"]), min_s=min(settings.min_s, float(own["window_s"])))
+
+
 def read_track(track: Track, sr: int) -> np.ndarray:
     """A track's canonical audio at ``sr``."""
     wave, file_sr = audio_io.load_canonical(track.audio_path)
@@ -101,8 +109,10 @@ def load_embeddings(files: paths.EmbeddingFiles) -> tuple[np.ndarray, pd.DataFra
 
 def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | None = None, *, settings: SegmentSettings,
                   url: str | None = None, progress: bool = True) -> dict:
-    """Embed every segment of the run's catalogs (default: those of its split tracks). Returns the manifest."""
+    """Embed every segment of the run's catalogs (default: those of its split tracks) cut by ``settings`` (configs/index.yaml
+    ``segments``) or by the embedder's own segmentation (:func:`segmentation_of`). Returns the manifest."""
     catalogs = sorted(catalogs or run_catalogs(run_id, url))
+    settings = segmentation_of(embedder, settings)
     items = catalog_tracks(catalogs, url)
     files = paths.embeddings(run_id, embedder.name)
     out = files.folder

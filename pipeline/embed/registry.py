@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", *, batch_size: int | None = None, wav2vec2: Wav2Vec2Settings | None = None,
                  sample_rate: int | None = None, moss: MossSettings | None = None) -> SegmentEmbedder:
-    """The named embedder. ``contrastive`` is the one trained in ``run_id`` (runs/<run_id>/models/embedder.pt) behind the
+    """The named embedder. ``fingerprint`` is the model trained in ``run_id`` (runs/<run_id>/models/fingerprint.pt);
+    ``contrastive`` is the one trained in ``run_id`` (runs/<run_id>/models/embedder.pt) behind the
     tokenizer of its training tokens: an rvq codec in this CLOUDTUNE_HOME, or the MOSS model of ``moss`` (the ``moss:``
     config section); ``wav2vec2`` is built from ``wav2vec2`` (the ``wav2vec2:`` config section) for waves at ``sample_rate``
     (the catalog's ``audio.sample_rate``); ``batch_size``: segments per forward pass (index.yaml ``segments.batch_size``).
@@ -38,6 +39,16 @@ def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", *, b
         if batch_size is None:
             raise ValueError("get_embedder('contrastive'): no batch_size given: pass configs/index.yaml segments.batch_size")
         return ContrastiveEmbedder(ckpt, device, batch_size, moss=moss)
+    if name == "fingerprint":
+        from pipeline import paths
+        from pipeline.embed.fingerprint import FingerprintEmbedder
+
+        ckpt = paths.fingerprint_checkpoint(run_id) if run_id else None
+        if ckpt is None or not ckpt.exists():
+            raise EmbedderUnavailable(f"embedder fingerprint: no trained model at {ckpt} (run `cloudtune train fingerprint --run-id {run_id}` first)")
+        if batch_size is None or sample_rate is None:
+            raise ValueError("get_embedder('fingerprint'): pass batch_size (index.yaml segments.batch_size) and the catalog's audio.sample_rate")
+        return FingerprintEmbedder(ckpt, device, batch_size, sample_rate)
     if name == "wav2vec2":
         if wav2vec2 is None:
             raise EmbedderUnavailable("embedder wav2vec2: no wav2vec2 settings were given (the caller passes the wav2vec2: config section)")

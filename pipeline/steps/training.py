@@ -73,3 +73,28 @@ def train_embedder(run_id: str, tokens_root: str, splits_dir: str, epochs: int |
     summary = train_token_embedder(tokens_root, splits_dir, run_id=run_id, config_path=train_config(run_id, embedding_dim), device=device,
                                    epochs=epochs, resume=True)
     return summary["checkpoint"]
+
+
+def train_fingerprint_model(splits_dir: str | Path | None = None, *, run_id: str, config_path: str | Path | None = None, device: str = "auto",
+                            epochs: int | None = None, resume: bool = False, url: str | None = None, progress: bool = True,
+                            on_epoch_end: Callable[[int], None] | None = None) -> dict:
+    """Train (or, with ``resume``, continue) the fingerprint model of ``run_id`` with configs/fingerprint.yaml (or a partial
+    ``config_path`` over it) on the run's track-level splits (``splits_dir``, default the run's: the same train tracks as the
+    token embedder's; only the track ids of the lists are read). Returns the training summary."""
+    from pipeline.devices import resolve_device
+    from pipeline.train.fingerprint import train
+
+    cfg = config.load_fingerprint(config_path)
+    train_s = replace(cfg.fingerprint_training, epochs=epochs) if epochs is not None else cfg.fingerprint_training
+    splits_dir = Path(splits_dir) if splits_dir else paths.splits_dir(run_id)
+    if not paths.split_list(splits_dir, "train").exists():
+        raise FileNotFoundError(f"{paths.split_list(splits_dir, 'train')}: run {run_id} has no splits yet (cloudtune splits, or the "
+                                "audio_retrieval DAG's splits task, writes them; the fingerprint trains on the same tracks as the token embedder)")
+    return train(splits_dir, run_id, cfg.fingerprint, train_s, cfg.augment, device=resolve_device(device), root=config.PROJECT_ROOT, resume=resume,
+                 run_config={"config": cfg.raw}, url=url, progress=progress, on_epoch_end=on_epoch_end)
+
+
+def train_fingerprint(run_id: str, splits_dir: str, epochs: int | None, device: str = "auto") -> str:
+    """The DAG's fingerprint training task: the run's fingerprint model on the run's splits (resumes from its last checkpoint
+    on a retry); returns the checkpoint path."""
+    return train_fingerprint_model(splits_dir, run_id=run_id, device=device, epochs=epochs, resume=True)["checkpoint"]

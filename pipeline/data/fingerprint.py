@@ -1,0 +1,122 @@
+"""Training data of the fingerprint embedder: the split tracks' audio, anchor/positive segment pairs and the val probe.
+
+- :func:`load_split_audio` reads the tracks of one split list (runs/<run_id>/splits/<split>.txt; only the track ids in it are
+  used, never the token files it names) from their canonical audio, resampled to the model's rate.
+- :class:`SegmentPairs`: one item per grid segment of the train tracks (every ``hop_s``): the clean segment (the anchor, as the
+  catalog holds it) and a degraded copy cut up to ``max_shift`` hops away (the positive, as a query meets it).
+- :class:`SegmentProbe`: val Recall@1 of single augmented segments against every val segment, with fixed queries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from sqlalchemy import select
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from pipeline import paths
+from pipeline.audio import io as audio_io
+from pipeline.audio.augment import Augmenter
+from pipeline.data.splits import split_track_ids
+from pipeline.store import db
+from pipeline.store.tables import tracks
+
+
+def load_split_audio(splits_dir: Path, split: str, sr: int, *, max_hours: float | None = None, seed: int = 0, url: str | None = None,
+                     progress: bool = True) -> tuple[list[str], list[np.ndarray]]:
+    """(track ids, mono float32 waves at ``sr``) of one split; a seeded sample of its tracks when they hold more than ``max_hours``."""
+    ids = split_track_ids(splits_dir, split)
+    with db.connect(url) as conn:
+        rows = conn.execute(select(tracks.c.track_id, tracks.c.audio_path, tracks.c.duration_s).where(tracks.c.track_id.in_(ids))).all()
+    rows = sorted(rows, key=lambda r: r.track_id)
+    if not rows:
+        raise ValueError(f"{paths.split_list(splits_dir, split)}: none of its {len(ids)} tracks is in the metrics DB's tracks table")
+    if max_hours is not None and sum(r.duration_s for r in rows) > max_hours * 3600:
+        order = np.random.default_rng([seed, 31]).permutation(len(rows))
+        keep, total = [], 0.0
+        for i in order:
+            if total >= max_hours * 3600:
+                break
+            keep.append(rows[i])
+            total += rows[i].duration_s
+        rows = sorted(keep, key=lambda r: r.track_id)
+    waves = []
+    for r in tqdm(rows, desc=f"load {split} audio", unit="track", disable=not progress):
+        wave, file_sr = audio_io.load_canonical(paths.canonical_audio(r.audio_path))
+        waves.append(audio_io.resample(wave, file_sr, sr))
+    return [r.track_id for r in rows], waves
+
+
+def grid(waves: list[np.ndarray], n: int, hop: int) -> np.ndarray:
+    """[segments, 2] (track, start sample) of every ``n``-sample segment every ``hop`` samples (a track shorter than ``n``: none)."""
+    return np.array([(t, a) for t, w in enumerate(waves) for a in range(0, len(w) - n + 1, hop)], dtype=np.int64).reshape(-1, 2)
+
+
+def _window(wave: np.ndarray, center: int, size: int) -> np.ndarray:
+    """``size`` samples of ``wave`` centred on ``center``, zero-padded past either end."""
+    a = center - size // 2
+    out = np.zeros(size, np.float32)
+    lo, hi = max(0, a), min(len(wave), a + size)
+    if hi > lo:
+        out[lo - a : hi - a] = wave[lo:hi]
+    return out
+
+
+class SegmentPairs(Dataset):
+    """Item k: (anchor, positive, track, start) for grid segment k; draws depend on (seed, epoch, k) only."""
+
+    def __init__(self, waves: list[np.ndarray], n: int, hop: int, max_shift: float, augmenter: Augmenter, seed: int):
+        self.waves, self.n, self.hop, self.max_shift, self.augment, self.seed = waves, n, hop, max_shift, augmenter, seed
+        self.items = grid(waves, n, hop)
+        if not len(self.items):
+            raise ValueError(f"no train track is as long as one segment ({n} samples)")
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int):
+        t, a = (int(v) for v in self.items[k])
+        rng = np.random.default_rng([self.seed, self.epoch, k])
+        wave = self.waves[t]
+        anchor = wave[a : a + self.n]
+        shift = int(round(rng.uniform(-self.max_shift, self.max_shift) * self.hop))
+        positive = self.augment(_window(wave, a + shift + self.n // 2, self.augment.margin(self.n)), self.n, rng)
+        return torch.from_numpy(np.ascontiguousarray(anchor)), torch.from_numpy(positive), t, a
+
+
+class SegmentProbe:
+    """Fixed val queries: ``per_track`` augmented segments of each val track at seeded offsets; the gallery: every val segment.
+    Recall@1: the share of queries whose nearest gallery segment is of their own track."""
+
+    def __init__(self, waves: list[np.ndarray], n: int, hop: int, per_track: int, augmenter: Augmenter, seed: int):
+        self.gallery = grid(waves, n, hop)
+        self.gallery_waves = [waves[t][a : a + n] for t, a in self.gallery]
+        self.queries, self.query_track = [], []
+        for t, wave in enumerate(waves):
+            if len(wave) < n:
+                continue
+            for j in range(per_track):
+                rng = np.random.default_rng([seed, 7919, t, j])
+                center = int(rng.integers(n // 2, len(wave) - n // 2 + 1))
+                self.queries.append(augmenter(_window(wave, center, augmenter.margin(n)), n, rng))
+                self.query_track.append(t)
+
+    @torch.no_grad()
+    def recall_at_1(self, embed, batch_size: int = 512) -> float:
+        """``embed(float32 [B, n]) -> [B, dim]`` unit vectors."""
+        if not self.queries:
+            return float("nan")
+
+        def vectors(waves):
+            return torch.cat([embed(torch.from_numpy(np.stack(waves[i : i + batch_size]))).float().cpu()
+                              for i in range(0, len(waves), batch_size)])
+
+        nearest = (vectors(self.queries) @ vectors(self.gallery_waves).T).argmax(dim=1).numpy()
+        return float(np.mean(self.gallery[nearest, 0] == np.asarray(self.query_track)))

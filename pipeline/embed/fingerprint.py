@@ -1,0 +1,51 @@
+"""``fingerprint``: a run's trained fingerprint model (:mod:`pipeline.models.fingerprint`) over short log-mel segments.
+
+Waveforms come in at the catalog rate and are resampled to the model's (8 kHz by default) with soxr. The model was trained
+on ``segment_s`` segments, so the catalog is cut into segments of that length every ``hop_s`` (``segmentation``: what
+embed-catalog and the search's query cutter use instead of configs/index.yaml ``segments``); a longer or shorter wave is
+cropped or zero-padded to one segment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pipeline.audio import io as audio_io
+
+
+class FingerprintEmbedder:
+    name = "fingerprint"
+
+    def __init__(self, checkpoint: str | Path, device: str, batch_size: int, sample_rate: int):
+        from pipeline.models.fingerprint import load_fingerprint
+
+        self.checkpoint = Path(checkpoint)
+        self.model, ckpt = load_fingerprint(self.checkpoint, device)
+        self.device, self.batch_size, self.sample_rate = device, batch_size, sample_rate
+        s = self.model.settings
+        self.dim, self.model_rate, self.n = s.dim, s.sample_rate, self.model.segment_samples
+        self.epochs = len(ckpt.get("history", []))
+        self.segmentation = {"window_s": s.segment_s, "hop_s": s.hop_s}
+
+    def _segment(self, wave: np.ndarray) -> np.ndarray:
+        x = audio_io.resample(np.asarray(wave, dtype=np.float32), self.sample_rate, self.model_rate)
+        if len(x) >= self.n:
+            start = (len(x) - self.n) // 2
+            return x[start : start + self.n]
+        return np.pad(x, (0, self.n - len(x)))
+
+    @torch.inference_mode()
+    def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.zeros((len(waves), self.dim), np.float32)
+        for i in range(0, len(waves), self.batch_size):
+            batch = torch.from_numpy(np.stack([self._segment(w) for w in waves[i : i + self.batch_size]]))
+            out[i : i + len(batch)] = self.model(batch.to(self.device)).float().cpu().numpy()
+        return out
+
+    def manifest(self) -> dict:
+        return {"name": self.name, "dim": self.dim, "sample_rate": self.sample_rate, "model_rate": self.model_rate, "checkpoint": str(self.checkpoint),
+                "epochs": self.epochs, **self.segmentation, "version": f"{self.checkpoint.parent.parent.name}/fingerprint-{self.epochs}"}

@@ -1,0 +1,154 @@
+"""The fingerprint embedder: its model, augmentation, contrastive training (checkpoints, resume, epoch rows), catalog segmentation
+and the `cloudtune train fingerprint` command, on a tiny synthesized catalog."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from sqlalchemy import select
+
+from pipeline import config, paths
+from pipeline.audio.augment import TRAIN_ROOMS, Augmenter
+from pipeline.audio.synth import build_catalog
+from pipeline.cli import main
+from pipeline.config import FingerprintSettings
+from pipeline.embed.catalog import embed_catalog
+from pipeline.embed.registry import get_embedder
+from pipeline.models.fingerprint import FingerprintNet, load_fingerprint, save_fingerprint
+from pipeline.steps.ingest import ingest
+from pipeline.steps.retrieval import embedder_settings
+from pipeline.steps.tokens import tokenize
+from pipeline.steps.training import make_splits, train_fingerprint_model
+from pipeline.store import db
+from pipeline.store.tables import training_epochs
+from pipeline.train.fingerprint import nt_xent
+
+ENV = {"CLOUDTUNE__RVQ__LEVELS": "2", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "4"}
+SMALL = {"fingerprint": {"channels": [8, 16, 32, 32, 64, 64], "dim": 32, "head_hidden": 8},
+         "fingerprint_training": {"epochs": 2, "batch_size": 24, "num_workers": 0, "val_queries_per_track": 4},
+         "augment": {"rir_bank": 2}}
+
+
+def small_settings() -> FingerprintSettings:
+    return config.defaults(FingerprintSettings, channels=(8, 16, 32, 32, 64, 64), dim=32, head_hidden=8)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """8 demo tracks ingested and tokenized (the splits are built from token files) and run r1's splits."""
+    root = tmp_path_factory.mktemp("fingerprint")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLOUDTUNE_HOME", str(root / "home"))
+        mp.delenv("CLOUDTUNE_DB_URL", raising=False)
+        for key, value in ENV.items():
+            mp.setenv(key, value)
+        src = build_catalog(root / "src", tracks=8, seconds=6, seed=3, sample_rate=22050, channels=1, shared_motif_ratio=0.5)
+        ingest([src], catalog="c", workers=1, progress=False)
+        make_splits("r1", [str(tokenize("rvq", "c", progress=False).output_root)])
+        (root / "fp.yaml").write_text(yaml.safe_dump(SMALL))
+        db.dispose_engines()
+    return root
+
+
+@pytest.fixture
+def run_home(built, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    shutil.copytree(built / "home", home)
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(home))
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    return home
+
+
+def test_the_model_gives_unit_vectors_whatever_the_level():
+    torch.manual_seed(0)
+    model = FingerprintNet(small_settings()).eval()
+    wave = torch.randn(3, model.segment_samples) * 0.1
+    with torch.no_grad():
+        out, louder = model(wave), model(wave * 8)
+    assert out.shape == (3, 32)
+    assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(out, louder, atol=1e-4)  # the front end normalizes each segment's level
+
+
+def test_a_checkpoint_round_trips_and_a_broken_one_is_refused_naming_the_file(tmp_path):
+    model = FingerprintNet(small_settings()).eval()
+    path = tmp_path / "fp.pt"
+    save_fingerprint(path, model, epoch=0)
+    loaded, ckpt = load_fingerprint(path)
+    x = torch.randn(2, model.segment_samples)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x))
+    assert ckpt["epoch"] == 0 and loaded.settings == model.settings
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=f"{path}: not a readable fingerprint checkpoint"):
+        load_fingerprint(path)
+
+
+def test_augmented_views_have_the_asked_length_and_replay_from_their_seed():
+    s = config.defaults(config.AugmentSettings, rir_bank=2, codec_p=1.0, band_p=1.0, speed_p=1.0, reverb_p=1.0)
+    aug = Augmenter(s, 8000, [np.random.default_rng(0).standard_normal(16000).astype(np.float32)])
+    wave = np.random.default_rng(1).standard_normal(aug.margin(8000)).astype(np.float32) * 0.1
+    a = aug(wave, 8000, np.random.default_rng(5))
+    b = aug(wave, 8000, np.random.default_rng(5))
+    assert a.shape == (8000,) and a.dtype == np.float32 and np.array_equal(a, b)
+    assert not np.allclose(a, wave[:8000])
+    assert len(aug.rooms) == 2 and TRAIN_ROOMS >= 8  # the query sets' rooms are ids 0-7
+
+
+def test_nt_xent_rewards_matching_pairs_and_drops_overlapping_segments_from_the_negatives():
+    g = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1)
+    noisy = torch.nn.functional.normalize(a + 0.1 * torch.randn(8, 16, generator=g), dim=1)
+    other = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1)
+    assert nt_xent(a, noisy, 0.1) < nt_xent(a, other, 0.1)
+    twin = torch.cat([a[:4], a[:4]])  # rows 4-7 repeat rows 0-3: without the mask they are hard false negatives
+    same = torch.zeros(8, 8, dtype=torch.bool)
+    for i in range(4):
+        same[i, i + 4] = same[i + 4, i] = True
+    assert nt_xent(twin, twin, 0.1, same) < nt_xent(twin, twin, 0.1)
+
+
+def test_training_writes_checkpoints_and_epoch_rows_and_a_resumed_run_ends_with_the_same_weights(built, run_home):
+    cfg = built / "fp.yaml"
+    full = train_fingerprint_model(run_id="r1", config_path=cfg, device="cpu", progress=False)
+    assert len(full["history"]) == 2 and paths.fingerprint_curve("r1").exists() and paths.fingerprint_summary("r1").exists()
+    with db.connect() as conn:
+        rows = conn.execute(select(training_epochs).where(training_epochs.c.model == "fingerprint")).mappings().all()
+    assert [r["epoch"] for r in rows] == [1, 2] and all(0 <= r["val_recall_at_1"] <= 1 for r in rows)
+    final = torch.load(paths.fingerprint_checkpoint("r1"), weights_only=False)["model"]
+
+    paths.fingerprint_checkpoint("r1").unlink()
+
+    def killed(epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # killed after epoch 1 ...
+        train_fingerprint_model(run_id="r1", config_path=cfg, device="cpu", progress=False, on_epoch_end=killed)
+    assert torch.load(paths.fingerprint_checkpoint("r1"), weights_only=False)["epoch"] == 0
+    resumed = train_fingerprint_model(run_id="r1", config_path=cfg, device="cpu", resume=True, progress=False)  # ... and resumed
+    assert len(resumed["history"]) == 2
+    weights = torch.load(paths.fingerprint_checkpoint("r1"), weights_only=False)["model"]
+    assert all(torch.equal(weights[k], final[k]) for k in final)
+
+
+def test_the_catalog_is_cut_into_the_models_segments(built, run_home):
+    train_fingerprint_model(run_id="r1", config_path=built / "fp.yaml", device="cpu", epochs=1, progress=False)
+    embedder = get_embedder("fingerprint", "r1", "cpu", **embedder_settings())
+    manifest = embed_catalog("r1", embedder, settings=config.load_index().segments, progress=False)
+    seg = manifest["segmentation"]
+    assert (seg["window_s"], seg["hop_s"]) == (1.0, 0.5)  # the model's, not index.yaml's 5 s / 1 s
+    assert manifest["dim"] == 32 and manifest["tracks"] == 8
+    assert manifest["count"] == 8 * (int((6 - 1.0) / 0.5) + 1)  # 6 s tracks: a 1 s segment every 0.5 s
+
+
+def test_train_fingerprint_command(built, run_home, capsys):
+    assert main(["train", "fingerprint", "--run-id", "r1", "--config", str(built / "fp.yaml"), "--epochs", "1", "--device", "cpu"]) == 0
+    assert "train: fingerprint r1: 1 epochs" in capsys.readouterr().out
+    assert main(["train", "fingerprint", "--config", str(built / "fp.yaml")]) == 2
+    assert "--run-id is required" in capsys.readouterr().err
+    assert main(["train", "fingerprint", "--run-id", "nosuchrun", "--config", str(built / "fp.yaml")]) != 0
+    assert "run nosuchrun has no splits yet" in capsys.readouterr().err
