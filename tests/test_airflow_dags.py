@@ -46,6 +46,10 @@ TINY = {  # a 1-epoch, 32-wide embedder on a 16-code, 3-level codec; 2 query cli
     "CLOUDTUNE__SPLITS__VAL_RATIO": "0.2", "CLOUDTUNE__SPLITS__TEST_RATIO": "0.2",
     "CLOUDTUNE__DAG__MIN_TRACKS_PER_SHARD": "4",  # 8 tracks -> 2 tokenize shards
     "CLOUDTUNE__DAG__RETRY_DELAY_S": "1",
+    "CLOUDTUNE__FINGERPRINT__CHANNELS": "[8, 16, 32, 32, 64, 64]", "CLOUDTUNE__FINGERPRINT__DIM": "32", "CLOUDTUNE__FINGERPRINT__HEAD_HIDDEN": "8",
+    "CLOUDTUNE__FINGERPRINT_TRAINING__BATCH_SIZE": "24", "CLOUDTUNE__FINGERPRINT_TRAINING__NUM_WORKERS": "0",
+    "CLOUDTUNE__FINGERPRINT_TRAINING__VAL_QUERIES_PER_TRACK": "4", "CLOUDTUNE__AUGMENT__RIR_BANK": "2",
+    "CLOUDTUNE__DAG__FINGERPRINT_EPOCHS": "1", "CLOUDTUNE__DEMO__FINGERPRINT_EPOCHS": "1",
 }  # training.num_workers stays 1: a forked DataLoader worker after FAISS ran in the same dag.test() process (it used to hang)
 TINY_WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16, 16), conv_stride=(5, 4, 4),
                      conv_kernel=(10, 4, 4), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
@@ -94,8 +98,8 @@ def test_tokenize_is_mapped_and_publish_updates_the_published_index_asset(bag):
 def test_params_form_defaults_come_from_configs(bag):
     d = config.load_airflow()["dag"]
     params = bag.dags["audio_retrieval"].params.dump()
-    assert set(params) == {"catalog", "catalog_roots", "tokenizer_backend", "epochs", "embedding_dim", "embedders", "index_kinds", "distractors", "device",
-                           "max_shards", "run_id", "query_plan"}
+    assert set(params) == {"catalog", "catalog_roots", "tokenizer_backend", "epochs", "embedding_dim", "fingerprint_epochs", "embedders", "index_kinds",
+                           "distractors", "device", "max_shards", "run_id", "query_plan"}
     assert params["epochs"] == d.epochs and params["embedding_dim"] == d.embedding_dim and params["index_kinds"] == list(d.index_kinds)
     schema = bag.dags["audio_retrieval"].params.get_param("tokenizer_backend").schema
     assert schema["enum"] == ["rvq", "moss"]
