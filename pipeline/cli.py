@@ -245,7 +245,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         elif "results" in result:
             print(f"{result['query']}:")
             for hit in result["results"]:
-                print(f"  {hit['rank']:3d}. {hit['score']:.4f}  {hit['track_id']}  {hit['source_uri']}")
+                print(f"  {hit['rank']:3d}. {hit['score']:.4f}  {hit['track_id']}  at {hit['offset_s']:.2f} s  {hit['source_uri']}")
     return EXIT_FAILED if failed == len(args.clips) else 0
 
 

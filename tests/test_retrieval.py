@@ -14,8 +14,9 @@ from sqlalchemy import create_engine, select, text
 from pipeline import config, paths
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
-from pipeline.embed.catalog import embed_catalog, segment_starts
+from pipeline.embed.catalog import embed_catalog
 from pipeline.embed.registry import get_embedder
+from pipeline.embed.segments import segment_starts
 from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index
 from pipeline.publish import published
 from pipeline.steps.evaluation import evaluate
@@ -35,6 +36,7 @@ ENV = {
     "CLOUDTUNE__IVFPQ__M": "8", "CLOUDTUNE__HNSW__M": "8",
 }
 SETS = [f"{length}/{d}" for length in ("2s", "5s") for d in ("clean", "pink0db", "telephone")]
+SEARCH = config.SearchSettings(segments_k=1000, match_k=100, match_drift=1, top_k=10)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +144,7 @@ def test_flat_index_ranks_tracks_like_brute_force():
     segment_track = rng.integers(0, 40, 300)
     queries = vectors[:25] + 0.3 * rng.normal(size=(25, 16)).astype(np.float32)
     index, _ = make_index("flat", vectors, {})
-    idx = TrackIndex(index, {}, np.array([f"t{i}" for i in range(40)]), segment_track, segments_k=300)
+    idx = TrackIndex(index, {}, np.array([f"t{i}" for i in range(40)]), segment_track, config.SearchSettings(300, 100, 1, 10))
     results = idx.search(queries, top_k=5)
     scores = queries @ vectors.T
     for q, hits in enumerate(results):
@@ -167,16 +169,16 @@ def test_ivfpq_nlist_follows_the_faiss_guideline(n):
 
 def test_an_index_refuses_another_embedder_and_stale_embeddings(run_env):
     mel = get_embedder("mel-stats", **embedder_settings())
-    assert load_index("r1", mel.manifest(), "flat", 1000).index.ntotal > 0
+    assert load_index("r1", mel.manifest(), "flat", SEARCH).index.ntotal > 0
     with pytest.raises(ValueError, match="built for embedder version"):
-        load_index("r1", {**mel.manifest(), "version": "other"}, "flat", 1000)
+        load_index("r1", {**mel.manifest(), "version": "other"}, "flat", SEARCH)
     manifest = run_env / "runs" / "r1" / "embeddings" / "mel-stats" / "manifest.json"
     m = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**m, "created_at": "2030-01-01T00:00:00"}))
     with pytest.raises(ValueError, match="rebuild the index"):
-        load_index("r1", mel.manifest(), "flat", 1000)
+        load_index("r1", mel.manifest(), "flat", SEARCH)
     build_index("r1", "mel-stats", "flat", config.load_index())
-    assert load_index("r1", mel.manifest(), "flat", 1000).index.ntotal == m["count"]
+    assert load_index("r1", mel.manifest(), "flat", SEARCH).index.ntotal == m["count"]
 
 
 def test_embed_catalog_is_idempotent_and_embeds_only_new_tracks(run_env, built, tmp_path):
