@@ -60,10 +60,8 @@ class SegmentTable:
     position: np.ndarray  # [N] int64: the position of each row
     track: np.ndarray  # [N] int64: the track index at each position
     start: np.ndarray  # [N] float64: the segment start (s) at each position
-    key: np.ndarray  # [N] float64: track * span + start, ascending: one searchsorted finds a time in a track
     first: np.ndarray  # [n_tracks] int64: first position of each track
     last: np.ndarray  # [n_tracks] int64: last position of each track
-    span: float  # seconds between two tracks' bands of ``key``
     segmentation: Segmentation
 
     @classmethod
@@ -76,8 +74,7 @@ class SegmentTable:
         n_tracks = int(segment_track.max()) + 1 if len(row) else 0
         first = np.searchsorted(track, np.arange(n_tracks), "left")
         last = np.searchsorted(track, np.arange(n_tracks), "right") - 1
-        span = float(start.max() if len(start) else 0.0) + 4.0  # a lookup time is clamped to [-1, span - 2]: never in a neighbour's band
-        return cls(vectors, row, position, track, start, track * span + start, first, last, span, segmentation)
+        return cls(vectors, row, position, track, start, first, last, segmentation)
 
 
 def candidates_per_segment(n_segments: int, match_k: int, segments_k: int) -> int:
@@ -98,18 +95,25 @@ def match_query(table: SegmentTable, query: QuerySegments, scores: np.ndarray, i
     seg = np.broadcast_to(np.arange(n)[:, None], ids.shape)[valid]
     pos = table.position[ids[valid]]
     offset_ms = np.rint((table.start[pos] - query.starts_s[seg]) * 1000.0).astype(np.int64)
-    keys = np.unique(table.track[pos] * (1 << 32) + (offset_ms + OFFSET_BIAS))
+    keys = np.sort(table.track[pos] * (1 << 32) + (offset_ms + OFFSET_BIAS))
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # distinct alignments (np.unique is several times slower here)
     a_track = keys >> 32
     a_offset = ((keys & 0xFFFFFFFF) - OFFSET_BIAS) / 1000.0
 
-    # where each query segment of each alignment lands: the position of T's segment starting nearest to offset + q_i
+    # where each query segment of each alignment lands: T's segment starting nearest offset + q_i. A track's segments lie on the hop
+    # grid (segment_starts) but for its tail window, so the grid gives the place to within one position; the nearest of the three
+    # there is it
+    hop = table.segmentation.hop_s
     t = a_offset[:, None] + query.starts_s[None, :]  # [A, n]
     lo_bound, hi_bound = table.first[a_track][:, None], table.last[a_track][:, None]
-    p = np.searchsorted(table.key, a_track[:, None] * table.span + np.clip(t, -1.0, table.span - 2.0))
-    below, above = np.clip(p - 1, lo_bound, hi_bound), np.clip(p, lo_bound, hi_bound)
-    d_below, d_above = np.abs(table.start[below] - t), np.abs(table.start[above] - t)
-    at = np.where(d_above < d_below, above, below)
-    present = np.minimum(d_below, d_above) <= table.segmentation.hop_s / 2 + TOLERANCE_MS
+    guess = np.clip(lo_bound + np.rint(t / hop).astype(np.int64), lo_bound, hi_bound)
+    at, dist = guess, np.abs(table.start[guess] - t)
+    for step in (-1, 1):
+        other = np.clip(guess + step, lo_bound, hi_bound)
+        d_other = np.abs(table.start[other] - t)
+        closer = d_other < dist
+        at, dist = np.where(closer, other, at), np.where(closer, d_other, dist)
+    present = dist <= hop / 2 + TOLERANCE_MS
     count = present.sum(1)
     ok = 2 * count >= n  # at least half of the query's segments meet the track
     if not ok.any():
@@ -129,7 +133,10 @@ def match_query(table: SegmentTable, query: QuerySegments, scores: np.ndarray, i
     with _one_blas_thread():
         products = np.asarray(table.vectors[table.row[used]], np.float32) @ query.vectors.T  # [U, n]; U x dim @ dim x n: the fast way round
     sims = products[slot[near], np.arange(n)[None, :, None]]  # [A, n, 2d+1]
-    best, exact = sims.max(-1), sims[:, :, drift]
+    exact = sims[:, :, drift]
+    best = exact.copy()
+    for d in range(2 * drift + 1):  # a running maximum: a reduction over an axis this short is slow in numpy
+        np.maximum(best, sims[:, :, d], out=best)
     score = np.where(present, best, 0.0).sum(1) / count
     plain = np.where(present, exact, 0.0).sum(1) / count
 
