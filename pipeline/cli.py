@@ -217,7 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         table = metric_table(result["rows"], length)
         if len(table):
             flat = table[table.index.get_level_values("index_kind") == "flat"].droplevel("index_kind")
-            print(f"\n{length} queries, exact index (Recall@1 and MRR per degradation):")
+            print(f"\n{length} queries, exact index (Recall@1, MRR and offset hits per degradation):")
             print(flat.round(3).to_string())
     choice = result["choice"]
     print(f"\nchoice by merit ({choice['criterion']}): {choice['embedder']}/{choice['index_kind']}, {choice['score']:.4f}")
