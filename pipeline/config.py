@@ -287,6 +287,7 @@ class SearchSettings:
     segments_k: int
     match_k: int
     match_drift: int
+    rates: tuple[float, ...]
     top_k: int
 
     def __post_init__(self):
@@ -295,6 +296,8 @@ class SearchSettings:
                 raise _Invalid(key, f"expected at least 1, got {getattr(self, key)}")
         if self.match_drift < 0:
             raise _Invalid("match_drift", f"expected 0 or more segments, got {self.match_drift}")
+        if not self.rates or any(r <= 0 for r in self.rates):
+            raise _Invalid("rates", f"expected one or more playback rates above 0, got {list(self.rates)}")
 
 
 @dataclass(frozen=True)

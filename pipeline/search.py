@@ -21,7 +21,7 @@ from pipeline import paths
 from pipeline.audio import io as audio_io
 from pipeline.config import AudioSettings
 from pipeline.embed.registry import get_embedder
-from pipeline.embed.segments import QuerySegments, embed_queries
+from pipeline.embed.segments import QuerySegments, embed_query_rates
 from pipeline.index.faiss_index import load_index
 from pipeline.publish import pick, published
 from pipeline.store import db
@@ -56,11 +56,11 @@ class Searcher:
         self.source_uri = uris
         self.sample_rate = self.embedder.sample_rate
 
-    def segments(self, waves: list[np.ndarray]) -> list[QuerySegments]:
-        """The queries brought to the catalog level, cut like the catalog and embedded."""
+    def segments(self, waves: list[np.ndarray]) -> list[tuple[QuerySegments, ...]]:
+        """The queries brought to the catalog level, played at each of ``search.rates``, cut like the catalog and embedded."""
         a, seg = self.audio, self.index.segmentation
         levelled = [audio_io.query_level(w, a.target_rms_dbfs, a.peak_ceiling_dbfs) for w in waves]
-        return embed_queries(self.embedder, levelled, seg.window_s, seg.hop_s, seg.min_s)
+        return embed_query_rates(self.embedder, levelled, seg.window_s, seg.hop_s, seg.min_s, self.index.settings.rates)
 
     def search(self, waves: list[np.ndarray], top_k: int) -> list[list[dict]]:
         """Per wave its ``top_k`` tracks: {"rank", "track_id", "source_uri", "score", "offset_s"} (where in the track the clip starts)."""

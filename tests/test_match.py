@@ -26,7 +26,7 @@ def _catalog(tracks=30, segments=40, seed=0):
 def _index(vectors, track, start, drift=1, match_k=20, segments_k=200) -> TrackIndex:
     index, _ = make_index("flat", np.ascontiguousarray(vectors), {})
     table = SegmentTable.build(vectors, track, start, Segmentation(WINDOW, HOP, HOP))
-    settings = config.SearchSettings(segments_k=segments_k, match_k=match_k, match_drift=drift, top_k=10)
+    settings = config.SearchSettings(segments_k=segments_k, match_k=match_k, match_drift=drift, rates=(1.0,), top_k=10)
     return TrackIndex(index, {}, np.array([f"t{i}" for i in range(track.max() + 1)]), track, settings, table)
 
 
@@ -125,3 +125,30 @@ def test_queries_are_cut_like_the_catalog_and_embedded_in_one_call():
     assert [q.starts_s.tolist() for q in got] == [[0.0, 0.5], [0.0], [0.0]]  # the tail window ends at the end; shorter: one segment
     assert [q.vectors[:, 0].tolist() for q in got] == [[50, 50], [7], [30]]  # below min_s and below a window: the whole query
     assert Segmentation.of({"window_s": 1, "hop_s": 0.5, "min_s": 0.5, "batch_size": 64, "sample_rate": 24000}) == Segmentation(1.0, 0.5, 0.5)
+
+
+def test_a_query_played_at_several_rates_keeps_each_tracks_best():
+    vectors, track, start = _catalog()
+    idx = _index(vectors, track, start)
+    rng = np.random.default_rng(6)
+    right = _query(vectors[_rows(track, start, 2, range(6, 12))] + 0.1 * rng.normal(size=(6, DIM)))  # as the catalog has it: at 3.0 s
+    wrong = _query(rng.normal(size=(6, DIM)))  # the same clip at a rate that garbles it
+    alone, garbled = idx.match([right, wrong], top_k=5)
+    merged = idx.match([(wrong, right)], top_k=5)[0]
+    assert alone[0][0] == 2 and alone[0][2] == 3.0 and merged[0] == alone[0]
+    best: dict[int, float] = {}
+    for t, s, _ in alone + garbled:
+        best[t] = max(best.get(t, -1.0), s)
+    assert [(t, s) for t, s, _ in merged] == sorted(best.items(), key=lambda item: -item[1])[:5]  # every track at its best rate
+    assert idx.match([(right, wrong)], top_k=5)[0] == merged
+    assert idx.match([wrong, (wrong, right)], top_k=5) == [garbled, merged]  # queries with and without variants in one call
+
+
+def test_each_rate_plays_the_query_faster_or_slower_before_it_is_cut():
+    emb = _Lengths()
+    got = embed_queries(emb, [np.zeros(100, np.float32)], window_s=5.0, hop_s=1.0, min_s=1.0)
+    from pipeline.embed.segments import embed_query_rates
+
+    (as_played, faster, slower), = embed_query_rates(emb, [np.zeros(100, np.float32)], 5.0, 1.0, 1.0, rates=(1.0, 1.25, 0.8))
+    assert emb.calls == [6, 19] and as_played.starts_s.tolist() == got[0].starts_s.tolist()  # 10 s: 6 segments; 8 s: 4; 12.5 s: 9, one call
+    assert (len(faster), len(slower)) == (4, 9) and faster.vectors[:, 0].tolist() == [50] * 4

@@ -5,7 +5,8 @@ The catalog (:mod:`pipeline.embed.catalog`) cuts every track with it and records
 manifest (``manifest["segmentation"]``: window_s, hop_s, min_s, batch_size, sample_rate). A query is cut with the values of
 the catalog it is searched in, read from that manifest (never from the config: every embedder may segment its own way), so
 query segments and catalog segments have the same length and the same grid. A query shorter than one window (or than
-``min_s``) is one segment of the whole query.
+``min_s``) is one segment of the whole query. :func:`embed_query_rates` also plays each query at a few rates, for clips
+played slightly fast or slow.
 """
 
 from __future__ import annotations
@@ -76,3 +77,18 @@ def embed_queries(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window
         out.append(QuerySegments(vectors[i : i + len(sp)], np.array([a / sr for a, _ in sp], np.float64)))
         i += len(sp)
     return out
+
+
+def embed_query_rates(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window_s: float, hop_s: float, min_s: float,
+                      rates: Sequence[float]) -> list[tuple[QuerySegments, ...]]:
+    """Like :func:`embed_queries`, each query also played at each of ``rates`` (configs/index.yaml ``search.rates``; a rate of 1.1
+    plays it 10 % faster, undoing a clip that was played 10 % slower): per query one QuerySegments per rate, in the order of
+    ``rates``, all embedded in one call. A clip keeps its start at every rate, so offsets need no correction."""
+    if any(r <= 0 for r in rates):
+        raise ValueError(f"search.rates: playback rates are above 0, got {list(rates)}")
+    from pipeline.audio.degrade import speed
+
+    sr = embedder.sample_rate
+    played = [w if r == 1.0 else speed(w, sr, r) for w in waves for r in rates]
+    flat = embed_queries(embedder, played, window_s, hop_s, min_s)
+    return [tuple(flat[i : i + len(rates)]) for i in range(0, len(flat), len(rates))]

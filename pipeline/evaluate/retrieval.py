@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from pipeline.audio import io as audio_io
 from pipeline.embed import SegmentEmbedder
-from pipeline.embed.segments import QuerySegments, Segmentation, embed_queries
+from pipeline.embed.segments import QuerySegments, Segmentation, embed_query_rates
 from pipeline.evaluate import metrics as M
 from pipeline.evaluate.queries import Clip, QueryPlan, degrade
 from pipeline.evaluate.sets import set_name
@@ -45,10 +45,10 @@ class Candidate:
         """How the candidate's catalog was cut (every index of one embedder is built from the same embeddings)."""
         return next(iter(self.indexes.values())).segmentation
 
-    def segments(self, waves: Sequence[np.ndarray]) -> list[QuerySegments]:
-        """The queries cut like the catalog and embedded."""
-        s = self.segmentation
-        return embed_queries(self.embedder, waves, s.window_s, s.hop_s, s.min_s)
+    def segments(self, waves: Sequence[np.ndarray]) -> list[tuple[QuerySegments, ...]]:
+        """The queries played at each of ``search.rates``, cut like the catalog and embedded (as search does)."""
+        s, rates = self.segmentation, next(iter(self.indexes.values())).settings.rates
+        return embed_query_rates(self.embedder, waves, s.window_s, s.hop_s, s.min_s, rates)
 
 
 RowFn = Callable[[str, str, str, str, int, float], None]  # (embedder, index_kind, query_set, metric, k, value)
@@ -65,7 +65,7 @@ def _score_set(cand: Candidate, clips: list[Clip], waves: list[np.ndarray], qset
                exact: dict, approx: dict) -> None:
     """Rank the true track of every clip in each index of one candidate, and check its offset; collect segment ids for the ANN check."""
     segments = cand.segments(waves)
-    vectors = np.ascontiguousarray(np.concatenate([q.vectors for q in segments]), dtype=np.float32)
+    vectors = np.ascontiguousarray(np.concatenate([q[0].vectors for q in segments]), dtype=np.float32)  # at the first rate
     tolerance = offset_tolerance(cand.segmentation)
     for kind, idx in cand.indexes.items():
         truth = [int(np.flatnonzero(idx.track_ids == c.track_id)[0]) for c in clips]

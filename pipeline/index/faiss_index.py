@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ from pipeline import paths
 from pipeline.embed.catalog import load_embeddings
 from pipeline.embed.segments import QuerySegments, Segmentation
 from pipeline.fsutil import atomic_path, write_json
-from pipeline.index.match import SegmentTable, candidates_per_segment, match_query
+from pipeline.index.match import SegmentTable, best_of, candidates_per_segment, match_query
 from pipeline.names import INDEX_KINDS
 from pipeline.store import db
 from pipeline.store.tables import index_builds
@@ -142,7 +143,7 @@ class TrackIndex:
     manifest: dict
     track_ids: np.ndarray  # [n_tracks] track id of each track index
     segment_track: np.ndarray  # [N] track index of each vector
-    settings: SearchSettings  # configs/index.yaml search: segments_k, match_k, match_drift
+    settings: SearchSettings  # configs/index.yaml search: segments_k, match_k, match_drift, rates
     table: SegmentTable | None = None  # the catalog's segments in (track, start) order, for ``match`` (load_index fills it)
 
     @property
@@ -161,21 +162,29 @@ class TrackIndex:
         scores, ids = search(self.index, np.ascontiguousarray(queries, dtype=np.float32), k)
         return collapse_to_tracks(scores, ids, self.segment_track, top_k)
 
-    def match(self, queries: list[QuerySegments], top_k: int) -> list[list[tuple[int, float, float]]]:
+    def match(self, queries: Sequence[QuerySegments | Sequence[QuerySegments]], top_k: int) -> list[list[tuple[int, float, float]]]:
         """Per query its ``top_k`` tracks as (track index, score, offset_s) by sequence matching (:mod:`pipeline.index.match`):
-        the segments of all queries in one FAISS call, each query's alignments scored on its own."""
+        the segments of all queries in one FAISS call, each query's alignments scored on its own. A query may come as several
+        variants (the clip at several playback rates, :func:`pipeline.embed.segments.embed_query_rates`): each is matched and
+        every track keeps its best."""
         if self.table is None:
             raise ValueError("this TrackIndex has no segment table (load it with load_index)")
         s = self.settings
-        per_query = [min(self.index.ntotal, candidates_per_segment(len(q), s.match_k, s.segments_k)) for q in queries]
-        if not queries or not self.index.ntotal:
-            return [[] for _ in queries]
-        vectors = np.ascontiguousarray(np.concatenate([q.vectors for q in queries]), dtype=np.float32)
-        scores, ids = search(self.index, vectors, max(per_query), single=len(queries) == 1)
-        out, i = [], 0
-        for q, k in zip(queries, per_query, strict=True):
-            out.append(match_query(self.table, q, scores[i : i + len(q), :k], ids[i : i + len(q), :k], top_k, s.match_drift))
-            i += len(q)
+        groups = [(q,) if isinstance(q, QuerySegments) else tuple(q) for q in queries]
+        variants = [v for g in groups for v in g]
+        if not variants or not self.index.ntotal:
+            return [[] for _ in groups]
+        per_variant = [min(self.index.ntotal, candidates_per_segment(len(v), s.match_k, s.segments_k)) for v in variants]
+        vectors = np.ascontiguousarray(np.concatenate([v.vectors for v in variants]), dtype=np.float32)
+        scores, ids = search(self.index, vectors, max(per_variant), single=len(groups) == 1)
+        matched, i = [], 0
+        for v, k in zip(variants, per_variant, strict=True):
+            matched.append(match_query(self.table, v, scores[i : i + len(v), :k], ids[i : i + len(v), :k], top_k, s.match_drift))
+            i += len(v)
+        out, j = [], 0
+        for g in groups:
+            out.append(matched[j] if len(g) == 1 else best_of(matched[j : j + len(g)], top_k))
+            j += len(g)
         return out
 
 

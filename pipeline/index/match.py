@@ -19,6 +19,7 @@ the whole sequence fits, not the track of its single best segment.
    higher, so the offset stays the one the segments really meet.
 4. **Tracks.** A track scores its best alignment; tracks rank by score (then drift-free score). A result is (track index,
    score, offset_s), ``offset_s`` where in the track the clip starts (at least 0, to the millisecond).
+5. **Rates.** With ``search.rates`` the clip is also matched played at each rate (:func:`best_of`: a track keeps its best).
 
 With one query segment this is the rule of :func:`pipeline.index.faiss_index.collapse_to_tracks`: every alignment is one
 segment, so a track scores its best segment (exactly, also where an ANN index's own distances are approximate).
@@ -26,6 +27,7 @@ segment, so a track scores its best segment (exactly, also where an ANN index's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -81,6 +83,17 @@ def candidates_per_segment(n_segments: int, match_k: int, segments_k: int) -> in
     """FAISS neighbours per segment of a query of ``n_segments``: ``match_k``, and at least ``segments_k`` for the whole query
     (a one-segment query searches as deep as before)."""
     return max(match_k, -(-segments_k // max(1, n_segments)))
+
+
+def best_of(variants: Sequence[list[tuple[int, float, float]]], top_k: int) -> list[tuple[int, float, float]]:
+    """One query matched as several variants (playback rates): every track at its best score (with that variant's offset), the
+    ``top_k`` best. Each variant's own ``top_k`` holds every track of the merged ``top_k``."""
+    best: dict[int, tuple[int, float, float]] = {}
+    for results in variants:
+        for hit in results:
+            if hit[0] not in best or hit[1] > best[hit[0]][1]:
+                best[hit[0]] = hit
+    return sorted(best.values(), key=lambda hit: -hit[1])[:top_k]
 
 
 def match_query(table: SegmentTable, query: QuerySegments, scores: np.ndarray, ids: np.ndarray, top_k: int,
