@@ -165,7 +165,7 @@ def vectors(durations: list[float]) -> int:
     """5 s segments (configs/index.yaml `segments`) of tracks of these lengths: the vectors they add to a gallery."""
     from pipeline import config
     from pipeline.config import AudioSettings, SegmentSettings
-    from pipeline.embed.catalog import segment_starts
+    from pipeline.embed.segments import segment_starts
 
     sr = config.section(AudioSettings, config.load(), "audio").sample_rate
     seg = config.section(SegmentSettings, config.load("index"), "segments")

@@ -231,7 +231,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         table = metric_table(result["rows"], length)
         if len(table):
             flat = table[table.index.get_level_values("index_kind") == "flat"].droplevel("index_kind")
-            print(f"\n{length} queries, exact index (Recall@1 and MRR per degradation):")
+            print(f"\n{length} queries, exact index (Recall@1, MRR and offset hits per degradation):")
             print(flat.round(3).to_string())
     choice = result["choice"]
     print(f"\nchoice by merit ({choice['criterion']}): {choice['embedder']}/{choice['index_kind']}, {choice['score']:.4f}")
@@ -259,7 +259,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         elif "results" in result:
             print(f"{result['query']}:")
             for hit in result["results"]:
-                print(f"  {hit['rank']:3d}. {hit['score']:.4f}  {hit['track_id']}  {hit['source_uri']}")
+                print(f"  {hit['rank']:3d}. {hit['score']:.4f}  {hit['track_id']}  at {hit['offset_s']:.2f} s  {hit['source_uri']}")
     return EXIT_FAILED if failed == len(args.clips) else 0
 
 

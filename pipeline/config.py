@@ -339,8 +339,22 @@ class IVFPQSettings:
 
 @dataclass(frozen=True)
 class SearchSettings:
+    """index.yaml ``search``: the depth of the FAISS search and the sequence matcher's settings (pipeline/index/match.py)."""
+
     segments_k: int
+    match_k: int
+    match_drift: int
+    rates: tuple[float, ...]
     top_k: int
+
+    def __post_init__(self):
+        for key in ("segments_k", "match_k", "top_k"):
+            if getattr(self, key) < 1:
+                raise _Invalid(key, f"expected at least 1, got {getattr(self, key)}")
+        if self.match_drift < 0:
+            raise _Invalid("match_drift", f"expected 0 or more segments, got {self.match_drift}")
+        if not self.rates or any(r <= 0 for r in self.rates):
+            raise _Invalid("rates", f"expected one or more playback rates above 0, got {list(self.rates)}")
 
 
 @dataclass(frozen=True)

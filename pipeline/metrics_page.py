@@ -60,7 +60,8 @@ def sets_table(sets, embedder: str, kind: str, fail_below: float) -> str:
     head = "<tr><th>degradation</th>" + "".join(f"<th>{x:g} s</th>" for x in lengths) + "</tr>"
     rows = []
     def title(r) -> str:
-        more = [f"{label} {v:{fmt}}" for label, v, fmt in (("queries", r.queries, ".0f"), ("Recall@10", r.recall_at_10, ".4f"), ("MRR", r.mrr, ".4f"))
+        more = [f"{label} {v:{fmt}}" for label, v, fmt in (("queries", r.queries, ".0f"), ("Recall@10", r.recall_at_10, ".4f"), ("MRR", r.mrr, ".4f"),
+                                                           ("offset hit", getattr(r, "offset_hit", None), ".4f"))
                 if v is not None and v == v]
         return f"{r.query_set}: {', '.join(more)}"
 

@@ -1,9 +1,11 @@
-"""``cloudtune search``: audio clips in, ranked catalog tracks out (each track at most once).
+"""``cloudtune search``: audio clips in, ranked catalog tracks out (each track at most once, with the offset where the clip
+starts in it).
 
-Uses the published run unless a run is named. Clips are read in threads, embedded and searched in
-batches; a clip that cannot be read (or is too short) gets its own result with an ``error`` field and
-the others still answer. Every query is brought to the catalog's level first (``audio_io.query_level``,
-as ``evaluate`` does), so the level a clip was recorded at does not matter.
+Uses the published run unless a run is named. Clips are read in threads, cut into segments the way the catalog was cut
+(its embeddings manifest's segmentation), embedded and matched as sequences (:mod:`pipeline.index.match`) in batches; a
+clip that cannot be read (or is too short) gets its own result with an ``error`` field and the others still answer. Every
+query is brought to the catalog's level first (``audio_io.query_level``, as ``evaluate`` does), so the level a clip was
+recorded at does not matter.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pipeline import paths
 from pipeline.audio import io as audio_io
 from pipeline.config import AudioSettings
 from pipeline.embed.registry import get_embedder
+from pipeline.embed.segments import QuerySegments, embed_query_rates
 from pipeline.index.faiss_index import load_index
 from pipeline.publish import pick, published
 from pipeline.store import db
@@ -47,17 +50,26 @@ class Searcher:
             embedder, index_kind, _ = pick(run_id, settings["publish"], embedder, index_kind)
         self.run_id, self.index_kind = run_id, index_kind
         self.embedder = get_embedder(embedder, run_id, device, **(embedder_settings or {}))
-        self.index = load_index(run_id, self.embedder.manifest(), self.index_kind, settings["search"].segments_k)
+        self.index = load_index(run_id, self.embedder.manifest(), self.index_kind, settings["search"])
         with db.connect(url) as conn:
             uris = dict(conn.execute(select(tracks.c.track_id, tracks.c.source_uri).where(tracks.c.track_id.in_(list(self.index.track_ids)))).all())
         self.source_uri = uris
         self.sample_rate = self.embedder.sample_rate
 
+    def segments(self, waves: list[np.ndarray]) -> list[tuple[QuerySegments, ...]]:
+        """The queries brought to the catalog level, played at each of ``search.rates``, cut like the catalog and embedded."""
+        a, seg = self.audio, self.index.segmentation
+        levelled = [audio_io.query_level(w, a.target_rms_dbfs, a.peak_ceiling_dbfs) for w in waves]
+        return embed_query_rates(self.embedder, levelled, seg.window_s, seg.hop_s, seg.min_s, self.index.settings.rates)
+
     def search(self, waves: list[np.ndarray], top_k: int) -> list[list[dict]]:
-        a = self.audio
-        hits = self.index.search(self.embedder.embed([audio_io.query_level(w, a.target_rms_dbfs, a.peak_ceiling_dbfs) for w in waves]), top_k)
-        return [[{"rank": r, "track_id": t, "source_uri": self.source_uri.get(t), "score": round(float(s), 6)} for r, (t, s) in enumerate(row, 1)]
-                for row in hits]
+        """Per wave its ``top_k`` tracks: {"rank", "track_id", "source_uri", "score", "offset_s"} (where in the track the clip starts)."""
+        out = []
+        for row in self.index.match(self.segments(waves), top_k):
+            ids = [self.index.track_ids[t] for t, _, _ in row]
+            out.append([{"rank": r, "track_id": t, "source_uri": self.source_uri.get(t), "score": round(float(s), 6), "offset_s": o}
+                        for r, (t, (_, s, o)) in enumerate(zip(ids, row, strict=True), 1)])
+        return out
 
 
 def _read(path: str, sr: int) -> np.ndarray:

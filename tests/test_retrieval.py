@@ -14,8 +14,9 @@ from sqlalchemy import create_engine, select, text
 from pipeline import config, paths
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
-from pipeline.embed.catalog import embed_catalog, segment_starts
+from pipeline.embed.catalog import embed_catalog
 from pipeline.embed.registry import get_embedder
+from pipeline.embed.segments import segment_starts
 from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index
 from pipeline.publish import published
 from pipeline.steps.evaluation import evaluate
@@ -35,6 +36,7 @@ ENV = {
     "CLOUDTUNE__IVFPQ__M": "8", "CLOUDTUNE__HNSW__M": "8",
 }
 SETS = [f"{length}/{d}" for length in ("2s", "5s") for d in ("clean", "pink0db", "telephone")]
+SEARCH = config.SearchSettings(segments_k=1000, match_k=100, match_drift=1, rates=(1.0,), top_k=10)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,7 @@ def test_evaluate_writes_the_full_metric_table(built, run_env):
                 r1, r10, r100 = (got[(emb, kind, qset, "recall", k)] for k in (1, 10, 100))
                 assert 0 <= r1 <= m <= 1 and r1 <= r10 <= r100 <= 1
                 assert got[(emb, kind, qset, "queries", 0)] == 4  # 2 test tracks x 2 clips
+                assert 0 <= got[(emb, kind, qset, "offset_hit", 0)] <= r1  # the right track at the right place
             for metric in ("latency_e2e_p50_ms", "latency_e2e_p95_ms", "latency_search_p50_ms", "latency_search_p95_ms", "qps_batch"):
                 assert got[(emb, kind, "latency/5s", metric, 0)] > 0
             assert got[(emb, kind, "latency/5s", "latency_e2e_p95_ms", 0)] >= got[(emb, kind, "latency/5s", "latency_search_p95_ms", 0)]
@@ -142,7 +145,8 @@ def test_flat_index_ranks_tracks_like_brute_force():
     segment_track = rng.integers(0, 40, 300)
     queries = vectors[:25] + 0.3 * rng.normal(size=(25, 16)).astype(np.float32)
     index, _ = make_index("flat", vectors, {})
-    idx = TrackIndex(index, {}, np.array([f"t{i}" for i in range(40)]), segment_track, segments_k=300)
+    settings = config.SearchSettings(segments_k=300, match_k=100, match_drift=1, rates=(1.0,), top_k=10)
+    idx = TrackIndex(index, {}, np.array([f"t{i}" for i in range(40)]), segment_track, settings)
     results = idx.search(queries, top_k=5)
     scores = queries @ vectors.T
     for q, hits in enumerate(results):
@@ -167,16 +171,16 @@ def test_ivfpq_nlist_follows_the_faiss_guideline(n):
 
 def test_an_index_refuses_another_embedder_and_stale_embeddings(run_env):
     mel = get_embedder("mel-stats", **embedder_settings())
-    assert load_index("r1", mel.manifest(), "flat", 1000).index.ntotal > 0
+    assert load_index("r1", mel.manifest(), "flat", SEARCH).index.ntotal > 0
     with pytest.raises(ValueError, match="built for embedder version"):
-        load_index("r1", {**mel.manifest(), "version": "other"}, "flat", 1000)
+        load_index("r1", {**mel.manifest(), "version": "other"}, "flat", SEARCH)
     manifest = run_env / "runs" / "r1" / "embeddings" / "mel-stats" / "manifest.json"
     m = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**m, "created_at": "2030-01-01T00:00:00"}))
     with pytest.raises(ValueError, match="rebuild the index"):
-        load_index("r1", mel.manifest(), "flat", 1000)
+        load_index("r1", mel.manifest(), "flat", SEARCH)
     build_index("r1", "mel-stats", "flat", config.load_index())
-    assert load_index("r1", mel.manifest(), "flat", 1000).index.ntotal == m["count"]
+    assert load_index("r1", mel.manifest(), "flat", SEARCH).index.ntotal == m["count"]
 
 
 def test_embed_catalog_is_idempotent_and_embeds_only_new_tracks(run_env, built, tmp_path):
@@ -215,8 +219,34 @@ def test_search_answers_a_batch_of_clips_with_json_lines(run_env, built, tmp_pat
         assert len({r["track_id"] for r in results}) == 4  # each track at most once
         assert results[0]["source_uri"].endswith(name) and uri[results[0]["track_id"]] == results[0]["source_uri"]
         assert all(a["score"] >= b["score"] for a, b in zip(results, results[1:], strict=False))
+        assert all(0 <= r["offset_s"] <= 8 for r in results)  # where the clip starts in each track (8 s tracks)
     assert "no such file" in lines[1]["error"] and "not a readable audio file" in lines[2]["error"] and "at least" in lines[4]["error"]
     assert main(["search", str(tmp_path / "missing.wav"), "--json"]) == 1  # nothing answered: the command failed
+
+
+def test_search_finds_where_a_clip_starts_with_the_segmentation_its_catalog_was_cut_by(run_env, built, tmp_path, monkeypatch, capsys):
+    """A catalog cut into 1 s windows every 0.5 s (as the fingerprint embedder cuts its own): search reads that from the embeddings
+    manifest, not from configs/index.yaml (5 s windows), cuts a 3 s clip into 5 segments and finds its track and offset."""
+    monkeypatch.setenv("CLOUDTUNE__SEGMENTS__WINDOW_S", "1.0")
+    monkeypatch.setenv("CLOUDTUNE__SEGMENTS__HOP_S", "0.5")
+    monkeypatch.setenv("CLOUDTUNE__SEGMENTS__MIN_S", "0.5")
+    mel = get_embedder("mel-stats", **embedder_settings())
+    manifest = embed_catalog("r1", mel, settings=config.load_index()["segments"], progress=False)
+    assert manifest["segmentation"]["window_s"] == 1.0
+    build_index("r1", "mel-stats", "flat", config.load_index())
+    for key in ("WINDOW_S", "HOP_S", "MIN_S"):
+        monkeypatch.delenv(f"CLOUDTUNE__SEGMENTS__{key}")  # search must not take the config's 5 s windows
+    src = built["src"]
+    clips = [(_clip(src, name, start, 3.0, tmp_path / f"{i}.wav"), name, start)
+             for i, (name, start) in enumerate([("track_0004.flac", 2.3), ("track_0008.flac", 4.0), ("track_0001.flac", 0.0)])]
+    assert main(["search", *(c for c, _, _ in clips), "--json", "--top-k", "3", "--run-id", "r1", "--embedder", "mel-stats", "--kind", "flat"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for line, (_, name, start) in zip(lines, clips, strict=True):
+        top = line["results"][0]
+        assert top["source_uri"].endswith(name) and abs(top["offset_s"] - start) <= 0.5, line
+        assert all(isinstance(r["offset_s"], float) and r["offset_s"] >= 0 for r in line["results"])
+    assert main(["search", clips[0][0], "--top-k", "1", "--run-id", "r1", "--embedder", "mel-stats", "--kind", "flat"]) == 0
+    assert f" at {lines[0]['results'][0]['offset_s']:.2f} s " in capsys.readouterr().out  # the console shows the offset too
 
 
 def test_a_failed_evaluation_never_replaces_the_published_run(run_env):

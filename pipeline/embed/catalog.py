@@ -1,4 +1,5 @@
-"""Catalog embedding: every track cut into overlapping segments, each segment one vector.
+"""Catalog embedding: every track cut into overlapping segments (:mod:`pipeline.embed.segments`, the rule queries are cut by
+too), each segment one vector.
 
 Writes ``runs/<run_id>/embeddings/<embedder>/``: ``vectors.npy`` (float32 [N, dim], unit rows),
 ``segments.csv`` (row i: track_id, start_s, end_s of vector i) and ``manifest.json`` (the embedder's
@@ -24,6 +25,7 @@ from pipeline import config, paths
 from pipeline.audio import io as audio_io
 from pipeline.config import SegmentSettings
 from pipeline.embed import SegmentEmbedder
+from pipeline.embed.segments import segment_starts
 from pipeline.fsutil import atomic_path, write_json
 from pipeline.store import db
 from pipeline.store.tables import run_errors, tracks
@@ -62,19 +64,6 @@ def catalog_tracks(catalogs: list[str], url: str | None = None) -> list[Track]:
     if not rows:
         raise ValueError(f"catalog {', '.join(catalogs)}: no ingested tracks (run `cloudtune ingest` first)")
     return [Track(r.track_id, r.catalog, r.source_uri, paths.canonical_audio(r.audio_path), float(r.duration_s)) for r in rows]
-
-
-def segment_starts(n_samples: int, sr: int, s: SegmentSettings) -> list[tuple[int, int]]:
-    """(start, end) sample ranges: windows every hop; the tail gets a last window ending at the track's end."""
-    win, hop, min_len = round(s.window_s * sr), round(s.hop_s * sr), round(s.min_s * sr)
-    if n_samples < min_len:
-        return []
-    if n_samples <= win:
-        return [(0, n_samples)]
-    out = [(a, a + win) for a in range(0, n_samples - win + 1, hop)]
-    if out[-1][1] < n_samples:
-        out.append((n_samples - win, n_samples))
-    return out
 
 
 def segmentation_of(embedder: SegmentEmbedder, settings: SegmentSettings) -> SegmentSettings:

@@ -24,6 +24,12 @@ def mrr(r: np.ndarray) -> float:
     return float(np.mean(np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0))) if len(r) else 0.0
 
 
+def offset_hit_rate(results: list[list[tuple[int, float, float]]], truth: list[int], offsets_s: list[float], tolerance_s: float) -> float:
+    """The share of queries whose top-1 (track, score, offset_s) is the true track at most ``tolerance_s`` from the true offset."""
+    hits = [bool(res) and res[0][0] == t and abs(res[0][2] - o) <= tolerance_s + 1e-6 for res, t, o in zip(results, truth, offsets_s, strict=True)]
+    return float(np.mean(hits)) if hits else 0.0
+
+
 def overlap_at(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
     """Recall@k of an ANN index against the exact one: the share of the exact top-k ids it also returns."""
     hits = [len(set(a[:k]) & set(e[:k]) - {-1}) / max(1, len(set(e[:k]) - {-1})) for a, e in zip(approx, exact, strict=True)]

@@ -8,7 +8,6 @@ import io
 from pathlib import Path
 
 import matplotlib
-import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -116,14 +115,17 @@ def catalog_map_section(catalog_map: dict) -> list[str]:
     return parts
 
 
+TABLE_METRICS = {"recall": "R@1", "mrr": "MRR", "offset_hit": "offset hit"}  # the rows of metric_table, in order
+
+
 def metric_table(rows: list[dict], length: str = "5s"):
-    """Recall@1 / MRR per (embedder, index kind) x degradation for one query length, as a DataFrame."""
+    """Recall@1 / MRR / offset hits per (embedder, index kind) x degradation for one query length, as a DataFrame."""
     import pandas as pd
 
     df = pd.DataFrame(rows)
     df = df[df.query_set.str.startswith(f"{length}/")]
-    df = df[((df.metric == "recall") & (df.k == 1)) | (df.metric == "mrr")]
-    df = df.assign(metric=np.where(df.metric == "mrr", "MRR", "R@1"), degradation=df.query_set.map(degradation_of))
+    df = df[((df.metric == "recall") & (df.k == 1)) | df.metric.isin(list(TABLE_METRICS))]
+    df = df.assign(metric=df.metric.map(TABLE_METRICS), degradation=df.query_set.map(degradation_of))
     return df.pivot_table(index=["embedder", "index_kind", "metric"], columns="degradation", values="value", sort=False)
 
 

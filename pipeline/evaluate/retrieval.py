@@ -1,7 +1,9 @@
-"""Recall@K and MRR of loaded (embedder, indexes) candidates over the query sets, as ``retrieval_metrics`` rows.
+"""Recall@K, MRR and offset hits of loaded (embedder, indexes) candidates over the query sets, as ``retrieval_metrics`` rows.
 
-Every query clip is embedded once per candidate and searched in every index kind of that candidate; each
-non-exact index is also scored against the exact (``flat``) one (``recall_vs_exact``). Nothing here reads
+Every query clip is cut into segments the way the candidate's catalog was (its embeddings manifest), embedded once per
+candidate and matched as a sequence (:mod:`pipeline.index.match`, as ``cloudtune search`` does) in every index kind of that
+candidate; each non-exact index is also scored against the exact (``flat``) one on the query segments' vectors
+(``recall_vs_exact``). Nothing here reads
 configs or writes files: the ``evaluate`` step (:mod:`pipeline.steps.evaluation`) loads the candidates,
 stores the rows and writes the report.
 """
@@ -17,12 +19,14 @@ from tqdm import tqdm
 
 from pipeline.audio import io as audio_io
 from pipeline.embed import SegmentEmbedder
+from pipeline.embed.segments import QuerySegments, Segmentation, embed_query_rates
 from pipeline.evaluate import metrics as M
 from pipeline.evaluate.queries import Clip, QueryPlan, degrade
 from pipeline.evaluate.sets import set_name
 from pipeline.index.faiss_index import TrackIndex
 
 ANN_CHECK_K = 10  # recall_vs_exact compares the top-10 segment ids of each ANN index with the exact index's
+OFFSET_TOLERANCE_S = 0.5  # offset_hit: the top-1 offset within max(the catalog's hop, this) of the clip's true offset
 
 
 @dataclass
@@ -36,21 +40,41 @@ class Candidate:
     def name(self) -> str:
         return self.embedder.name
 
+    @property
+    def segmentation(self) -> Segmentation:
+        """How the candidate's catalog was cut (every index of one embedder is built from the same embeddings)."""
+        return next(iter(self.indexes.values())).segmentation
+
+    def segments(self, waves: Sequence[np.ndarray]) -> list[tuple[QuerySegments, ...]]:
+        """The queries played at each of ``search.rates``, cut like the catalog and embedded (as search does)."""
+        s, rates = self.segmentation, next(iter(self.indexes.values())).settings.rates
+        return embed_query_rates(self.embedder, waves, s.window_s, s.hop_s, s.min_s, rates)
+
 
 RowFn = Callable[[str, str, str, str, int, float], None]  # (embedder, index_kind, query_set, metric, k, value)
 
 
+def offset_tolerance(segmentation: Segmentation) -> float:
+    """How far the found offset may be from the clip's true one to count as an offset hit: one hop of the catalog (alignments
+    lie on its grid, so a right one is within half a hop; the other half allows for the neighbouring alignment, which shares
+    most of its audio), and at least ``OFFSET_TOLERANCE_S`` (a fine grid asks no finer than that)."""
+    return max(segmentation.hop_s, OFFSET_TOLERANCE_S)
+
+
 def _score_set(cand: Candidate, clips: list[Clip], waves: list[np.ndarray], qset: str, recall_k: Sequence[int], row: RowFn,
                exact: dict, approx: dict) -> None:
-    """Rank the true track of every clip in each index of one candidate; collect segment ids for the ANN check."""
-    vectors = cand.embedder.embed(waves)
+    """Rank the true track of every clip in each index of one candidate, and check its offset; collect segment ids for the ANN check."""
+    segments = cand.segments(waves)
+    vectors = np.ascontiguousarray(np.concatenate([q[0].vectors for q in segments]), dtype=np.float32)  # at the first rate
+    tolerance = offset_tolerance(cand.segmentation)
     for kind, idx in cand.indexes.items():
         truth = [int(np.flatnonzero(idx.track_ids == c.track_id)[0]) for c in clips]
-        ranked = [[t for t, _ in hits] for hits in idx.search_indices(vectors, max(recall_k))]
-        r = M.ranks(ranked, truth)
+        hits = idx.match(segments, max(recall_k))
+        r = M.ranks([[t for t, _, _ in h] for h in hits], truth)
         for k in recall_k:
             row(cand.name, kind, qset, "recall", k, M.recall_at(r, k))
         row(cand.name, kind, qset, "mrr", 0, M.mrr(r))
+        row(cand.name, kind, qset, "offset_hit", 0, M.offset_hit_rate(hits, truth, [c.offset_s for c in clips], tolerance))
         row(cand.name, kind, qset, "queries", 0, len(r))
         seg_ids = idx.index.search(vectors, ANN_CHECK_K)[1]
         (exact.setdefault(cand.name, []) if kind == "flat" else approx.setdefault((cand.name, kind), [])).append(seg_ids)

@@ -8,7 +8,8 @@ Kinds (inner product on unit vectors = cosine):
 ``runs/<run_id>/index/<embedder>/<kind>/`` holds ``index.faiss`` and ``manifest.json`` (embedder manifest,
 dim, count, params, build seconds, bytes); every build also gets an ``index_builds`` row. Loading checks
 the manifest against the embeddings it will be searched with, so an index is never queried with
-vectors of another model.
+vectors of another model, and brings those embeddings along (memory-mapped) for sequence matching
+(:mod:`pipeline.index.match`): a query cut into segments is answered by ``TrackIndex.match``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -24,10 +27,15 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.embed.catalog import load_embeddings
+from pipeline.embed.segments import QuerySegments, Segmentation
 from pipeline.fsutil import atomic_path, write_json
+from pipeline.index.match import SegmentTable, best_of, candidates_per_segment, match_query
 from pipeline.names import INDEX_KINDS
 from pipeline.store import db
 from pipeline.store.tables import index_builds
+
+if TYPE_CHECKING:
+    from pipeline.config import SearchSettings
 
 
 def ivfpq_params(n: int, dim: int, s) -> dict:
@@ -112,10 +120,11 @@ def collapse_to_tracks(scores: np.ndarray, ids: np.ndarray, segment_track: np.nd
     return out
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``index.search``; a single query runs on one thread: an OpenMP team for one query only adds wake-up
-    latency (measured: p95 12.5 ms with 2 threads on a busy 2-core machine, against well under 1 ms)."""
-    if len(queries) > 1:
+def search(index: faiss.Index, queries: np.ndarray, k: int, single: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search``; a single query (``single``; default: one row) runs on one thread, also when it is several segments: an
+    OpenMP team for one query only adds wake-up latency (measured: p95 12.5 ms with 2 threads on a busy 2-core machine, against
+    well under 1 ms)."""
+    if not (len(queries) == 1 if single is None else single):
         return index.search(queries, k)
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
@@ -127,27 +136,62 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
 @dataclass
 class TrackIndex:
-    """A loaded index with its segments' tracks: ``search`` answers in tracks, each at most once."""
+    """A loaded index with its segments' tracks: ``match`` answers segmented queries in tracks (each at most once) with the
+    offset where the clip starts in each; ``search`` answers one vector per query by its best segment per track."""
 
     index: faiss.Index
     manifest: dict
     track_ids: np.ndarray  # [n_tracks] track id of each track index
     segment_track: np.ndarray  # [N] track index of each vector
-    segments_k: int
+    settings: SearchSettings  # configs/index.yaml search: segments_k, match_k, match_drift, rates
+    table: SegmentTable | None = None  # the catalog's segments in (track, start) order, for ``match`` (load_index fills it)
+
+    @property
+    def segmentation(self) -> Segmentation:
+        """How the catalog was cut (its embeddings manifest): queries are cut the same way (:func:`pipeline.embed.segments.embed_queries`)."""
+        if self.table is None:
+            raise ValueError("this TrackIndex has no segment table (load it with load_index)")
+        return self.table.segmentation
 
     def search(self, queries: np.ndarray, top_k: int) -> list[list[tuple[str, float]]]:
         return [[(self.track_ids[t], s) for t, s in hits] for hits in self.search_indices(queries, top_k)]
 
     def search_indices(self, queries: np.ndarray, top_k: int) -> list[list[tuple[int, float]]]:
         """Like ``search`` with track indices (positions in ``track_ids``) instead of ids."""
-        k = min(self.index.ntotal, max(self.segments_k, top_k))
+        k = min(self.index.ntotal, max(self.settings.segments_k, top_k))
         scores, ids = search(self.index, np.ascontiguousarray(queries, dtype=np.float32), k)
         return collapse_to_tracks(scores, ids, self.segment_track, top_k)
 
+    def match(self, queries: Sequence[QuerySegments | Sequence[QuerySegments]], top_k: int) -> list[list[tuple[int, float, float]]]:
+        """Per query its ``top_k`` tracks as (track index, score, offset_s) by sequence matching (:mod:`pipeline.index.match`):
+        the segments of all queries in one FAISS call, each query's alignments scored on its own. A query may come as several
+        variants (the clip at several playback rates, :func:`pipeline.embed.segments.embed_query_rates`): each is matched and
+        every track keeps its best."""
+        if self.table is None:
+            raise ValueError("this TrackIndex has no segment table (load it with load_index)")
+        s = self.settings
+        groups = [(q,) if isinstance(q, QuerySegments) else tuple(q) for q in queries]
+        variants = [v for g in groups for v in g]
+        if not variants or not self.index.ntotal:
+            return [[] for _ in groups]
+        per_variant = [min(self.index.ntotal, candidates_per_segment(len(v), s.match_k, s.segments_k)) for v in variants]
+        vectors = np.ascontiguousarray(np.concatenate([v.vectors for v in variants]), dtype=np.float32)
+        scores, ids = search(self.index, vectors, max(per_variant), single=len(groups) == 1)
+        matched, i = [], 0
+        for v, k in zip(variants, per_variant, strict=True):
+            matched.append(match_query(self.table, v, scores[i : i + len(v), :k], ids[i : i + len(v), :k], top_k, s.match_drift))
+            i += len(v)
+        out, j = [], 0
+        for g in groups:
+            out.append(matched[j] if len(g) == 1 else best_of(matched[j : j + len(g)], top_k))
+            j += len(g)
+        return out
 
-def load_index(run_id: str, embedder_manifest: dict, kind: str, segments_k: int) -> TrackIndex:
-    """Load an index and check it was built from vectors of this very embedder (name, dim, version). ``segments_k``: segments
-    fetched per query before they collapse to tracks (configs/index.yaml ``search.segments_k``)."""
+
+def load_index(run_id: str, embedder_manifest: dict, kind: str, settings: SearchSettings) -> TrackIndex:
+    """Load an index and check it was built from vectors of this very embedder (name, dim, version); with it the catalog's
+    vectors (memory-mapped), segments and segmentation, for sequence matching. ``settings``: configs/index.yaml ``search``
+    (``segments_k``: segments fetched per query before they collapse to tracks; ``match_k``, ``match_drift``: the matcher's)."""
     files = paths.index(run_id, embedder_manifest["name"], kind)
     folder, manifest_path = files.folder, files.manifest
     if not manifest_path.exists():
@@ -158,15 +202,16 @@ def load_index(run_id: str, embedder_manifest: dict, kind: str, segments_k: int)
         if built_for.get(key) != embedder_manifest.get(key):
             raise ValueError(f"{manifest_path}: built for embedder {key}={built_for.get(key)!r}, but the embedder has {embedder_manifest.get(key)!r}")
     emb_files = paths.embeddings(run_id, embedder_manifest["name"])
-    emb_created = json.loads(emb_files.manifest.read_text())["created_at"]
-    if manifest.get("embeddings_created_at") != emb_created:
+    vectors, segments, emb_manifest = load_embeddings(emb_files)
+    if manifest.get("embeddings_created_at") != emb_manifest["created_at"]:
         raise ValueError(f"{manifest_path}: built from older embeddings than {emb_files.folder} holds now: rebuild the index")
     index = faiss.read_index(str(files.index))
-    segments = pd.read_csv(emb_files.segments, dtype={"track_id": str})
     if len(segments) != index.ntotal:
         raise ValueError(f"{folder}: the index has {index.ntotal} vectors but segments.csv {len(segments)}: rebuild the index")
     codes, uniques = pd.factorize(segments.track_id)
-    return TrackIndex(index, manifest, np.asarray(uniques), codes.astype(np.int64), segments_k)
+    codes = codes.astype(np.int64)
+    table = SegmentTable.build(vectors, codes, segments.start_s.to_numpy(), Segmentation.of(emb_manifest["segmentation"]))
+    return TrackIndex(index, manifest, np.asarray(uniques), codes, settings, table)
 
 
 __all__ = ["INDEX_KINDS", "TrackIndex", "build_index", "collapse_to_tracks", "ivfpq_params", "load_index", "make_index", "search"]

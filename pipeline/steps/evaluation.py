@@ -50,7 +50,7 @@ def load_candidate(run_id: str, name: str, kinds: list[str], catalogs: list[str]
         if not files.manifest.exists() or json.loads(files.manifest.read_text()).get("embeddings_created_at") != manifest["created_at"]:
             m = build_index(run_id, embedder.name, kind, index_s, url=url)
             print(f"evaluate: built {kind} index of {embedder.name}: {m['count']} vectors in {m['build_seconds']:.2f} s", file=sys.stderr)
-    return Candidate(embedder, {k: load_index(run_id, embedder.manifest(), k, index_s["search"].segments_k) for k in kinds})
+    return Candidate(embedder, {k: load_index(run_id, embedder.manifest(), k, index_s["search"]) for k in kinds})
 
 
 def catalog_map(run_id: str, name: str, gallery: list[Track], device: str, url: str | None, progress: bool) -> dict:

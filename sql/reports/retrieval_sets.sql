@@ -1,4 +1,4 @@
--- Recall@1/10/100, MRR and query count of one run per embedder, index kind and query set, with the set split into query length (s) and degradation (the per-set table of the Airflow "Retrieval metrics" page); param run_id (default: the latest run with metrics).
+-- Recall@1/10/100, MRR, offset hits (top-1 right with the clip's offset in the track) and query count of one run per embedder, index kind and query set, with the set split into query length (s) and degradation (the per-set table of the Airflow "Retrieval metrics" page); param run_id (default: the latest run with metrics).
 -- optional: run_id
 -- A set is named <length>s/<degradation> (5s/pink0db): LTRIM drops the length's characters (digits, '.', 's') up to the '/'.
 WITH sets AS (
@@ -16,6 +16,7 @@ SELECT run_id, embedder, index_kind,
        MAX(CASE WHEN metric = 'recall' AND k = 10 THEN value END) AS recall_at_10,
        MAX(CASE WHEN metric = 'recall' AND k = 100 THEN value END) AS recall_at_100,
        MAX(CASE WHEN metric = 'mrr' THEN value END) AS mrr,
+       MAX(CASE WHEN metric = 'offset_hit' THEN value END) AS offset_hit,
        MAX(CASE WHEN metric = 'queries' THEN value END) AS queries
 FROM sets
 GROUP BY run_id, embedder, index_kind, query_set, head

@@ -1,0 +1,154 @@
+"""Sequence matching (pipeline/index/match.py) on crafted catalogs in a real FAISS index, and the query segmentation it relies on."""
+
+import numpy as np
+import pytest
+
+from pipeline import config
+from pipeline.embed.segments import QuerySegments, Segmentation, embed_queries
+from pipeline.index.faiss_index import TrackIndex, make_index
+from pipeline.index.match import SegmentTable
+
+HOP, WINDOW, DIM = 0.5, 1.0, 32  # the fingerprint's grid: 1 s windows every 0.5 s
+
+
+def _unit(x):
+    x = np.asarray(x, np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _catalog(tracks=30, segments=40, seed=0):
+    """Independent random unit vectors: ``segments`` per track on the HOP grid. Returns (vectors, track of each, start of each)."""
+    rng = np.random.default_rng(seed)
+    vectors = _unit(rng.normal(size=(tracks * segments, DIM)))
+    return vectors, np.repeat(np.arange(tracks), segments), np.tile(np.arange(segments) * HOP, tracks)
+
+
+def _index(vectors, track, start, drift=1, match_k=20, segments_k=200) -> TrackIndex:
+    index, _ = make_index("flat", np.ascontiguousarray(vectors), {})
+    table = SegmentTable.build(vectors, track, start, Segmentation(WINDOW, HOP, HOP))
+    settings = config.SearchSettings(segments_k=segments_k, match_k=match_k, match_drift=drift, rates=(1.0,), top_k=10)
+    return TrackIndex(index, {}, np.array([f"t{i}" for i in range(track.max() + 1)]), track, settings, table)
+
+
+def _query(vectors) -> QuerySegments:
+    vectors = _unit(vectors)
+    return QuerySegments(vectors, np.arange(len(vectors)) * HOP)
+
+
+def _rows(track, start, t, positions):
+    return [int(np.flatnonzero((track == t) & np.isclose(start, p * HOP))[0]) for p in positions]
+
+
+@pytest.mark.parametrize("drift", [0, 1])
+def test_a_one_segment_query_scores_each_track_by_its_best_segment(drift):
+    vectors, track, start = _catalog()
+    idx = _index(vectors, track, start, drift=drift)
+    rng = np.random.default_rng(1)
+    queries = _unit(vectors[rng.choice(len(vectors), 25)] + 0.4 * rng.normal(size=(25, DIM)))
+    matched = idx.match([QuerySegments(q[None], np.zeros(1)) for q in queries], top_k=5)
+    for got, expected in zip(matched, idx.search_indices(queries, top_k=5), strict=True):  # the best-segment rule of collapse_to_tracks
+        assert [t for t, _, _ in got] == [t for t, _ in expected]
+        assert [s for _, s, _ in got] == pytest.approx([s for _, s in expected], abs=1e-5)
+    best = queries @ vectors.T
+    for q, got in enumerate(matched):  # the offset is where that best segment starts
+        for t, s, offset in got:
+            mine = np.flatnonzero(track == t)
+            assert offset == start[mine[np.argmax(best[q, mine])]] and s == pytest.approx(best[q, mine].max(), abs=1e-5)
+
+
+def test_a_clip_from_inside_a_track_finds_the_track_and_where_it_starts():
+    vectors, track, start = _catalog()
+    idx = _index(vectors, track, start)
+    rng = np.random.default_rng(2)
+    clip = vectors[_rows(track, start, 7, range(10, 19))] + 0.2 * rng.normal(size=(9, DIM))  # 9 noisy segments from 5.0 s on
+    (t, score, offset), *rest = idx.match([_query(clip)], top_k=3)[0]
+    assert (t, offset) == (7, 5.0) and score > rest[0][1] + 0.3
+
+
+def test_a_longer_query_beats_a_single_segment_that_alone_points_elsewhere():
+    vectors, track, start = _catalog()
+    rng = np.random.default_rng(3)
+    truth = _rows(track, start, 0, range(5, 9))  # the clip: track 0 from 2.5 s, four segments
+    clip = vectors[truth] + 0.35 * rng.normal(size=(4, DIM)).astype(np.float32)
+    vectors = vectors.copy()
+    vectors[_rows(track, start, 1, [20])[0]] = _unit(clip[0])  # track 1 holds the clip's first segment itself (a shared motif)
+    idx = _index(vectors, track, start)
+    alone = idx.match([_query(clip[:1])], top_k=3)[0]
+    assert alone[0][0] == 1 and alone[0][1] == pytest.approx(1.0, abs=1e-5)  # one segment: track 1, exactly
+    whole = idx.match([_query(clip)], top_k=3)[0]
+    assert whole[0][:1] == (0,) and whole[0][2] == 2.5 and whole[0][1] > whole[1][1]  # the sequence: track 0, at 2.5 s
+
+
+def test_drift_tolerance_follows_a_clip_whose_later_segments_are_a_hop_ahead():
+    vectors, track, start = _catalog()
+    rng = np.random.default_rng(4)
+    played = _rows(track, start, 3, [10, 11, 12, 13, 15, 16, 17])  # played fast: from the 5th segment on, one hop ahead
+    clip = vectors[played] + 0.05 * rng.normal(size=(7, DIM)).astype(np.float32)
+    vectors = vectors.copy()
+    lookalike = _rows(track, start, 9, range(4, 11))  # track 9 holds a weaker copy of the whole clip, on the grid
+    vectors[lookalike] = _unit(clip + 0.15 * rng.normal(size=(7, DIM)))  # similarity about 0.75 per segment
+    strict = _index(vectors, track, start, drift=0).match([_query(clip)], top_k=2)[0]
+    assert strict[0][0] == 9  # without drift the true track loses three of its seven segments, and the look-alike wins
+    (t, score, offset), (other, other_score, _) = _index(vectors, track, start, drift=1).match([_query(clip)], top_k=2)[0]
+    assert (t, offset, other) == (3, 5.0, 9) and score > 0.95 > other_score
+
+
+def test_segments_past_the_end_of_a_track_are_missing_not_zero():
+    vectors, track, start = _catalog()
+    rng = np.random.default_rng(5)
+    idx = _index(vectors, track, start)
+    tail = vectors[_rows(track, start, 4, range(36, 40))]  # the last 2 s of track 4, then 1 s of something else
+    (t, score, offset), *_ = idx.match([_query(np.concatenate([tail, rng.normal(size=(2, DIM))]))], top_k=3)[0]
+    assert (t, offset) == (4, 18.0) and score == pytest.approx(1.0, abs=1e-5)  # the mean over the four segments that meet the track
+    mostly_outside = np.concatenate([tail[2:], rng.normal(size=(4, DIM))])  # 2 of 6 segments in the track: under half, no candidate
+    assert all(s < 0.6 for _, s, _ in idx.match([_query(mostly_outside)], top_k=10)[0])
+
+
+class _Lengths:
+    """A stand-in embedder that records its calls and writes each piece's length (in samples) into its vector."""
+
+    name, dim, sample_rate = "lengths", 2, 10
+
+    def __init__(self):
+        self.calls = []
+
+    def embed(self, waves):
+        self.calls.append(len(waves))
+        return np.array([[len(w), 1.0] for w in waves], np.float32)
+
+
+def test_queries_are_cut_like_the_catalog_and_embedded_in_one_call():
+    emb = _Lengths()
+    waves = [np.zeros(55, np.float32), np.zeros(7, np.float32), np.zeros(30, np.float32)]  # 5.5 s, 0.7 s, 3 s at 10 Hz
+    got = embed_queries(emb, waves, window_s=5.0, hop_s=1.0, min_s=1.0)
+    assert emb.calls == [4]
+    assert [q.starts_s.tolist() for q in got] == [[0.0, 0.5], [0.0], [0.0]]  # the tail window ends at the end; shorter: one segment
+    assert [q.vectors[:, 0].tolist() for q in got] == [[50, 50], [7], [30]]  # below min_s and below a window: the whole query
+    assert Segmentation.of({"window_s": 1, "hop_s": 0.5, "min_s": 0.5, "batch_size": 64, "sample_rate": 24000}) == Segmentation(1.0, 0.5, 0.5)
+
+
+def test_a_query_played_at_several_rates_keeps_each_tracks_best():
+    vectors, track, start = _catalog()
+    idx = _index(vectors, track, start)
+    rng = np.random.default_rng(6)
+    right = _query(vectors[_rows(track, start, 2, range(6, 12))] + 0.1 * rng.normal(size=(6, DIM)))  # as the catalog has it: at 3.0 s
+    wrong = _query(rng.normal(size=(6, DIM)))  # the same clip at a rate that garbles it
+    alone, garbled = idx.match([right, wrong], top_k=5)
+    merged = idx.match([(wrong, right)], top_k=5)[0]
+    assert alone[0][0] == 2 and alone[0][2] == 3.0 and merged[0] == alone[0]
+    best: dict[int, float] = {}
+    for t, s, _ in alone + garbled:
+        best[t] = max(best.get(t, -1.0), s)
+    assert [(t, s) for t, s, _ in merged] == sorted(best.items(), key=lambda item: -item[1])[:5]  # every track at its best rate
+    assert idx.match([(right, wrong)], top_k=5)[0] == merged
+    assert idx.match([wrong, (wrong, right)], top_k=5) == [garbled, merged]  # queries with and without variants in one call
+
+
+def test_each_rate_plays_the_query_faster_or_slower_before_it_is_cut():
+    emb = _Lengths()
+    got = embed_queries(emb, [np.zeros(100, np.float32)], window_s=5.0, hop_s=1.0, min_s=1.0)
+    from pipeline.embed.segments import embed_query_rates
+
+    (as_played, faster, slower), = embed_query_rates(emb, [np.zeros(100, np.float32)], 5.0, 1.0, 1.0, rates=(1.0, 1.25, 0.8))
+    assert emb.calls == [6, 19] and as_played.starts_s.tolist() == got[0].starts_s.tolist()  # 10 s: 6 segments; 8 s: 4; 12.5 s: 9, one call
+    assert (len(faster), len(slower)) == (4, 9) and faster.vectors[:, 0].tolist() == [50] * 4
