@@ -24,11 +24,11 @@ from pipeline.store import db
 
 CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
 DAGS = config.PROJECT_ROOT / "dags"
-GPU_TASKS = {"audio_retrieval": {"tokenize", "train_embedder", "wav2vec2_features", "embed_catalog", "evaluate"},
+GPU_TASKS = {"audio_retrieval": {"tokenize", "train_embedder", "train_fingerprint", "wav2vec2_features", "embed_catalog", "evaluate"},
              "nightly_reindex": {"tokenize", "embed_catalog", "evaluate"},
              "dream_generator": {"train"}}
 TASKS = {
-    "audio_retrieval": ["start", "ingest", "train_tokenizer", "plan_shards", "tokenize", "splits", "train_embedder", "wav2vec2_features",
+    "audio_retrieval": ["start", "ingest", "train_tokenizer", "plan_shards", "tokenize", "splits", "train_embedder", "train_fingerprint", "wav2vec2_features",
                         "embed_catalog", "build_indexes", "evaluate", "publish", "report"],
     "nightly_reindex": ["start", "prepare", "ingest", "tokenize", "embed_catalog", "build_indexes", "evaluate", "check_regression", "publish", "report"],
     "dream_generator": ["train"],
