@@ -231,7 +231,7 @@ def test_demo_runs_the_real_dag_and_prints_the_metric_table(chain):
     assert "ingest: 8 tracks added" in stdout
     table = stdout.split("Retrieval metrics of run")[-1].splitlines()
     assert table[1].split() == ["embedder", "index_kind", "query_sets", "recall_at_1", "recall_at_10", "recall_at_100", "mrr"]
-    assert sorted((r.split()[0], r.split()[1]) for r in table[2:11]) == sorted((e, k) for e in ("contrastive", "mel-stats", "wav2vec2")
+    assert sorted((r.split()[0], r.split()[1]) for r in table[2:14]) == sorted((e, k) for e in ("contrastive", "fingerprint", "mel-stats", "wav2vec2")
                                                                               for k in ("flat", "hnsw", "ivfpq"))
     # the Airflow metadata DB was created under CLOUDTUNE_HOME; tokenize ran as 2 mapped shards that covered all 8 tracks once
     with sqlite3.connect(chain["home"] / "airflow" / "airflow.db") as conn:
