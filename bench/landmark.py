@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         if not clips:
             print(f"landmark: no query track is {length:g} s long: skipping {length:g} s queries", file=sys.stderr)
             continue
-        qdir = OUT / "tmp" / f"queries-{os.getpid()}" / f"{length:g}s"
+        qdir = OUT / "tmp" / f"queries-{os.getpid()}" / f"{length:g}s"  # removed once matched
         shutil.rmtree(qdir, ignore_errors=True)
         files: dict[str, tuple[str, str]] = {}  # query file -> (query set, true track id)
         started = time.perf_counter()
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         with tqdm(total=len(files), desc=f"landmark: audfprint match {length:g} s", unit="query", disable=not progress, **BAR) as bar:
             lines, timing = run_audfprint(python, afp, ["match", "--dbase", str(db_path), "--ncores", str(args.ncores), "--list", str(listing)],
                                           bar, "^(Matched|NOMATCH) ")
-        shutil.rmtree(qdir)
+        shutil.rmtree(qdir.parent)
         matched = parse_matches(lines)
         lost = sorted(set(files) - set(matched))
         if lost:
