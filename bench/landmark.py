@@ -251,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
 
     url = config.db_url()
     check_readable(url)
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip():
+        commit += "+changes"  # the code that ran is not that commit's
     load_before = os.getloadavg()
     eval_s = config.load_eval()
     qs, background_dir, level = query_settings(args.plan, eval_s)
@@ -320,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             t.append(truth)
             m.append(Path(got).stem if got else None)
         for qset, (t, m) in by_set.items():
-            results[qset] = {"queries": len(t), "recall_at_1": recall_at_1(t, m), "no_match": sum(x is None for x in m)}
+            results[qset] = {"queries": len(t), "recall_at_1": recall_at_1(t, m), "no_match": sum(x is None for x in m),
+                             "matches": [[a, b] for a, b in zip(t, m, strict=True)]}  # (true track, audfprint's match) per query
         match_s = timing["seconds"] - timing.get("loaded_s", 0.0)
         match_timing[f"{length:g}s"] = {"queries": len(files), "prepare_s": prepare_s, "db_load_s": timing.get("loaded_s"),
                                         "match_s": match_s, "ms_per_query": 1000 * match_s / len(files)}
@@ -357,7 +362,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"database load" for k, v in match_timing.items()))
     print(f"load average before/after: {load_before[0]:.1f} / {load_after[0]:.1f}")
 
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     stamp = datetime.now(timezone.utc)
     out = OUT / "results" / f"{args.run_id}-{plan.name}-{db_info['key'][:8]}-{stamp:%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
