@@ -261,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     background_dir = args.background_dir or background_dir
     run_s = eval_s["evaluation"]
     distractors = sorted(set(run_s.distractors if args.distractors is None else args.distractors))
-    catalogs, gallery, query_tracks = gallery_and_queries(args.run_id, None, distractors, qs.split, url)
+    try:
+        catalogs, gallery, query_tracks = gallery_and_queries(args.run_id, None, distractors, qs.split, url)
+    except (ValueError, FileNotFoundError) as exc:  # no splits, no such catalog: what evaluate would say
+        sys.exit(f"bench/landmark.py: {exc}")
     sr = config.load_pipeline().audio.sample_rate  # evaluate cuts clips at its first embedder's rate: audio.sample_rate for every one
     plan = query_plan(qs, background_dir, sr)
     lengths = list(plan.lengths_s)
