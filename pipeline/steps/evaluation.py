@@ -19,6 +19,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
@@ -99,6 +100,33 @@ def _gallery_rows(candidates: list[Candidate], gallery: list[Track], distractors
             row(cand.name, kind, "all", "queries_from_canonical", 0, from_canonical)
 
 
+def query_settings(plan: str | None = None, eval_s=None) -> tuple[config.QuerySettings, Path, tuple[float, float]]:
+    """What the query clips of plan ``plan`` (default eval.yaml queries.plan) are made with: the query settings, the folder of
+    background recordings (eval.yaml queries.background_dir; relative to the repository) and the catalog level that search
+    brings a query to (audio.target_rms_dbfs, audio.peak_ceiling_dbfs)."""
+    eval_s = eval_s or config.load_eval()
+    qs = config.section(config.QuerySettings, eval_s.raw, "queries", plan=plan)
+    audio = config.load_pipeline().audio
+    return qs, config.PROJECT_ROOT / qs.background_dir, (audio.target_rms_dbfs, audio.peak_ceiling_dbfs)  # an absolute background_dir stays
+
+
+def gallery_and_queries(run_id: str, catalogs: list[str] | None, distractors: list[str], split: str,
+                        url: str | None = None) -> tuple[list[str], list[Track], list[Track]]:
+    """(catalogs, gallery, query tracks) of an evaluation: the catalogs searched (``catalogs``, default those of the run's split
+    tracks, plus ``distractors``), every ingested track of them, and the tracks of the run's ``split`` among them that are not in
+    a distractor catalog. Raises ValueError when a distractor catalog has no tracks or no query track is left."""
+    catalogs = sorted(set(catalogs or run_catalogs(run_id, url)) | set(distractors))
+    gallery = catalog_tracks(catalogs, url)
+    missing = sorted(set(distractors) - {t.catalog for t in gallery})
+    if missing:
+        raise ValueError(f"--distractors {', '.join(missing)}: no ingested tracks in that catalog (cloudtune ingest SRC --catalog NAME)")
+    query_ids = set(split_track_ids(run_id, split))
+    query_tracks = [t for t in gallery if t.track_id in query_ids and t.catalog not in distractors]
+    if not query_tracks:
+        raise ValueError(f"run {run_id}: no track of its {split} split is in catalog(s) {', '.join(catalogs)}")
+    return catalogs, gallery, query_tracks
+
+
 def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: list[str] | None = None, catalogs: list[str] | None = None,
              distractors: list[str] | None = None, device: str = "cpu", url: str | None = None, progress: bool = True,
              plan: str | None = None) -> dict:
@@ -106,22 +134,12 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
     queried; default configs/eval.yaml ``evaluation.distractors``) under query plan ``plan`` (default eval.yaml queries.plan); returns
     {"run_id", "rows", "report", "skipped", "skipped_sets": {query set name: reason}, "seconds", "choice"}."""
     eval_s = config.load_eval()
-    qs, run_s, lat_s = config.section(config.QuerySettings, eval_s.raw, "queries", plan=plan), eval_s["evaluation"], eval_s["latency"]
-    background_dir = config.PROJECT_ROOT / qs.background_dir  # an absolute background_dir stays as it is
-    audio = config.load_pipeline().audio
-    level = (audio.target_rms_dbfs, audio.peak_ceiling_dbfs)
+    qs, background_dir, level = query_settings(plan, eval_s)
+    run_s, lat_s = eval_s["evaluation"], eval_s["latency"]
     embedders = list(embedders or run_s.embedders)
     kinds = list(dict.fromkeys(["flat", *(index_kinds or run_s.index_kinds)]))  # flat: the exact reference of the ANN kinds
     distractors = sorted(set(run_s.distractors if distractors is None else distractors))
-    catalogs = sorted(set(catalogs or run_catalogs(run_id, url)) | set(distractors))
-    gallery = catalog_tracks(catalogs, url)
-    missing = sorted(set(distractors) - {t.catalog for t in gallery})
-    if missing:
-        raise ValueError(f"--distractors {', '.join(missing)}: no ingested tracks in that catalog (cloudtune ingest SRC --catalog NAME)")
-    query_ids = set(split_track_ids(run_id, qs.split))
-    query_tracks = [t for t in gallery if t.track_id in query_ids and t.catalog not in distractors]
-    if not query_tracks:
-        raise ValueError(f"run {run_id}: no track of its {qs.split} split is in catalog(s) {', '.join(catalogs)}")
+    catalogs, gallery, query_tracks = gallery_and_queries(run_id, catalogs, distractors, qs.split, url)
     recall_k = eval_s["metrics"].recall_k
     queries = {**{k: v for k, v in asdict(qs).items() if k != "plans"}, **asdict(qs.query_plan)}  # the plan run, not every plan
     run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "distractors": distractors,
