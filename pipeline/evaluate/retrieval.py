@@ -3,9 +3,8 @@
 Every query clip is cut into segments the way the candidate's catalog was (its embeddings manifest), embedded once per
 candidate and matched as a sequence (:mod:`pipeline.index.match`, as ``cloudtune search`` does) in every index kind of that
 candidate; each non-exact index is also scored against the exact (``flat``) one on the query segments' vectors
-(``recall_vs_exact``). Nothing here reads
-configs or writes files: the ``evaluate`` step (:mod:`pipeline.steps.evaluation`) loads the candidates,
-stores the rows and writes the report.
+(``recall_vs_exact``). Nothing here reads configs or writes files: the ``evaluate`` step (:mod:`pipeline.steps.evaluation`)
+loads the candidates, stores the rows and writes the report.
 """
 
 from __future__ import annotations

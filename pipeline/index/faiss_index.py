@@ -191,7 +191,7 @@ class TrackIndex:
 def load_index(run_id: str, embedder_manifest: dict, kind: str, settings: SearchSettings) -> TrackIndex:
     """Load an index and check it was built from vectors of this very embedder (name, dim, version); with it the catalog's
     vectors (memory-mapped), segments and segmentation, for sequence matching. ``settings``: configs/index.yaml ``search``
-    (``segments_k``: segments fetched per query before they collapse to tracks; ``match_k``, ``match_drift``: the matcher's)."""
+    (``segments_k``, ``match_k``: FAISS neighbours per query and per query segment; ``match_drift``, ``rates``: the matcher's)."""
     files = paths.index(run_id, embedder_manifest["name"], kind)
     folder, manifest_path = files.folder, files.manifest
     if not manifest_path.exists():
