@@ -25,7 +25,10 @@ from pipeline.store import db
 from pipeline.store.tables import training_epochs
 from pipeline.train.fingerprint import nt_xent
 
-ENV = {"CLOUDTUNE__RVQ__LEVELS": "2", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "4"}
+ENV = {"CLOUDTUNE__RVQ__LEVELS": "2", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "4",
+       "CLOUDTUNE__QUERIES__PER_TRACK": "2", "CLOUDTUNE__QUERIES__PLAN": "tiny",
+       "CLOUDTUNE__QUERIES__PLANS": "{tiny: {lengths_s: [2, 5], sets: {clean: clean, pink0db: 'pink:0'}}}",
+       "CLOUDTUNE__LATENCY__SINGLE_QUERIES": "4", "CLOUDTUNE__LATENCY__BATCH_SIZE": "8", "CLOUDTUNE__EVALUATION__CATALOG_VAE": "false"}
 SMALL = {"fingerprint": {"channels": [8, 16, 32, 32, 64, 64], "dim": 32, "head_hidden": 8},
          "fingerprint_training": {"epochs": 2, "batch_size": 24, "num_workers": 0, "val_queries_per_track": 4},
          "augment": {"rir_bank": 2}}
@@ -49,13 +52,13 @@ def built(tmp_path_factory):
         make_splits("r1", [str(tokenize("rvq", "c", progress=False).output_root)])
         (root / "fp.yaml").write_text(yaml.safe_dump(SMALL))
         db.dispose_engines()
-    return root
+    return root, src
 
 
 @pytest.fixture
 def run_home(built, tmp_path, monkeypatch):
     home = tmp_path / "home"
-    shutil.copytree(built / "home", home)
+    shutil.copytree(built[0] / "home", home)
     monkeypatch.setenv("CLOUDTUNE_HOME", str(home))
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
@@ -112,7 +115,7 @@ def test_nt_xent_rewards_matching_pairs_and_drops_overlapping_segments_from_the_
 
 
 def test_training_writes_checkpoints_and_epoch_rows_and_a_resumed_run_ends_with_the_same_weights(built, run_home):
-    cfg = built / "fp.yaml"
+    cfg = built[0] / "fp.yaml"
     full = train_fingerprint_model(run_id="r1", config_path=cfg, device="cpu", progress=False)
     assert len(full["history"]) == 2 and paths.fingerprint_curve("r1").exists() and paths.fingerprint_summary("r1").exists()
     with db.connect() as conn:
@@ -136,7 +139,7 @@ def test_training_writes_checkpoints_and_epoch_rows_and_a_resumed_run_ends_with_
 
 
 def test_the_catalog_is_cut_into_the_models_segments(built, run_home):
-    train_fingerprint_model(run_id="r1", config_path=built / "fp.yaml", device="cpu", epochs=1, progress=False)
+    train_fingerprint_model(run_id="r1", config_path=built[0] / "fp.yaml", device="cpu", epochs=1, progress=False)
     embedder = get_embedder("fingerprint", "r1", "cpu", **embedder_settings())
     manifest = embed_catalog("r1", embedder, settings=config.load_index().segments, progress=False)
     seg = manifest["segmentation"]
@@ -146,9 +149,28 @@ def test_the_catalog_is_cut_into_the_models_segments(built, run_home):
 
 
 def test_train_fingerprint_command(built, run_home, capsys):
-    assert main(["train", "fingerprint", "--run-id", "r1", "--config", str(built / "fp.yaml"), "--epochs", "1", "--device", "cpu"]) == 0
+    assert main(["train", "fingerprint", "--run-id", "r1", "--config", str(built[0] / "fp.yaml"), "--epochs", "1", "--device", "cpu"]) == 0
     assert "train: fingerprint r1: 1 epochs" in capsys.readouterr().out
-    assert main(["train", "fingerprint", "--config", str(built / "fp.yaml")]) == 2
+    assert main(["train", "fingerprint", "--config", str(built[0] / "fp.yaml")]) == 2
     assert "--run-id is required" in capsys.readouterr().err
-    assert main(["train", "fingerprint", "--run-id", "nosuchrun", "--config", str(built / "fp.yaml")]) != 0
+    assert main(["train", "fingerprint", "--run-id", "nosuchrun", "--config", str(built[0] / "fp.yaml")]) != 0
     assert "run nosuchrun has no splits yet" in capsys.readouterr().err
+
+
+def test_evaluate_and_search_go_through_the_fingerprint_with_offsets(built, run_home, tmp_path, capsys):
+    import json
+
+    import soundfile as sf
+
+    from pipeline.steps.evaluation import evaluate
+
+    train_fingerprint_model(run_id="r1", config_path=built[0] / "fp.yaml", device="cpu", epochs=1, progress=False)
+    result = evaluate("r1", embedders=["fingerprint"], index_kinds=["flat"], device="cpu", progress=False)
+    rows = {(r["query_set"], r["metric"], r["k"]): r["value"] for r in result["rows"] if r["embedder"] == "fingerprint"}
+    assert {("5s/clean", "recall", 1), ("2s/pink0db", "recall", 1), ("5s/clean", "offset_hit", 0)} <= set(rows)
+    assert not result["skipped"] and result["choice"]["embedder"] == "fingerprint"
+    wave, sr = sf.read(built[1] / "track_0003.flac")
+    sf.write(tmp_path / "clip.wav", wave[int(1.5 * sr) : int(4.5 * sr)], sr)
+    assert main(["search", str(tmp_path / "clip.wav"), "--run-id", "r1", "--embedder", "fingerprint", "--kind", "flat", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert results and all(0 <= r["offset_s"] <= 6 for r in results) and {"rank", "track_id", "score", "offset_s"} <= set(results[0])

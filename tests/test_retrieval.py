@@ -34,6 +34,7 @@ ENV = {
     "CLOUDTUNE__QUERIES__PLANS": "{tiny: {lengths_s: [2, 5], sets: {clean: clean, pink0db: 'pink:0', telephone: telephone}}}",
     "CLOUDTUNE__LATENCY__SINGLE_QUERIES": "4", "CLOUDTUNE__LATENCY__BATCH_SIZE": "8",
     "CLOUDTUNE__IVFPQ__M": "8", "CLOUDTUNE__HNSW__M": "8",
+    "CLOUDTUNE__EVALUATION__EMBEDDERS": "[mel-stats, contrastive]",  # the fingerprint's own run is in test_fingerprint.py
 }
 SETS = [f"{length}/{d}" for length in ("2s", "5s") for d in ("clean", "pink0db", "telephone")]
 SEARCH = config.SearchSettings(segments_k=1000, match_k=100, match_drift=1, rates=(1.0,), top_k=10)
