@@ -60,8 +60,9 @@ def exact_top(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     """The ids of each query's ``k`` highest inner products over ``x``, by brute force a chunk at a time."""
     best_s = np.full((len(q), k), -np.inf, np.float32)
     best_i = np.zeros((len(q), k), np.int64)
-    for start in range(0, len(x), CHUNK):
-        s = q @ np.asarray(x[start : start + CHUNK]).T
+    step = CHUNK // 4  # [Q, step] scores and their argpartition stay well under a GB
+    for start in range(0, len(x), step):
+        s = q @ np.asarray(x[start : start + step]).T
         top = np.argpartition(-s, k - 1, axis=1)[:, :k] if s.shape[1] > k else np.broadcast_to(np.arange(s.shape[1]), (len(q), s.shape[1]))
         cand_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], axis=1)
         cand_i = np.concatenate([best_i, top + start], axis=1)
