@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import datetime
 import itertools
+import json
 import os
 import resource
 import shutil
@@ -135,6 +136,8 @@ def main() -> int:
     ap.add_argument("--k-factor", type=float, nargs="+", help="IVF-PQ refine k_factor values to try (default: configs/index.yaml)")
     ap.add_argument("--memmap-above", type=float, default=2.0, help="GB: a larger catalog is generated into a memory-mapped file")
     ap.add_argument("--scratch", default=None, help="folder for memory-mapped catalogs and index files (default: a temporary folder)")
+    ap.add_argument("--keep", default=None, help="folder that keeps each built index (and its build figures); an index already there "
+                                                "is loaded instead of built, so searches can be measured again, e.g. on a quieter machine")
     args = ap.parse_args()
 
     from pipeline import config
@@ -163,14 +166,25 @@ def main() -> int:
                   f"{time.perf_counter() - t0 - made:.1f} s, load {os.getloadavg()[0]:.2f}", flush=True)
             for kind in args.kinds:
                 for build_settings in builds(kind, settings, args):
-                    t0 = time.perf_counter()
-                    index, params = make_index(kind, x, build_settings)
-                    build = time.perf_counter() - t0
-                    load_build = os.getloadavg()[0]
-                    path = scratch / "index.faiss"
-                    faiss.write_index(index, str(path))
+                    tag = f"{n}-{args.dim}-{args.data}-{kind}-" + "-".join(f"{v}" for v in dataclasses.astuple(build_settings[kind])) if kind != "flat" else ""
+                    path = Path(args.keep) / f"{tag}.faiss" if args.keep and kind != "flat" else scratch / "index.faiss"
+                    if path.exists():
+                        index = faiss.read_index(str(path))
+                        built = json.loads(path.with_suffix(".json").read_text())
+                        params, build, load_build = built["params"], built["build_seconds"], built["load"]
+                        print(f"{path}: loaded, built at commit {built['commit']}", flush=True)
+                    else:
+                        t0 = time.perf_counter()
+                        index, params = make_index(kind, x, build_settings)
+                        build = time.perf_counter() - t0
+                        load_build = os.getloadavg()[0]
+                        faiss.write_index(index, str(path))
+                        if path.parent != scratch:
+                            path.with_suffix(".json").write_text(json.dumps({"params": params, "build_seconds": build, "load": load_build,
+                                                                             "commit": commit()}))
                     size = path.stat().st_size
-                    path.unlink()
+                    if path.parent == scratch:
+                        path.unlink()
                     for search_params in sweeps(kind, params, args):
                         set_search_params(index, search_params)
                         shown = {**params, **{k: v for k, v in search_params.items() if v is not None}}
