@@ -221,6 +221,20 @@ def test_hnsw_search_params_apply():
     assert index.hnsw.efSearch == 7 and params["ef_search"] == config.load_index()["hnsw"].ef_search
 
 
+def test_a_refined_ivfpq_index_is_saved_with_its_params_and_loads(run_env):
+    """The evaluation built ivfpq with the configured refine step: the manifest records it and load_index reads it back whole."""
+    mel = get_embedder("mel-stats", **embedder_settings())
+    manifest = json.loads((run_env / "runs" / "r1" / "index" / "mel-stats" / "ivfpq" / "manifest.json").read_text())
+    s = config.load_index()["ivfpq"]
+    assert {k: manifest["params"][k] for k in ("refine", "refine_k_factor", "kmeans_iters")} == {
+        "refine": s.refine, "refine_k_factor": s.refine_k_factor, "kmeans_iters": s.kmeans_iters}
+    assert 0 < manifest["params"]["train_points"] <= manifest["count"]
+    loaded = load_index("r1", mel.manifest(), "ivfpq", 50)
+    assert isinstance(loaded.index, faiss.IndexRefine) and loaded.index.k_factor == s.refine_k_factor
+    vectors = faiss.downcast_index(loaded.index.refine_index).reconstruct_n(0, 3)
+    assert [hits[0][0] for hits in loaded.search_indices(vectors, 1)] == list(loaded.segment_track[:3])  # a segment finds its track
+
+
 def test_an_index_refuses_another_embedder_and_stale_embeddings(run_env):
     mel = get_embedder("mel-stats", **embedder_settings())
     assert load_index("r1", mel.manifest(), "flat", 1000).index.ntotal > 0
