@@ -36,7 +36,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 
 from pipeline import paths
-from pipeline.names import DEVICES, DTYPES, EMBEDDERS, INDEX_KINDS, MERIT_AGGREGATES, MERIT_METRICS, TOKENIZER_BACKENDS, degradation_steps
+from pipeline.names import DEVICES, DTYPES, EMBEDDERS, INDEX_KINDS, IVF_REFINES, MERIT_AGGREGATES, MERIT_METRICS, TOKENIZER_BACKENDS, degradation_steps
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "CLOUDTUNE__"
@@ -335,6 +335,20 @@ class IVFPQSettings:
     m: int
     nbits: int
     nprobe: int
+    train_per_list: int
+    kmeans_iters: int
+    refine: str
+    refine_k_factor: float
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"refine": IVF_REFINES}
+
+    def __post_init__(self):
+        if self.train_per_list < 39:
+            raise _Invalid("train_per_list", f"expected at least 39 (FAISS's minimum of training points per list), got {self.train_per_list}")
+        if self.kmeans_iters < 1:
+            raise _Invalid("kmeans_iters", f"expected at least 1, got {self.kmeans_iters}")
+        if self.refine_k_factor < 1:
+            raise _Invalid("refine_k_factor", f"expected at least 1 (the shortlist is k * refine_k_factor), got {self.refine_k_factor}")
 
 
 @dataclass(frozen=True)

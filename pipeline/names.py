@@ -7,6 +7,7 @@ without loading torch or FAISS.
 
 EMBEDDERS = ("mel-stats", "contrastive", "fingerprint", "wav2vec2")  # retrieval embedders (pipeline.embed.get_embedder)
 INDEX_KINDS = ("flat", "hnsw", "ivfpq")  # FAISS index kinds (pipeline.index.faiss_index)
+IVF_REFINES = ("none", "flat", "sq8")  # ivfpq.refine: the PQ shortlist is not re-ranked | re-ranked on the full vectors | on 8-bit codes
 TOKENIZER_BACKENDS = ("rvq", "moss")  # the built-in residual-VQ codec | MOSS-Audio-Tokenizer
 DEVICES = ("auto", "cpu", "cuda")  # --device; "cuda:N" is taken too where a torch device is resolved (pipeline.devices)
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # wav2vec2.dtype and moss.dtype

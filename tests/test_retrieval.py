@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import soundfile as sf
@@ -17,7 +18,7 @@ from pipeline.cli import main
 from pipeline.embed.catalog import embed_catalog
 from pipeline.embed.registry import get_embedder
 from pipeline.embed.segments import segment_starts
-from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index
+from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index, search, set_search_params, training_sample
 from pipeline.publish import published
 from pipeline.steps.evaluation import evaluate
 from pipeline.steps.ingest import ingest
@@ -157,17 +158,86 @@ def test_flat_index_ranks_tracks_like_brute_force():
         assert [s for _, s in hits] == pytest.approx([best[t] for t in expected], abs=1e-5)
 
 
-@pytest.mark.parametrize("n", [1_000, 100_000, 1_000_000])
-def test_ivfpq_nlist_follows_the_faiss_guideline(n):
-    class S:
-        nlist_per_sqrt_n, m, nbits, nprobe = 8.0, 32, 8, 16
+class IVF:  # configs/index.yaml ivfpq, as a test sets it
+    nlist_per_sqrt_n, m, nbits, nprobe, train_per_list, kmeans_iters, refine, refine_k_factor = 8.0, 32, 8, 16, 64, 10, "sq8", 4.0
 
-    p = ivfpq_params(n, 256, S)
+
+@pytest.mark.parametrize("n", [1_000, 100_000, 1_000_000, 10_000_000])
+def test_ivfpq_nlist_follows_the_faiss_guideline(n):
+    p = ivfpq_params(n, 256, IVF)
     assert p["nlist"] <= n // 39 and p["nlist"] <= 16 * n**0.5
     if n >= 100_000:
         assert 4 * n**0.5 <= p["nlist"] and p["nbits"] == 8
     with pytest.raises(ValueError, match="divide"):
-        ivfpq_params(n, 100, S)
+        ivfpq_params(n, 100, IVF)
+
+
+@pytest.mark.parametrize("n", [1_000, 20_000, 1_000_000, 10_000_000])
+def test_ivfpq_trains_on_a_sample_of_a_large_catalog(n):
+    """k-means over every vector costs O(N * nlist) an iteration: a large catalog trains on train_per_list vectors per list."""
+    p = ivfpq_params(n, 128, IVF)
+    assert p["train_points"] == min(n, max(p["nlist"], 2 ** p["nbits"]) * IVF.train_per_list)
+    assert (p["train_points"] < n) == (n >= 1_000_000) and p["kmeans_iters"] == 10
+    assert p["refine"] == "sq8" and p["refine_k_factor"] == 4.0
+
+
+def test_a_training_sample_is_distinct_rows_in_catalog_order():
+    x = np.arange(2000, dtype=np.float32).reshape(1000, 2)
+    sample = training_sample(x, 100, seed=3)
+    rows = sample[:, 0].astype(int) // 2
+    assert sample.shape == (100, 2) and len(set(rows)) == 100 and (np.diff(rows) > 0).all()
+    assert np.array_equal(sample, training_sample(x, 100, seed=3)) and not np.array_equal(sample, training_sample(x, 100, seed=4))
+    assert np.array_equal(training_sample(x, 5000), x)  # a small catalog trains on all of it
+
+
+def _unit(n: int, dim: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("refine", ["none", "flat", "sq8"])
+def test_ivfpq_refine_builds_searches_and_round_trips(refine, tmp_path):
+    x, q = _unit(4000, 32, 0), _unit(20, 32, 1)
+    s = {"ivfpq": type("S", (IVF,), {"m": 8, "nlist_per_sqrt_n": 4.0, "train_per_list": 39, "refine": refine, "refine_k_factor": 3.0})}
+    index, params = make_index("ivfpq", x, s)
+    assert index.ntotal == 4000 and params["nlist"] == 102 and params["train_points"] == 102 * 39 and params["refine"] == refine
+    assert isinstance(index, {"none": faiss.IndexIVFPQ, "flat": faiss.IndexRefineFlat, "sq8": faiss.IndexRefine}[refine])
+    assert ("refine_k_factor" in params) == (refine != "none")
+    scores, ids = search(index, q, 10)
+    assert ids.shape == (20, 10) and (ids >= 0).all() and (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    single = [search(index, v[None], 10)[1][0] for v in q]  # one query on one thread, as the service asks
+    assert np.array_equal(np.stack(single), ids)
+    path = tmp_path / "index.faiss"
+    faiss.write_index(index, str(path))
+    loaded = faiss.read_index(str(path))
+    assert np.array_equal(search(loaded, q, 10)[1], ids)  # refine index, k_factor and nprobe all come back
+    if refine != "none":
+        assert loaded.k_factor == 3.0 and faiss.downcast_index(loaded.base_index).nprobe == params["nprobe"]
+    exact = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    set_search_params(index, {"nprobe": params["nlist"], "refine_k_factor": 400})  # every list, a shortlist of the whole catalog
+    found = search(index, q, 10)[1]
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(found, exact, strict=True)])
+    assert recall == {"flat": 1.0, "sq8": pytest.approx(1.0, abs=0.05), "none": pytest.approx(0.6, abs=0.4)}[refine]
+
+
+def test_hnsw_search_params_apply():
+    index, params = make_index("hnsw", _unit(500, 16, 0), {"hnsw": config.load_index()["hnsw"]})
+    set_search_params(index, {"ef_search": 7, "nprobe": 3})  # nprobe means nothing to HNSW
+    assert index.hnsw.efSearch == 7 and params["ef_search"] == config.load_index()["hnsw"].ef_search
+
+
+def test_a_refined_ivfpq_index_is_saved_with_its_params_and_loads(run_env):
+    """The evaluation built ivfpq with the configured refine step: the manifest records it and load_index reads it back whole."""
+    mel = get_embedder("mel-stats", **embedder_settings())
+    manifest = json.loads((run_env / "runs" / "r1" / "index" / "mel-stats" / "ivfpq" / "manifest.json").read_text())
+    s = config.load_index()["ivfpq"]
+    assert {k: manifest["params"][k] for k in ("refine", "refine_k_factor", "kmeans_iters")} == {
+        "refine": s.refine, "refine_k_factor": s.refine_k_factor, "kmeans_iters": s.kmeans_iters}
+    assert 0 < manifest["params"]["train_points"] <= manifest["count"]
+    loaded = load_index("r1", mel.manifest(), "ivfpq", 50)
+    assert isinstance(loaded.index, faiss.IndexRefine) and loaded.index.k_factor == s.refine_k_factor
+    vectors = faiss.downcast_index(loaded.index.refine_index).reconstruct_n(0, 3)
+    assert [hits[0][0] for hits in loaded.search_indices(vectors, 1)] == list(loaded.segment_track[:3])  # a segment finds its track
 
 
 def test_an_index_refuses_another_embedder_and_stale_embeddings(run_env):

@@ -3,7 +3,9 @@
 Kinds (inner product on unit vectors = cosine):
 - ``flat``: IndexFlatIP, exact; the reference the others are measured against.
 - ``hnsw``: IndexHNSWFlat (M, efConstruction, efSearch).
-- ``ivfpq``: IndexIVFPQ with nlist by the FAISS guideline (4..16 * sqrt(N)) and PQ sub-quantizers.
+- ``ivfpq``: IndexIVFPQ with nlist by the FAISS guideline (4..16 * sqrt(N)) and PQ sub-quantizers; its coarse k-means trains on
+  a random sample (``train_per_list`` vectors per list). ``refine`` (``flat`` | ``sq8``) wraps it in IndexRefineFlat /
+  IndexRefine(IndexScalarQuantizer 8 bit): the ``refine_k_factor * k`` best PQ hits are re-ranked on full or 8-bit vectors.
 
 ``runs/<run_id>/index/<embedder>/<kind>/`` holds ``index.faiss`` and ``manifest.json`` (embedder manifest,
 dim, count, params, build seconds, bytes); every build also gets an ``index_builds`` row. Loading checks
@@ -37,10 +39,14 @@ from pipeline.store.tables import index_builds
 if TYPE_CHECKING:
     from pipeline.config import SearchSettings
 
+ADD_CHUNK = 1 << 18  # vectors added per call: a memory-mapped catalog is read a piece at a time, never copied whole
+
 
 def ivfpq_params(n: int, dim: int, s) -> dict:
     """nlist = nlist_per_sqrt_n * sqrt(N) within FAISS's 4..16*sqrt(N), capped so each list gets 39 training points;
-    nbits lowered when N cannot train 2^nbits centroids per sub-quantizer (FAISS wants 39 points each)."""
+    nbits lowered when N cannot train 2^nbits centroids per sub-quantizer (FAISS wants 39 points each). ``train_points``:
+    the random training sample, ``train_per_list`` vectors per list (or per PQ centroid, when there are more of those), all N
+    when fewer: k-means over every vector of a large catalog costs O(N * nlist) per iteration."""
     root = math.sqrt(n)
     nlist = int(round(min(max(s.nlist_per_sqrt_n, 4.0), 16.0) * root))
     nlist = max(1, min(nlist, n // 39))
@@ -48,11 +54,24 @@ def ivfpq_params(n: int, dim: int, s) -> dict:
     if dim % m:
         raise ValueError(f"index ivfpq: the dimension {dim} does not divide into ivfpq.m={m} sub-quantizers")
     nbits = max(1, min(s.nbits, int(math.log2(max(2, n // 39)))))
-    return {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": min(s.nprobe, nlist)}
+    params = {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": min(s.nprobe, nlist),
+              "train_points": min(n, max(nlist, 2**nbits) * s.train_per_list), "kmeans_iters": s.kmeans_iters, "refine": s.refine}
+    if s.refine != "none":
+        params["refine_k_factor"] = s.refine_k_factor
+    return params
+
+
+def training_sample(vectors: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """``size`` distinct rows of ``vectors`` drawn at random (in catalog order: a memory-mapped file is read forward), or all of them."""
+    n = len(vectors)
+    if size >= n:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
 
 
 def make_index(kind: str, vectors: np.ndarray, settings: dict, seed: int = 0) -> tuple[faiss.Index, dict]:
-    """A trained, filled FAISS index of ``kind`` and its parameters."""
+    """A trained, filled FAISS index of ``kind`` and its parameters. ``vectors`` [N, dim] float32, in memory or memory-mapped."""
     n, dim = vectors.shape
     if kind == "flat":
         index, params = faiss.IndexFlatIP(dim), {}
@@ -63,19 +82,52 @@ def make_index(kind: str, vectors: np.ndarray, settings: dict, seed: int = 0) ->
         index.hnsw.efSearch = s.ef_search
         params = {"m": s.m, "ef_construction": s.ef_construction, "ef_search": s.ef_search}
     elif kind == "ivfpq":
-        params = ivfpq_params(n, dim, settings["ivfpq"])
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"], params["nbits"], faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        index.pq.cp.seed = seed
-        if n < 39 * max(params["nlist"], 2 ** params["nbits"]):  # a small catalog: the parameters above already adapt to it
-            index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1
-        index.train(vectors)
-        index.nprobe = params["nprobe"]
+        index, params = _ivfpq(vectors, settings["ivfpq"], seed)
     else:
         raise ValueError(f"--kind {kind!r}: expected one of {', '.join(INDEX_KINDS)}")
-    index.add(vectors)
+    for start in range(0, n, ADD_CHUNK):
+        index.add(np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32))
     return index, params
+
+
+def _ivfpq(vectors: np.ndarray, s, seed: int) -> tuple[faiss.Index, dict]:
+    """An IndexIVFPQ trained on a sample of ``vectors`` (empty), wrapped in its refine index when ``s.refine`` asks for one."""
+    n, dim = vectors.shape
+    params = ivfpq_params(n, dim, s)
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"], params["nbits"], faiss.METRIC_INNER_PRODUCT)
+    for cp in (index.cp, index.pq.cp):  # the coarse lists' k-means; the PQ codebooks' (on a sample of train_per_list * 2^nbits residuals)
+        cp.seed = seed
+        cp.niter = params["kmeans_iters"]
+        cp.max_points_per_centroid = s.train_per_list
+    index.cp.max_points_per_centroid = -(-params["train_points"] // params["nlist"])  # the sample is drawn here: FAISS draws none further
+    if n < 39 * max(params["nlist"], 2 ** params["nbits"]):  # a small catalog: the parameters above already adapt to it
+        index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1
+    sample = training_sample(vectors, params["train_points"], seed)
+    index.train(sample)
+    index.nprobe = params["nprobe"]
+    if params["refine"] == "none":
+        return index, params
+    if params["refine"] == "flat":
+        refined = faiss.IndexRefineFlat(index)
+    else:
+        sq8 = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        sq8.train(sample)
+        refined = faiss.IndexRefine(index, sq8)
+    refined.k_factor = params["refine_k_factor"]
+    return refined, params
+
+
+def set_search_params(index: faiss.Index, params: dict) -> None:
+    """Apply the search-time parameters among ``params`` (``ef_search``, ``nprobe``, ``refine_k_factor``) to an index that
+    make_index built or faiss.read_index loaded: what a bench sweeps without building again."""
+    if params.get("refine_k_factor") is not None and isinstance(index, faiss.IndexRefine):
+        index.k_factor = params["refine_k_factor"]
+    base = faiss.downcast_index(index.base_index) if isinstance(index, faiss.IndexRefine) else index
+    if params.get("nprobe") is not None and isinstance(base, faiss.IndexIVF):
+        base.nprobe = int(params["nprobe"])
+    if params.get("ef_search") is not None and isinstance(base, faiss.IndexHNSW):
+        base.hnsw.efSearch = int(params["ef_search"])
 
 
 def build_index(run_id: str, embedder: str, kind: str, settings: dict, *, url: str | None = None) -> dict:
@@ -214,4 +266,5 @@ def load_index(run_id: str, embedder_manifest: dict, kind: str, settings: Search
     return TrackIndex(index, manifest, np.asarray(uniques), codes, settings, table)
 
 
-__all__ = ["INDEX_KINDS", "TrackIndex", "build_index", "collapse_to_tracks", "ivfpq_params", "load_index", "make_index", "search"]
+__all__ = ["INDEX_KINDS", "TrackIndex", "build_index", "collapse_to_tracks", "ivfpq_params", "load_index", "make_index", "search", "set_search_params",
+           "training_sample"]
