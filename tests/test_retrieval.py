@@ -234,7 +234,7 @@ def test_a_refined_ivfpq_index_is_saved_with_its_params_and_loads(run_env):
     assert {k: manifest["params"][k] for k in ("refine", "refine_k_factor", "kmeans_iters")} == {
         "refine": s.refine, "refine_k_factor": s.refine_k_factor, "kmeans_iters": s.kmeans_iters}
     assert 0 < manifest["params"]["train_points"] <= manifest["count"]
-    loaded = load_index("r1", mel.manifest(), "ivfpq", 50)
+    loaded = load_index("r1", mel.manifest(), "ivfpq", SEARCH)
     assert isinstance(loaded.index, faiss.IndexRefine) and loaded.index.k_factor == s.refine_k_factor
     vectors = faiss.downcast_index(loaded.index.refine_index).reconstruct_n(0, 3)
     assert [hits[0][0] for hits in loaded.search_indices(vectors, 1)] == list(loaded.segment_track[:3])  # a segment finds its track
