@@ -249,11 +249,12 @@ def test_demo_metrics_are_in_postgres(chain):
                                   "WHERE run_id = :r AND metric = 'recall' GROUP BY embedder, index_kind"), {"r": chain["run_id"]}).all()
         run = conn.execute(text("SELECT kind, status, config FROM runs WHERE run_id = :r"), {"r": chain["run_id"]}).one()
         epochs = conn.execute(text("SELECT COUNT(*) FROM training_epochs WHERE run_id = :r AND model = 'embedder'"), {"r": chain["run_id"]}).scalar()
+        fp_epochs = conn.execute(text("SELECT COUNT(*) FROM training_epochs WHERE run_id = :r AND model = 'fingerprint'"), {"r": chain["run_id"]}).scalar()
     engine.dispose()
-    assert {(e, k) for e, k, *_ in kinds} == {(e, k) for e in ("contrastive", "mel-stats", "wav2vec2") for k in ("flat", "hnsw", "ivfpq")}
+    assert {(e, k) for e, k, *_ in kinds} == {(e, k) for e in ("contrastive", "fingerprint", "mel-stats", "wav2vec2") for k in ("flat", "hnsw", "ivfpq")}
     assert all(n == 2 * 3 * 3 and 0 <= lo <= hi <= 1 for *_, n, lo, hi in kinds)  # 2 lengths x 3 degradations x Recall@1/10/100
     assert run.kind == "pipeline" and run.status == "succeeded" and run.config["epochs"] == 1 and run.config["embedding_dim"] == 32
-    assert epochs == 1
+    assert epochs == 1 and fp_epochs == 1  # demo.fingerprint_epochs (1 here)
 
 
 @pytest.mark.postgres
@@ -261,7 +262,7 @@ def test_demo_publishes_by_merit_and_logs_the_reason(chain):
     choice, published = chain["choice0"], chain["published0"]
     assert (published["run_id"], published["embedder"], published["index_kind"]) == (chain["run_id"], choice["embedder"], choice["index_kind"])
     assert published["reason"] == f"by merit: {choice['reason']}" and choice["criterion"] == "worst degraded Recall@1 at 5 s queries"
-    assert {c["embedder"] for c in choice["candidates"]} == {"mel-stats", "contrastive", "wav2vec2"}
+    assert {c["embedder"] for c in choice["candidates"]} == {"mel-stats", "contrastive", "fingerprint", "wav2vec2"}
     logs = chain["demo"].stdout + chain["demo"].stderr  # the publish task's log
     assert f"publish: run {chain['run_id']}: published {choice['embedder']}/{choice['index_kind']}: by merit: {choice['reason']}" in logs
     engine = create_engine(db.normalize_url(chain["url"]))
