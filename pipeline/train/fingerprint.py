@@ -39,7 +39,7 @@ from pipeline.models.fingerprint import FingerprintNet, save_fingerprint
 from pipeline.plots import plot_contrastive_training
 from pipeline.store import db
 from pipeline.store.tables import run_metrics, training_epochs
-from pipeline.train.token_embedder import lr_lambda
+from pipeline.train.token_embedder import lr_lambda, resume_from
 
 
 def nt_xent(a: torch.Tensor, p: torch.Tensor, temperature: float, same: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,15 +158,7 @@ def train(splits_dir: Path, run_id: str, model_s: FingerprintSettings, s: Finger
     steps = max(1, len(data) // min(s.batch_size, len(data))) * s.epochs
     t = FingerprintTrainer(model_s, s, steps, device)
     ckpt_path = paths.fingerprint_checkpoint(run_id)
-    history: list[dict] = []
-    start_epoch = 0
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        t.restore(ckpt)
-        history, start_epoch = ckpt["history"], ckpt["epoch"] + 1
-        print(f"fingerprint: resuming {run_id} after epoch {ckpt['epoch'] + 1}", file=sys.stderr)
-    elif resume:
-        print(f"fingerprint: --resume but no checkpoint at {ckpt_path}: starting from scratch", file=sys.stderr)
+    history, start_epoch = resume_from(ckpt_path, t, resume, device, f"fingerprint: {run_id}")
     hours = sum(len(w) for w in train_waves) / sr / 3600
     step_config = {**(run_config or {}), "splits_dir": str(splits_dir), "device": device, "resume": resume, "train_tracks": len(train_ids),
                    "train_hours": hours, "val_tracks": len(val_ids), "pairs_per_epoch": len(data), "steps": steps,

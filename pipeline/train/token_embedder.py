@@ -62,6 +62,19 @@ def lr_lambda(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def resume_from(ckpt_path: Path, trainer, resume: bool, device: str, label: str) -> tuple[list[dict], int]:
+    """(history, first epoch to run): with ``resume`` and a checkpoint at ``ckpt_path``, ``trainer.restore`` it and go on after its
+    epoch; otherwise start from scratch (saying so when ``resume`` found nothing). ``label`` starts the printed line."""
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        trainer.restore(ckpt)
+        print(f"{label}: resuming after epoch {ckpt['epoch'] + 1}", file=sys.stderr)
+        return ckpt["history"], ckpt["epoch"] + 1
+    if resume:
+        print(f"{label}: --resume but no checkpoint at {ckpt_path}: starting from scratch", file=sys.stderr)
+    return [], 0
+
+
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     """Seed dropout and shuffling from (seed, epoch) alone, so a resumed epoch replays exactly."""
     torch.manual_seed(seed * 100_003 + epoch)
@@ -211,15 +224,7 @@ def train(tokens_root: Path, splits_dir: Path, run_id: str, emb_s: EmbedderSetti
     data = load_data(tokens_root, splits_dir, s, emb_s.max_frames, url)
     t = build_trainer(data, emb_s, s, device)
     ckpt_path = paths.embedder_checkpoint(run_id)
-    history: list[dict] = []
-    start_epoch = 0
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        t.restore(ckpt)
-        history, start_epoch = ckpt["history"], ckpt["epoch"] + 1
-        print(f"train: resuming {run_id} after epoch {ckpt['epoch'] + 1}", file=sys.stderr)
-    elif resume:
-        print(f"train: --resume but no checkpoint at {ckpt_path}: starting from scratch", file=sys.stderr)
+    history, start_epoch = resume_from(ckpt_path, t, resume, device, f"train: {run_id}")
     use_amp = s.amp and device.startswith("cuda")
     step_config = {**(run_config or {}), "tokens_root": str(tokens_root), "splits_dir": str(splits_dir), "device": device, "resume": resume,
                    "train_tracks": len(data.train.tracks), "val_tracks": len(data.val.tracks), "online_augmentation": data.online_augmentation,
