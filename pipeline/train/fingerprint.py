@@ -34,12 +34,11 @@ from pipeline import paths
 from pipeline.audio.augment import Augmenter
 from pipeline.config import AugmentSettings, FingerprintSettings, FingerprintTrainSettings
 from pipeline.data.fingerprint import SegmentPairs, SegmentProbe, load_split_audio
-from pipeline.fsutil import atomic_path, write_json
+from pipeline.fsutil import atomic_path
 from pipeline.models.fingerprint import FingerprintNet, save_fingerprint
 from pipeline.plots import plot_contrastive_training
 from pipeline.store import db
-from pipeline.store.tables import run_metrics, training_epochs
-from pipeline.train.token_embedder import lr_lambda, resume_from
+from pipeline.train.loop import finish, lr_lambda, record_epoch, resume_from, seed_epoch
 
 
 def nt_xent(a: torch.Tensor, p: torch.Tensor, temperature: float, same: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,11 +74,6 @@ def spec_mask(logmel: torch.Tensor, s: FingerprintTrainSettings, g: torch.Genera
     return out
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    torch.manual_seed(seed * 100_003 + epoch)
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
-
-
 class FingerprintTrainer:
     """Model, optimizer and schedule: everything a checkpoint restores to resume exactly."""
 
@@ -101,7 +95,7 @@ class FingerprintTrainer:
 
 def train_epoch(t: FingerprintTrainer, data: SegmentPairs, s: FingerprintTrainSettings, epoch: int, device: str, progress: bool) -> list[float]:
     data.set_epoch(epoch)
-    g = _epoch_generator(s.seed, epoch)
+    g = seed_epoch(s.seed, epoch)
     batch_size = min(s.batch_size, len(data))
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=g, num_workers=s.num_workers, drop_last=True)
     use_amp = s.amp and device.startswith("cuda")
@@ -131,13 +125,6 @@ def train_epoch(t: FingerprintTrainer, data: SegmentPairs, s: FingerprintTrainSe
 def validate(t: FingerprintTrainer, probe: SegmentProbe, device: str) -> float:
     t.model.eval()
     return probe.recall_at_1(lambda w: t.model(w.to(device)))
-
-
-def _record_epoch(conn, run_id: str, row: dict) -> None:
-    db.upsert(conn, training_epochs, [{"run_id": run_id, "model": "fingerprint", "epoch": row["epoch"], "train_loss": row["train_loss"],
-                                       "val_loss": None, "val_recall_at_1": row["val_recall_at_1"], "lr": row["lr"], "seconds": row["seconds"],
-                                       "recorded_at": db.utcnow()}])
-    conn.commit()
 
 
 def train(splits_dir: Path, run_id: str, model_s: FingerprintSettings, s: FingerprintTrainSettings, aug_s: AugmentSettings, *, device: str,
@@ -179,19 +166,12 @@ def train(splits_dir: Path, run_id: str, model_s: FingerprintSettings, s: Finger
                                  train_tracks=train_ids)
             plot_contrastive_training(history, paths.fingerprint_curve(run_id),
                                       f"fingerprint {run_id}: {len(train_ids)} train / {len(val_ids)} val tracks ({hours:.2f} h)")
-            _record_epoch(conn, run_id, row)
+            record_epoch(conn, run_id, "fingerprint", row)
             tqdm.write(f"fingerprint: epoch {epoch + 1}/{s.epochs} loss {row['train_loss']:.4f} val R@1 {recall:.3f} lr {row['lr']:.2e} "
                        f"{row['seconds']:.1f} s ({row['pairs_per_s']:.0f} pairs/s)", file=sys.stderr)
             if on_epoch_end:
                 on_epoch_end(epoch + 1)
         summary = {"run_id": run_id, "checkpoint": str(ckpt_path), "device": device, "epochs": s.epochs, "history": history,
                    "train_tracks": len(train_ids), "train_hours": hours, "val_tracks": len(val_ids), "seconds": sum(h["seconds"] for h in history)}
-        write_json(paths.fingerprint_summary(run_id), summary)
-        speeds = [h["pairs_per_s"] for h in history[start_epoch:]]
-        if speeds:
-            db.upsert(conn, run_metrics, [{"run_id": run_id, "stage": "train_fingerprint", "metric": "pairs_per_s", "k": 0, "value": float(np.mean(speeds)),
-                                           "recorded_at": db.utcnow()}])
-            conn.commit()
-        if history:
-            step.message = f"fingerprint: {len(history)} epochs, loss {history[-1]['train_loss']:.4f}, val R@1 {history[-1]['val_recall_at_1']:.3f}"
-    return summary
+        return finish(conn, step, summary, paths.fingerprint_summary(run_id), stage="train_fingerprint", speed="pairs_per_s",
+                      start_epoch=start_epoch, label="fingerprint")

@@ -14,7 +14,6 @@ takes settings objects and paths.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -31,13 +30,14 @@ from tqdm import tqdm
 from pipeline import paths
 from pipeline.config import EmbedderSettings, TrainSettings
 from pipeline.data.dataset import RetrievalProbe, TokenPairDataset, TrackSource
-from pipeline.fsutil import atomic_path, write_json
+from pipeline.fsutil import atomic_path
 from pipeline.models.token_embedder import TokenEmbedder, info_nce
 from pipeline.plots import plot_contrastive_training
 from pipeline.store import db
-from pipeline.store.tables import run_metrics, tracks, training_epochs
+from pipeline.store.tables import tracks
 from pipeline.tokenize.catalog import find_codec
 from pipeline.tokenize.files import load_tokens
+from pipeline.train.loop import finish, lr_lambda, record_epoch, resume_from, seed_epoch
 
 
 def read_split(splits_dir: Path, split: str, tokens_root: Path, url: str | None = None) -> list[TrackSource]:
@@ -53,32 +53,6 @@ def read_split(splits_dir: Path, split: str, tokens_root: Path, url: str | None 
     with db.connect(url) as conn:
         audio = dict(conn.execute(select(tracks.c.track_id, tracks.c.audio_path).where(tracks.c.track_id.in_(list(by_track)))).all())
     return [TrackSource(t, tuple(files), paths.canonical_audio(audio[t]) if t in audio else None) for t, files in sorted(by_track.items())]
-
-
-def lr_lambda(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def resume_from(ckpt_path: Path, trainer, resume: bool, device: str, label: str) -> tuple[list[dict], int]:
-    """(history, first epoch to run): with ``resume`` and a checkpoint at ``ckpt_path``, ``trainer.restore`` it and go on after its
-    epoch; otherwise start from scratch (saying so when ``resume`` found nothing). ``label`` starts the printed line."""
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        trainer.restore(ckpt)
-        print(f"{label}: resuming after epoch {ckpt['epoch'] + 1}", file=sys.stderr)
-        return ckpt["history"], ckpt["epoch"] + 1
-    if resume:
-        print(f"{label}: --resume but no checkpoint at {ckpt_path}: starting from scratch", file=sys.stderr)
-    return [], 0
-
-
-def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
-    """Seed dropout and shuffling from (seed, epoch) alone, so a resumed epoch replays exactly."""
-    torch.manual_seed(seed * 100_003 + epoch)
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -172,7 +146,7 @@ def build_trainer(data: TrainingData, emb_s: EmbedderSettings, s: TrainSettings,
 def train_epoch(t: Trainer, data: TrainingData, s: TrainSettings, epoch: int, device: str, use_amp: bool, progress: bool) -> list[float]:
     """One pass over the train pairs; the loss of every batch."""
     data.train.set_epoch(epoch)
-    loader = DataLoader(data.train, batch_size=s.batch_size, shuffle=True, generator=_seed_epoch(s.seed, epoch), num_workers=s.num_workers,
+    loader = DataLoader(data.train, batch_size=s.batch_size, shuffle=True, generator=seed_epoch(s.seed, epoch), num_workers=s.num_workers,
                         collate_fn=data.train.collator(), drop_last=t.drop_last, worker_init_fn=_worker_init)
     t.model.train()
     losses = []
@@ -209,13 +183,6 @@ def save_checkpoint(path: Path, t: Trainer, epoch: int, history: list[dict], dat
                     "codec_version": data.codec_version}, tmp)
 
 
-def _record_epoch(conn, run_id: str, row: dict) -> None:
-    db.upsert(conn, training_epochs, [{"run_id": run_id, "model": "embedder", "epoch": row["epoch"], "train_loss": row["train_loss"], "val_loss": None,
-                                       "val_recall_at_1": row["val_recall_at_1"], "lr": row["lr"], "seconds": row["seconds"],
-                                       "recorded_at": db.utcnow()}])
-    conn.commit()
-
-
 def train(tokens_root: Path, splits_dir: Path, run_id: str, emb_s: EmbedderSettings, s: TrainSettings, *, device: str, resume: bool = False,
           run_config: dict | None = None, url: str | None = None, progress: bool = True, on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """Train (or, with ``resume``, continue from its last checkpoint) the token embedder of ``run_id``; returns the summary.
@@ -242,19 +209,12 @@ def train(tokens_root: Path, splits_dir: Path, run_id: str, emb_s: EmbedderSetti
             save_checkpoint(ckpt_path, t, epoch, history, data, emb_s, s)
             plot_contrastive_training(history, paths.training_curve(run_id),
                                       f"embedder {run_id}: {len(data.train.tracks)} train / {len(data.val.tracks)} val tracks")
-            _record_epoch(conn, run_id, row)
+            record_epoch(conn, run_id, "embedder", row)
             tqdm.write(f"train: epoch {epoch + 1}/{s.epochs} loss {row['train_loss']:.4f} val R@1 {recall:.3f} lr {row['lr']:.2e} "
                        f"{row['seconds']:.1f} s ({row['clips_per_s']:.0f} clips/s)", file=sys.stderr)
             if on_epoch_end:
                 on_epoch_end(epoch + 1)
         summary = {"run_id": run_id, "checkpoint": str(ckpt_path), "device": device, "epochs": s.epochs, "history": history,
                    "train_tracks": len(data.train.tracks), "val_tracks": len(data.val.tracks), "online_augmentation": data.online_augmentation}
-        write_json(paths.embedder_summary(run_id), summary)
-        speeds = [h["clips_per_s"] for h in history[start_epoch:]]
-        if speeds:
-            db.upsert(conn, run_metrics, [{"run_id": run_id, "stage": "train", "metric": "clips_per_s", "k": 0, "value": float(np.mean(speeds)),
-                                           "recorded_at": db.utcnow()}])
-            conn.commit()
-        if history:
-            step.message = f"embedder: {len(history)} epochs, loss {history[-1]['train_loss']:.4f}, val R@1 {history[-1]['val_recall_at_1']:.3f}"
-    return summary
+        return finish(conn, step, summary, paths.embedder_summary(run_id), stage="train", speed="clips_per_s", start_epoch=start_epoch,
+                      label="embedder")
