@@ -14,8 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pipeline"
-ENTRY_AND_STEPS = {"cli.py", "__main__.py", "airflow_local.py", "metrics_page.py", "config.py", "steps"}
-CONFIG_READERS = {"load", "load_pipeline", "load_train", "load_index", "load_eval", "load_airflow", "load_sections", "validate", "defaults"}
+ENTRY_AND_STEPS = {"cli", "__main__.py", "airflow_local.py", "metrics_page.py", "config", "steps"}
+CONFIG_READERS = {"load", "load_pipeline", "load_train", "load_fingerprint", "load_index", "load_eval", "load_airflow", "load_sections", "validate", "defaults"}
 # the folders and files of the $CLOUDTUNE_HOME layout (pipeline/paths.py's docstring); a module that saves an object into a folder it
 # is handed names that object's own files (rvq's codec.json, the catalog VAE's map), as transformers' save_pretrained does
 ARTIFACT_NAMES = {"runs", "models", "embeddings", "index", "tokenizers", "tokens", "splits", "demo", "audio", "catalog_vae", "current",
@@ -46,7 +46,7 @@ def test_no_config_reads_below_the_steps():
 
 def test_artifact_paths_are_spelled_only_in_paths_module():
     found = []
-    for path in _modules({"paths.py", "config.py"}):  # config.py joins configs/*.yaml, not artifacts
+    for path in _modules({"paths.py", "config"}):  # pipeline/config joins configs/*.yaml, not artifacts
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant) \
                     and isinstance(node.right.value, str):

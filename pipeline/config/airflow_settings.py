@@ -1,0 +1,65 @@
+"""The settings classes of configs/airflow.yaml: types and checks only; the values and their comments are in the YAML.
+``choices`` (a ClassVar, not a field): the names a str field, or each item of a tuple field, may take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pipeline.names import DEVICES, EMBEDDERS, INDEX_KINDS, TOKENIZER_BACKENDS
+
+
+@dataclass(frozen=True)
+class DagSettings:
+    catalog: str
+    catalog_roots: tuple[str, ...]
+    tokenizer_backend: str
+    epochs: int
+    embedding_dim: int
+    fingerprint_epochs: int
+    embedders: tuple[str, ...]
+    index_kinds: tuple[str, ...]
+    distractors: tuple[str, ...]
+    device: str
+    max_shards: int
+    min_tracks_per_shard: int
+    retries: int
+    retry_delay_s: float
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"tokenizer_backend": TOKENIZER_BACKENDS, "embedders": EMBEDDERS, "index_kinds": INDEX_KINDS,
+                                                     "device": DEVICES}
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    gpu: str
+
+
+@dataclass(frozen=True)
+class NightlySettings:
+    schedule: str
+    metric_k: int
+    max_recall_drop: float
+
+
+@dataclass(frozen=True)
+class RunDagSettings:
+    dag_id: str
+
+
+@dataclass(frozen=True)
+class MetricsPageSettings:
+    """airflow.yaml ``metrics_page``: the Airflow UI's "Retrieval metrics" page."""
+
+    fail_below: float
+
+
+@dataclass(frozen=True)
+class DemoRunSettings:
+    epochs: int
+    embedding_dim: int
+    fingerprint_epochs: int
+    index_kinds: tuple[str, ...]
+    query_plan: str
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"index_kinds": INDEX_KINDS}
