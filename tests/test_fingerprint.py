@@ -14,9 +14,11 @@ from pipeline.audio.augment import TRAIN_ROOMS, Augmenter
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
 from pipeline.config import FingerprintSettings
+from pipeline.embed import embed_spans
 from pipeline.embed.catalog import embed_catalog
+from pipeline.embed.fingerprint import FingerprintEmbedder
 from pipeline.embed.registry import get_embedder
-from pipeline.models.fingerprint import FingerprintNet, load_fingerprint, save_fingerprint
+from pipeline.models.fingerprint import FingerprintNet, for_inference, load_fingerprint, save_fingerprint
 from pipeline.steps.ingest import ingest
 from pipeline.steps.retrieval import embedder_settings
 from pipeline.steps.tokens import tokenize
@@ -88,6 +90,32 @@ def test_a_checkpoint_round_trips_and_a_broken_one_is_refused_naming_the_file(tm
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match=f"{path}: not a readable fingerprint checkpoint"):
         load_fingerprint(path)
+
+
+def test_the_frozen_inference_model_gives_the_eager_vectors_at_any_batch_size():
+    torch.manual_seed(1)
+    model = FingerprintNet(small_settings())
+    model.train()(torch.randn(16, model.segment_samples))  # BatchNorm statistics that are not the identity
+    model.eval()
+    frozen = for_inference(model)
+    assert frozen is not model  # traced: the pinned torch has TorchScript
+    for batch in (1, 5):
+        x = torch.randn(batch, model.segment_samples) * 0.1
+        with torch.inference_mode():
+            assert torch.allclose(frozen(x), model(x), atol=1e-5)
+
+
+def test_the_fingerprint_cuts_a_wave_resampled_once_like_its_pieces_resampled_alone(tmp_path):
+    path = tmp_path / "fp.pt"
+    save_fingerprint(path, FingerprintNet(small_settings()).eval(), epoch=0)
+    emb = FingerprintEmbedder(path, "cpu", batch_size=4, sample_rate=24000)
+    wave = np.random.default_rng(2).standard_normal(24000 * 3).astype(np.float32) * 0.1
+    spans = [(0, 24000), (12000, 36000), (48000, 72000), (60000, 72000)]  # the last one short: zero-padded in both
+    once = embed_spans(emb, [wave, wave[:100]], [spans, []])
+    alone = emb.embed([wave[a:b] for a, b in spans])
+    assert once.shape == (4, 32)
+    # edges of a piece resampled alone differ from the same samples cut from the whole: close, not equal
+    assert np.all(np.sum(once * alone, axis=1) > 0.98)
 
 
 def test_augmented_views_have_the_asked_length_and_replay_from_their_seed():

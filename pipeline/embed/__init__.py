@@ -33,6 +33,17 @@ class SegmentEmbedder(Protocol):
         ...
 
 
+def embed_spans(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], spans: Sequence[Sequence[tuple[int, int]]]) -> np.ndarray:
+    """float32 [segments, dim]: the segments ``spans[i]`` ((start, end) samples) of every ``waves[i]``, in order. An embedder may
+    define its own ``embed_spans(waves, spans)`` (the fingerprint resamples each wave once, not each of its overlapping segments);
+    otherwise the pieces are cut here and go through ``embed`` in one call."""
+    own = getattr(embedder, "embed_spans", None)
+    if own is not None:
+        return own(waves, spans)
+    pieces = [w[a:b] for w, sp in zip(waves, spans, strict=True) for a, b in sp]
+    return embedder.embed(pieces) if pieces else np.zeros((0, embedder.dim), np.float32)
+
+
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)

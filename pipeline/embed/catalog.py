@@ -24,7 +24,7 @@ from tqdm import tqdm
 from pipeline import config, paths
 from pipeline.audio import io as audio_io
 from pipeline.config import SegmentSettings
-from pipeline.embed import SegmentEmbedder
+from pipeline.embed import SegmentEmbedder, embed_spans
 from pipeline.embed.segments import segment_starts
 from pipeline.fsutil import atomic_path, write_json
 from pipeline.store import db
@@ -122,13 +122,14 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
 
     started = time.perf_counter()
     all_vectors, all_segments, errors, audio_seconds = [], [], [], 0.0
-    pending_waves, pending_meta = [], []
+    pending_waves, pending_spans, pending_meta = [], [], []
 
     def flush():
         if pending_waves:
-            all_vectors.append(embedder.embed(pending_waves))
+            all_vectors.append(embed_spans(embedder, pending_waves, pending_spans))
             all_segments.extend(pending_meta)
             pending_waves.clear()
+            pending_spans.clear()
             pending_meta.clear()
 
     from pipeline.prefetch import prefetch
@@ -153,11 +154,11 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
             errors.append((track, ValueError(f"{len(wave) / sr:.2f} s is shorter than segments.min_s {settings.min_s:g} s")))
             continue
         audio_seconds += len(wave) / sr
-        for a, b in spans:
-            pending_waves.append(wave[a:b])
-            pending_meta.append((track.track_id, round(a / sr, 3), round(b / sr, 3)))
-            if len(pending_waves) >= settings.batch_size:
-                flush()
+        pending_waves.append(wave)
+        pending_spans.append(spans)
+        pending_meta.extend((track.track_id, round(a / sr, 3), round(b / sr, 3)) for a, b in spans)
+        if len(pending_meta) >= settings.batch_size:
+            flush()
     flush()
     bar.close()
     if not all_vectors:

@@ -3,7 +3,8 @@
 Waveforms come in at the catalog rate and are resampled to the model's (8 kHz by default) with soxr. The model was trained
 on ``segment_s`` segments, so the catalog is cut into segments of that length every ``hop_s`` (``segmentation``: what
 embed-catalog and the search's query cutter use instead of configs/index.yaml ``segments``); a longer or shorter wave is
-cropped or zero-padded to one segment.
+cropped or zero-padded to one segment. ``embed_spans`` resamples a track or a query once and cuts its overlapping segments
+after; on the CPU the model runs traced and frozen (:func:`pipeline.models.fingerprint.for_inference`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class FingerprintEmbedder:
     name = "fingerprint"
 
     def __init__(self, checkpoint: str | Path, device: str, batch_size: int, sample_rate: int):
-        from pipeline.models.fingerprint import load_fingerprint
+        from pipeline.models.fingerprint import for_inference, load_fingerprint
 
         self.checkpoint = Path(checkpoint)
         self.model, ckpt = load_fingerprint(self.checkpoint, device)
@@ -30,21 +31,36 @@ class FingerprintEmbedder:
         self.dim, self.model_rate, self.n = s.dim, s.sample_rate, self.model.segment_samples
         self.epochs = len(ckpt.get("history", []))
         self.segmentation = {"window_s": s.segment_s, "hop_s": s.hop_s}
+        self.net = for_inference(self.model) if device == "cpu" else self.model
 
-    def _segment(self, wave: np.ndarray) -> np.ndarray:
-        x = audio_io.resample(np.asarray(wave, dtype=np.float32), self.sample_rate, self.model_rate)
+    def _fit(self, x: np.ndarray) -> np.ndarray:
+        """One segment at the model's rate: the middle ``n`` samples, or zero-padded to ``n``."""
         if len(x) >= self.n:
             start = (len(x) - self.n) // 2
             return x[start : start + self.n]
         return np.pad(x, (0, self.n - len(x)))
 
+    def _resample(self, wave: np.ndarray) -> np.ndarray:
+        return audio_io.resample(np.asarray(wave, dtype=np.float32), self.sample_rate, self.model_rate)
+
     @torch.inference_mode()
-    def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        out = np.zeros((len(waves), self.dim), np.float32)
-        for i in range(0, len(waves), self.batch_size):
-            batch = torch.from_numpy(np.stack([self._segment(w) for w in waves[i : i + self.batch_size]]))
-            out[i : i + len(batch)] = self.model(batch.to(self.device)).float().cpu().numpy()
+    def _vectors(self, segments: list[np.ndarray]) -> np.ndarray:
+        out = np.zeros((len(segments), self.dim), np.float32)
+        for i in range(0, len(segments), self.batch_size):
+            batch = torch.from_numpy(np.stack(segments[i : i + self.batch_size]))
+            out[i : i + len(batch)] = self.net(batch.to(self.device)).float().cpu().numpy()
         return out
+
+    def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        return self._vectors([self._fit(self._resample(w)) for w in waves])
+
+    def embed_spans(self, waves: Sequence[np.ndarray], spans: Sequence[Sequence[tuple[int, int]]]) -> np.ndarray:
+        """The segments ``spans[i]`` of ``waves[i]`` (samples at ``sample_rate``): each wave is resampled once, then cut."""
+        ratio, segments = self.model_rate / self.sample_rate, []
+        for wave, spans_of in zip(waves, spans, strict=True):
+            x = self._resample(wave) if spans_of else None
+            segments.extend(self._fit(x[round(a * ratio) : round(b * ratio)]) for a, b in spans_of)
+        return self._vectors(segments) if segments else np.zeros((0, self.dim), np.float32)
 
     def manifest(self) -> dict:
         return {"name": self.name, "dim": self.dim, "sample_rate": self.sample_rate, "model_rate": self.model_rate, "checkpoint": str(self.checkpoint),

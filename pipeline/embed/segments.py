@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.embed import SegmentEmbedder
+from pipeline.embed import SegmentEmbedder, embed_spans
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,7 @@ def embed_queries(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window
     ``embedder.embed`` call; per query its vectors and segment start times, in the order given."""
     s, sr = Segmentation(window_s, hop_s, min_s), embedder.sample_rate
     spans = [query_spans(len(w), sr, s) for w in waves]
-    pieces = [w[a:b] for w, sp in zip(waves, spans, strict=True) for a, b in sp]
-    vectors = embedder.embed(pieces) if pieces else np.zeros((0, embedder.dim), np.float32)
+    vectors = embed_spans(embedder, waves, spans)
     out, i = [], 0
     for sp in spans:
         out.append(QuerySegments(vectors[i : i + len(sp)], np.array([a / sr for a, _ in sp], np.float64)))
