@@ -5,7 +5,7 @@ Six files, one settings class per section, every section name unique across the 
 a module of this package (``pipeline_settings`` ... ``airflow_settings``), the loading in ``loader``, and every caller imports
 them from ``pipeline.config``:
 
-- ``pipeline.yaml``: audio, ingest, demo_catalog, tokenize, rvq, moss, dream, catalog_vae, wav2vec2, service
+- ``pipeline.yaml``: audio, ingest, demo_catalog, tokenize, rvq, moss, dream, catalog_vae, wav2vec2, service, search_api
 - ``train.yaml``: embedder, training, splits
 - ``fingerprint.yaml``: fingerprint, fingerprint_training, augment
 - ``index.yaml``: segments, hnsw, ivfpq, search, publish
@@ -73,6 +73,7 @@ from pipeline.config.pipeline_settings import (
     IngestSettings,
     MossSettings,
     RVQSettings,
+    SearchApiSettings,
     ServiceSettings,
     TokenizeSettings,
     Wav2Vec2Settings,
@@ -86,7 +87,8 @@ __all__ = [  # the package's face: every module imports from pipeline.config, ne
     "AIRFLOW_SECTIONS", "EVAL_SECTIONS", "FILES", "FINGERPRINT_SECTIONS", "HOMES", "INDEX_SECTIONS", "NESTED", "SECTION_FILE", "SECTIONS", "TRAIN_SECTIONS",
     "AirflowConfig", "EvalConfig", "FingerprintConfig", "IndexConfig", "PipelineConfig", "Sections", "TrainConfig", "check_env", "defaults",
     "env_overrides", "load", "load_airflow", "load_eval", "load_fingerprint", "load_index", "load_pipeline", "load_train", "section", "validate",
-    "AudioSettings", "CatalogVAESettings", "DemoCatalogSettings", "DreamSettings", "IngestSettings", "MossSettings", "RVQSettings", "ServiceSettings",
+    "AudioSettings", "CatalogVAESettings", "DemoCatalogSettings", "DreamSettings", "IngestSettings", "MossSettings", "RVQSettings",
+    "SearchApiSettings", "ServiceSettings",
     "TokenizeSettings", "Wav2Vec2Settings", "AugmentSettings", "EmbedderSettings", "FingerprintSettings", "FingerprintTrainSettings", "SplitSettings",
     "TrainSettings",
 ]

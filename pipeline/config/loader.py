@@ -23,6 +23,7 @@ from pipeline.config.pipeline_settings import (
     IngestSettings,
     MossSettings,
     RVQSettings,
+    SearchApiSettings,
     ServiceSettings,
     TokenizeSettings,
     Wav2Vec2Settings,
@@ -42,6 +43,7 @@ SECTIONS: dict[str, type] = {
     "catalog_vae": CatalogVAESettings,
     "wav2vec2": Wav2Vec2Settings,
     "service": ServiceSettings,
+    "search_api": SearchApiSettings,
 }
 TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": TrainSettings, "splits": SplitSettings}
 FINGERPRINT_SECTIONS: dict[str, type] = {"fingerprint": FingerprintSettings, "fingerprint_training": FingerprintTrainSettings, "augment": AugmentSettings}
@@ -287,6 +289,7 @@ class PipelineConfig(Sections):
     catalog_vae: CatalogVAESettings
     wav2vec2: Wav2Vec2Settings
     service: ServiceSettings
+    search_api: SearchApiSettings
 
 
 class TrainConfig(Sections):

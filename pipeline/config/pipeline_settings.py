@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from pipeline.config.base import _Invalid
 from pipeline.names import DTYPES, TOKENIZER_BACKENDS
 
 
@@ -140,3 +141,37 @@ class ServiceSettings:
     breaker_max_failures: int
     breaker_reset_s: float
     latency_window: int
+
+
+@dataclass(frozen=True)
+class SearchApiSettings:
+    """pipeline.yaml ``search_api``: the HTTP search service of `cloudtune serve` (pipeline/api/)."""
+
+    host: str
+    port: int
+    workers: int
+    device: str
+    max_batch: int
+    max_wait_ms: float
+    queue_size: int
+    retry_after_s: int
+    max_upload_mb: float
+    max_files: int
+    min_clip_s: float
+    max_clip_s: float
+    request_timeout_s: float
+
+    def __post_init__(self):
+        for key in ("workers", "max_batch", "queue_size", "max_files"):
+            if getattr(self, key) < 1:
+                raise _Invalid(key, f"expected at least 1, got {getattr(self, key)}")
+        if not 0 <= self.port < 65536:
+            raise _Invalid("port", f"expected 0-65535, got {self.port}")
+        for key in ("max_wait_ms", "retry_after_s"):
+            if getattr(self, key) < 0:
+                raise _Invalid(key, f"expected 0 or more, got {getattr(self, key)}")
+        for key in ("max_upload_mb", "min_clip_s", "request_timeout_s"):
+            if getattr(self, key) <= 0:
+                raise _Invalid(key, f"expected above 0, got {getattr(self, key)}")
+        if self.max_clip_s < self.min_clip_s:
+            raise _Invalid("max_clip_s", f"expected at least min_clip_s ({self.min_clip_s}), got {self.max_clip_s}")
