@@ -1,0 +1,12 @@
+"""The HTTP search service of `cloudtune serve` (docs/search_api.md): an entry point beside the CLI, over the published run.
+
+- ``app``: the FastAPI app factory (loading the published run in the background, readiness, errors, metrics middleware);
+- ``routes``: ``POST /v1/search``, ``POST /v1/search:batch``, ``/healthz``, ``/readyz``, ``/metrics``;
+- ``uploads``: reading a request body within its size limit and decoding a clip within its length limits;
+- ``batching``: concurrent clips queued and searched together on one model thread;
+- ``metrics``: the Prometheus series;
+- ``auth``: the API key rule (required beyond loopback, Bearer, compared in constant time).
+
+Settings come in as arguments (configs/pipeline.yaml ``search_api``, read by `pipeline/cli/serve.py`); the search itself is
+:class:`pipeline.search.Searcher`'s, so the answers are those of `cloudtune search --json`.
+"""

@@ -1,0 +1,95 @@
+"""The app factory: the published run loads in the background (``/readyz`` answers 503 until it has), then one
+:class:`~pipeline.api.batching.Batcher` serves every search; refusals are JSON ``{"detail": reason}`` with their status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from pipeline import __version__
+from pipeline.api import routes
+from pipeline.api.batching import Batcher
+from pipeline.api.metrics import ApiMetrics, MetricsMiddleware
+from pipeline.api.uploads import ApiError
+from pipeline.config import SearchApiSettings
+from pipeline.search import Searcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """What the routes share: the settings, the metrics, the API key (None: no key asked), and once loaded the searcher and batcher."""
+
+    settings: SearchApiSettings
+    metrics: ApiMetrics
+    api_key: str | None
+    searcher: Searcher | None = None
+    batcher: Batcher | None = None
+    error: str | None = None  # why loading failed: /readyz says it
+
+    @property
+    def ready(self) -> bool:
+        return self.searcher is not None and self.batcher is not None
+
+
+def create_app(settings: SearchApiSettings, load_searcher: Callable[[], Searcher], api_key: str | None = None) -> FastAPI:
+    """The search app. ``load_searcher`` builds the published run's :class:`Searcher` (called once, in a thread, at startup);
+    ``api_key``: required as a Bearer token on the /v1 routes when given."""
+    service = Service(settings, ApiMetrics(), api_key)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(_load(service, load_searcher))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            if service.batcher is not None:
+                await service.batcher.stop()
+
+    app = FastAPI(title="CloudTune search", version=__version__, lifespan=lifespan,
+                  description="Find catalog tracks (and where in them) from a short audio clip, with the published run. See docs/search_api.md.")
+    app.state.service = service
+    app.include_router(routes.router)
+    app.add_exception_handler(ApiError, _refused)
+    app.add_exception_handler(Exception, _failed)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    return app
+
+
+async def _load(service: Service, load_searcher: Callable[[], Searcher]) -> None:
+    try:
+        searcher = await asyncio.to_thread(load_searcher)
+    except Exception as exc:
+        service.error = f"loading the published run failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        log.error("search api: %s", service.error)
+        return
+    s, m = service.settings, service.metrics
+    batcher = Batcher(searcher.search, s.max_batch, s.max_wait_ms / 1000, s.queue_size, on_batch=m.batch_size.observe)
+    batcher.start()
+    m.track_queue(batcher.depth)
+    m.index_vectors.set(searcher.index.index.ntotal)
+    m.index_tracks.set(len(searcher.index.track_ids))
+    m.published.labels(searcher.run_id, searcher.embedder.name, searcher.index_kind).set(1)
+    m.ready.set(1)
+    service.searcher, service.batcher = searcher, batcher
+    log.info("search api: serving run %s (%s, %s index of %d tracks)", searcher.run_id, searcher.embedder.name, searcher.index_kind,
+             len(searcher.index.track_ids))
+
+
+async def _refused(request: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse({"detail": exc.reason}, exc.status, headers=exc.headers)
+
+
+async def _failed(request: Request, exc: Exception) -> JSONResponse:
+    """A bug, not bad input (bad input is an ApiError): logged with its traceback, answered 500 in one line."""
+    log.exception("search api: %s %s failed", request.method, request.url.path)
+    return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, 500)

@@ -1,0 +1,108 @@
+"""Dynamic batching: clips of concurrent requests wait in one bounded queue and are searched together on one model thread.
+
+The first clip of a batch waits at most ``max_wait_s`` for others (up to ``max_batch``); while the model works on a batch the
+next one gathers, so under load batches fill without any wait. A full queue refuses at once (:class:`QueueFull`), never grows.
+A request that gave up (timed out, disconnected) has its clips skipped, not searched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+SearchFn = Callable[[list[np.ndarray], int], list[list[dict]]]  # (waves, top_k) -> per wave its hits: Searcher.search
+
+
+class QueueFull(Exception):
+    """The queue has no room for a request's clips."""
+
+
+@dataclass
+class _Job:
+    wave: np.ndarray
+    top_k: int
+    future: asyncio.Future
+
+
+class Batcher:
+    """Queue clips with :meth:`submit` (on the event loop); a collector task batches them and runs ``search`` on one thread."""
+
+    def __init__(self, search: SearchFn, max_batch: int, max_wait_s: float, queue_size: int, on_batch: Callable[[int], None] | None = None):
+        self.search, self.max_batch, self.max_wait_s, self.queue_size = search, max_batch, max_wait_s, queue_size
+        self.on_batch = on_batch or (lambda n: None)
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._task: asyncio.Task | None = None
+        self._model = ThreadPoolExecutor(1, thread_name_prefix="search-model")  # one thread: the model is never run twice at once
+
+    def start(self) -> None:
+        """Start collecting (call on the running event loop)."""
+        self._queue = asyncio.Queue(self.queue_size)
+        self._task = asyncio.get_running_loop().create_task(self._collect(), name="search-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._model.shutdown(wait=False, cancel_futures=True)
+
+    def depth(self) -> int:
+        """Clips waiting for the model."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def submit(self, waves: list[np.ndarray], top_k: int) -> list[list[dict]]:
+        """Per wave its ``top_k`` hits, searched in whatever batches form. Raises QueueFull when the clips do not all fit."""
+        if self._queue is None:
+            raise RuntimeError("the batcher is not started")
+        if self.queue_size - self._queue.qsize() < len(waves):
+            raise QueueFull(f"{self._queue.qsize()} clips are waiting (search_api.queue_size {self.queue_size})")
+        loop = asyncio.get_running_loop()
+        jobs = [_Job(w, top_k, loop.create_future()) for w in waves]
+        for job in jobs:
+            self._queue.put_nowait(job)
+        return list(await asyncio.gather(*(j.future for j in jobs)))  # cancelling the caller cancels these: the jobs are then skipped
+
+    async def _next_batch(self) -> list[_Job]:
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            if self._queue.empty():
+                try:
+                    async with asyncio.timeout_at(deadline):  # a cancelled Queue.get leaves its item in the queue
+                        batch.append(await self._queue.get())
+                except TimeoutError:
+                    break
+            else:
+                batch.append(self._queue.get_nowait())
+        return [j for j in batch if not j.future.done()]
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            self.on_batch(len(batch))
+            try:
+                results = await loop.run_in_executor(self._model, self._search, batch)
+            except Exception as exc:  # a failure of the model fails the requests of this batch, never the collector
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            for job, hits in zip(batch, results, strict=True):
+                if not job.future.done():
+                    job.future.set_result(hits)
+
+    def _search(self, batch: list[_Job]) -> list[list[dict]]:
+        """One search call per distinct top_k in the batch (usually one), the answers put back in the batch's order."""
+        out: list[list[dict]] = [[] for _ in batch]
+        for k in dict.fromkeys(j.top_k for j in batch):
+            rows = [i for i, j in enumerate(batch) if j.top_k == k]
+            for i, hits in zip(rows, self.search([batch[i].wave for i in rows], k), strict=True):
+                out[i] = hits
+        return out
