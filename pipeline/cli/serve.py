@@ -1,0 +1,55 @@
+"""`cloudtune serve`: the HTTP search service (pipeline/api/, docs/search_api.md) over the published run, with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from pipeline import config
+from pipeline.cli.common import EXIT_USAGE, CommandError
+
+
+def load_searcher(device: str):
+    """The published run's Searcher, built from the configs as `cloudtune search` builds it."""
+    from pipeline.devices import resolve_device
+    from pipeline.search import Searcher
+    from pipeline.steps.retrieval import embedder_settings
+
+    return Searcher(config.load_index(), device=resolve_device(device), embedder_settings=embedder_settings(), audio=config.load_pipeline().audio)
+
+
+def app_from_config():
+    """The app of one uvicorn worker (a factory: each worker process loads its own searcher), from configs/pipeline.yaml ``search_api``."""
+    from pipeline.api.app import create_app
+    from pipeline.api.auth import API_KEY_ENV
+
+    settings = config.load_pipeline().search_api
+    return create_app(settings, lambda: load_searcher(settings.device), api_key=os.environ.get(API_KEY_ENV) or None)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pipeline.api.auth import API_KEY_ENV, check_bind
+    from pipeline.publish import published
+
+    s = config.load_pipeline().search_api
+    host, port, workers = args.host or s.host, s.port if args.port is None else args.port, args.workers or s.workers
+    try:
+        check_bind(host, os.environ.get(API_KEY_ENV) or None)
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    if published() is None:
+        raise CommandError("no published run to serve (cloudtune evaluate publishes one; cloudtune publish --run-id names one)", EXIT_USAGE)
+    uvicorn.run("pipeline.cli.serve:app_from_config", factory=True, host=host, port=port, workers=workers, log_level="info")
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Add `serve` to the ``cloudtune`` parser's subparsers ``sub``."""
+    s = sub.add_parser("serve", help="the HTTP search service over the published run (POST /v1/search; docs/search_api.md)")
+    s.add_argument("--host", help="address to bind (default configs/pipeline.yaml search_api.host, 127.0.0.1); "
+                                  "any other than loopback needs $CLOUDTUNE_API_KEY")
+    s.add_argument("--port", type=int, help="TCP port (default search_api.port, 8000)")
+    s.add_argument("--workers", type=int, help="uvicorn worker processes, each with its own model and index (default search_api.workers)")
+    s.set_defaults(func=cmd_serve)
