@@ -1,0 +1,399 @@
+"""The HTTP search service (`cloudtune serve`, pipeline/api/) on a tiny real published run: real uvicorn servers on free
+loopback ports, spoken to over HTTP with httpx. Answers equal `cloudtune search --json`; bad input is refused with its
+status and reason while the server keeps serving; concurrent callers each get their own answer; a full queue is a 503."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import uvicorn
+
+from pipeline import config
+from pipeline.api.app import create_app
+from pipeline.api.auth import API_KEY_ENV, authorized, check_bind, is_loopback
+from pipeline.audio.synth import build_catalog
+from pipeline.cli import main
+from pipeline.cli.serve import app_from_config, load_searcher
+from pipeline.search import Searcher
+from pipeline.steps.evaluation import evaluate
+from pipeline.steps.ingest import ingest
+from pipeline.steps.retrieval import embedder_settings, publish
+from pipeline.steps.tokens import tokenize
+from pipeline.steps.training import make_splits
+from pipeline.store import db
+
+ENV = {"CLOUDTUNE__RVQ__LEVELS": "2", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "4",
+       "CLOUDTUNE__QUERIES__PER_TRACK": "1", "CLOUDTUNE__QUERIES__PLAN": "tiny", "CLOUDTUNE__QUERIES__PLANS": "{tiny: {lengths_s: [2], sets: {clean: clean}}}",
+       "CLOUDTUNE__LATENCY__SINGLE_QUERIES": "2", "CLOUDTUNE__LATENCY__BATCH_SIZE": "4", "CLOUDTUNE__EVALUATION__CATALOG_VAE": "false"}
+# the limits of the main test server (configs/pipeline.yaml search_api, overridden as an operator would)
+LIMITS = {"CLOUDTUNE__SEARCH_API__MAX_UPLOAD_MB": "0.5", "CLOUDTUNE__SEARCH_API__MIN_CLIP_S": "1.0", "CLOUDTUNE__SEARCH_API__MAX_CLIP_S": "6.0",
+          "CLOUDTUNE__SEARCH_API__MAX_FILES": "4", "CLOUDTUNE__SEARCH_API__MAX_WAIT_MS": "20", "CLOUDTUNE__SEARCH_API__DEVICE": "cpu"}
+KEY = "k" * 24
+TOP_K = 5
+
+
+class Server:
+    """A real uvicorn server for ``app`` in a thread, on a free loopback port (port 0: the kernel picks it)."""
+
+    def __init__(self, app):
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        for _ in range(600):
+            if self.server.started:
+                break
+            time.sleep(0.05)
+        assert self.server.started, "uvicorn did not start"
+        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
+        return self
+
+    def wait_ready(self, timeout_s: float = 60) -> dict:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            r = httpx.get(self.url + "/readyz")
+            if r.status_code == 200:
+                return r.json()
+            time.sleep(0.05)
+        raise AssertionError(f"not ready after {timeout_s} s: {r.json()}")
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """6 demo tracks ingested, split (from tiny rvq tokens), mel-stats embedded and flat-indexed by a tiny evaluation of run r1,
+    published; clips cut from the source files in several formats; the main server, running on it."""
+    root = tmp_path_factory.mktemp("search_api")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLOUDTUNE_HOME", str(root / "home"))
+        mp.delenv("CLOUDTUNE_DB_URL", raising=False)
+        for key, value in {**ENV, **LIMITS}.items():
+            mp.setenv(key, value)
+        src = build_catalog(root / "src", tracks=6, seconds=8, seed=5, sample_rate=22050, channels=1, shared_motif_ratio=0.5)
+        ingest([src], catalog="c", workers=1, progress=False)
+        make_splits("r1", [str(tokenize("rvq", "c", progress=False).output_root)])
+        evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
+        publish("r1")
+        clips = _clips(sorted(Path(src).rglob("*.flac")), root / "clips")
+        with Server(app_from_config()) as server:
+            server.wait_ready()
+            searcher = load_searcher("cpu")
+            db.dispose_engines()
+            yield {"root": root, "home": root / "home", "clips": clips, "url": server.url, "searcher": searcher}
+
+
+def _clips(sources: list[Path], out: Path) -> dict[str, Path]:
+    """3 s from 2 s into three source tracks, as wav, flac, ogg and mp3; plus a 0.5 s clip and a 7 s one (outside the limits)."""
+    out.mkdir()
+    clips = {}
+    for i, (source, fmt) in enumerate(zip(sources, ("WAV", "FLAC", "OGG", "MP3"), strict=False)):
+        wave, sr = sf.read(source, dtype="float32")
+        clips[f"{i}.{fmt.lower()}"] = path = out / f"{i}.{fmt.lower()}"
+        sf.write(path, wave[2 * sr: 5 * sr], sr, format=fmt)
+    wave, sr = sf.read(sources[0], dtype="float32")
+    for name, seconds in (("short.wav", 0.5), ("long.wav", 7.0)):
+        clips[name] = out / name
+        sf.write(clips[name], wave[: int(seconds * sr)], sr)
+    return clips
+
+
+def _cli_answers(built, capsys, monkeypatch, clips: list[Path]) -> list[dict]:
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(built["home"]))
+    capsys.readouterr()
+    assert main(["search", *map(str, clips), "--json", "--top-k", str(TOP_K), "--device", "cpu"]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def _same_hits(got: list[dict], want: list[dict]) -> None:
+    assert [(h["rank"], h["track_id"], h["source_uri"], h["offset_s"]) for h in got] == \
+           [(h["rank"], h["track_id"], h["source_uri"], h["offset_s"]) for h in want]
+    assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1e-5)  # a batch's BLAS may round differently
+
+
+TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg"}
+
+
+def test_search_answers_equal_cloudtune_search_json(built, capsys, monkeypatch):
+    names = ["0.wav", "1.flac", "2.ogg", "3.mp3"]
+    want = _cli_answers(built, capsys, monkeypatch, [built["clips"][n] for n in names])
+    for name, cli in zip(names, want, strict=True):
+        data = built["clips"][name].read_bytes()
+        raw = httpx.post(f"{built['url']}/v1/search", params={"top_k": TOP_K}, content=data, headers={"Content-Type": TYPES[name.split(".")[1]]})
+        form = httpx.post(f"{built['url']}/v1/search", params={"top_k": TOP_K}, files={"file": (name, data)})
+        for r in (raw, form):
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert (body["run_id"], body["embedder"], body["index_kind"]) == ("r1", "mel-stats", "flat")
+            assert body["seconds"] > 0 and body["clip_s"] == pytest.approx(3.0, abs=0.06)  # mp3 and ogg pad a few ms
+            _same_hits(body["results"], cli["results"])
+        assert len(cli["results"]) == TOP_K
+    assert all(h["source_uri"].startswith("file://") for h in want[0]["results"])
+    top = httpx.post(f"{built['url']}/v1/search", content=built["clips"]["0.wav"].read_bytes(), headers={"Content-Type": "audio/wav"}).json()
+    assert len(top["results"]) == min(config.load_index().search.top_k, 6)  # no top_k: configs/index.yaml search.top_k (6 tracks here)
+
+
+def test_a_clip_finds_its_own_track(built):
+    """Cut from a source file, the clip's best hit is that file's track, near the offset it was cut at (2 s)."""
+    r = httpx.post(f"{built['url']}/v1/search", content=built["clips"]["0.wav"].read_bytes(), headers={"Content-Type": "audio/wav"})
+    best = r.json()["results"][0]
+    assert best["rank"] == 1 and best["offset_s"] == pytest.approx(2.0, abs=1.0)
+    assert best["source_uri"].endswith("/track_0000.flac") and best["score"] > r.json()["results"][1]["score"]
+
+
+def test_batch_answers_each_file_in_order_with_its_own_errors(built):
+    c = built["clips"]
+    files = [("file", ("a.wav", c["0.wav"].read_bytes())), ("file", ("junk.bin", b"hello, not audio" * 50)),
+             ("file", ("b.flac", c["1.flac"].read_bytes())), ("file", ("short.wav", c["short.wav"].read_bytes()))]
+    r = httpx.post(f"{built['url']}/v1/search:batch", params={"top_k": 3}, files=files)
+    assert r.status_code == 200, r.text
+    items = r.json()
+    assert [i["file"] for i in items] == ["a.wav", "junk.bin", "b.flac", "short.wav"]
+    assert items[1] == {"file": "junk.bin", "error": "not an audio file (no WAV, FLAC, OGG, MP3 or AIFF header)", "status": 415}
+    assert items[3]["status"] == 422 and "a query needs at least 1 s" in items[3]["error"]
+    for item, name in ((items[0], "0.wav"), (items[2], "1.flac")):
+        single = httpx.post(f"{built['url']}/v1/search", params={"top_k": 3}, files={"file": (name, c[name].read_bytes())}).json()
+        assert item["run_id"] == "r1" and "error" not in item
+        _same_hits(item["results"], single["results"])
+    too_many = httpx.post(f"{built['url']}/v1/search:batch", files=[("file", (f"{i}.wav", c["short.wav"].read_bytes())) for i in range(5)])
+    assert too_many.status_code == 422  # search_api.max_files: 4
+    assert too_many.json()["detail"] == "multipart body refused: Too many files. Maximum number of files is 4."
+    raw = httpx.post(f"{built['url']}/v1/search:batch", content=c["0.wav"].read_bytes(), headers={"Content-Type": "audio/wav"})
+    assert raw.status_code == 415 and "multipart/form-data" in raw.json()["detail"]
+
+
+def _wav_bytes(wave: np.ndarray, sr: int = 22050, subtype: str = "PCM_16") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+def _chunks(data: bytes):
+    for i in range(0, len(data), 65536):  # a generator body: sent chunked, with no Content-Length
+        yield data[i: i + 65536]
+
+
+def _bad_requests(clips: dict[str, Path]):
+    wav = clips["0.wav"].read_bytes()
+    big = _wav_bytes(np.zeros(22050 * 8, np.float32), subtype="FLOAT")  # 8 s of float32: 706 KB, over the 0.5 MB limit
+    nan = np.zeros(22050 * 2, np.float32)
+    nan[100] = np.nan
+    return [
+        ("too large", dict(content=big, headers={"Content-Type": "audio/wav"}), 413, "over the 0.5 MB limit"),
+        ("too large, chunked", dict(content=_chunks(big), headers={"Content-Type": "audio/wav"}), 413, "over the 0.5 MB limit"),
+        ("too short", dict(content=clips["short.wav"].read_bytes(), headers={"Content-Type": "audio/wav"}), 422, "0.50 s of audio; a query needs at least 1 s"),
+        ("too long", dict(content=clips["long.wav"].read_bytes(), headers={"Content-Type": "audio/wav"}), 422, "7.00 s of audio; a query may be at most 6 s"),
+        ("text as audio", dict(content=b"just some text, not a clip", headers={"Content-Type": "audio/wav"}), 415, "not an audio file"),
+        ("json", dict(content=b'{"audio": 1}', headers={"Content-Type": "application/json"}), 415, "Content-Type application/json: expected an audio body"),
+        ("a wav header and no samples", dict(content=wav[:60], headers={"Content-Type": "audio/wav"}), 422, "0.00 s of audio; a query needs at least"),
+        ("garbage after an ID3 tag", dict(content=b"ID3" + os.urandom(4000), headers={"Content-Type": "audio/mpeg"}), 422, "not a readable audio file"),
+        ("garbage after a RIFF header", dict(content=b"RIFF" + os.urandom(4000), headers={"Content-Type": "audio/wav"}), 422, "not a readable audio file"),
+        ("empty", dict(content=b"", headers={"Content-Type": "audio/wav"}), 422, "empty body"),
+        ("NaN samples", dict(content=_wav_bytes(nan, subtype="FLOAT"), headers={"Content-Type": "audio/wav"}), 422, "NaN or infinite samples"),
+        ("form without file", dict(data={"clip": "x"}, files={"other": ("a.wav", wav)}), 422, "no file part in the form (send the clip as field 'file')"),
+        ("malformed form", dict(content=b"--x\r\nnot a part", headers={"Content-Type": "multipart/form-data; boundary=x"}), 422,
+         "multipart body refused: Invalid multipart data."),
+    ]
+
+
+def test_bad_input_is_refused_with_its_reason_and_the_server_keeps_serving(built):
+    url, good = f"{built['url']}/v1/search", built["clips"]["1.flac"].read_bytes()
+    before = httpx.post(url, content=good, headers={"Content-Type": "audio/flac"}).json()["results"]
+    for what, request, status, reason in _bad_requests(built["clips"]):
+        r = httpx.post(url, **request)
+        assert r.status_code == status, f"{what}: {r.status_code} {r.text}"
+        assert reason in r.json()["detail"], f"{what}: {r.json()['detail']}"
+        after = httpx.post(url, content=good, headers={"Content-Type": "audio/flac"})
+        assert after.status_code == 200 and after.json()["results"] == before, what
+    bad_k = httpx.post(url, params={"top_k": 0}, content=good, headers={"Content-Type": "audio/flac"})
+    assert bad_k.status_code == 422 and bad_k.json()["detail"][0]["loc"] == ["query", "top_k"]
+    assert 'status="500"' not in httpx.get(f"{built['url']}/metrics").text
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(built):
+    names = ["0.wav", "1.flac", "2.ogg", "3.mp3"]
+    url = f"{built['url']}/v1/search"
+    alone = {n: httpx.post(url, params={"top_k": TOP_K}, files={"file": (n, built["clips"][n].read_bytes())}).json()["results"] for n in names}
+    batches_before = _metric(built["url"], "cloudtune_api_batch_size_count")
+    order = [names[i % len(names)] for i in range(24)]
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(client.post(url, params={"top_k": TOP_K}, files={"file": (n, built["clips"][n].read_bytes())}) for n in order))
+
+    answers = asyncio.run(burst())
+    for name, r in zip(order, answers, strict=True):
+        assert r.status_code == 200, r.text
+        _same_hits(r.json()["results"], alone[name])
+    batches = _metric(built["url"], "cloudtune_api_batch_size_count") - batches_before
+    assert 1 <= batches < len(order)  # some clips shared a model batch
+
+
+def _metric(url: str, name: str, labels: str = "") -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + (f"{{{labels}}}" if labels else " ")):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name}{{{labels}}} in /metrics")
+
+
+def test_health_ready_metrics_and_docs(built):
+    url, searcher = built["url"], built["searcher"]
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{url}/readyz").json()
+    assert ready == {"ready": True, "run_id": "r1", "embedder": "mel-stats", "index_kind": "flat", "tracks": len(searcher.index.track_ids),
+                     "vectors": searcher.index.index.ntotal}
+    httpx.post(f"{url}/v1/search", content=built["clips"]["0.wav"].read_bytes(), headers={"Content-Type": "audio/wav"})
+    assert _metric(url, "cloudtune_api_requests_total", 'method="POST",route="/v1/search",status="200"') >= 1
+    assert _metric(url, "cloudtune_api_request_seconds_count", 'method="POST",route="/v1/search",status="200"') >= 1
+    assert _metric(url, "cloudtune_api_index_vectors") == searcher.index.index.ntotal
+    assert _metric(url, "cloudtune_api_index_tracks") == len(searcher.index.track_ids)
+    assert _metric(url, "cloudtune_api_published_run", 'embedder="mel-stats",index_kind="flat",run_id="r1"') == 1
+    assert _metric(url, "cloudtune_api_queue_depth") == 0 and _metric(url, "cloudtune_api_batch_size_count") >= 1
+    httpx.get(f"{url}/no/such/path")
+    assert _metric(url, "cloudtune_api_requests_total", 'method="GET",route="unmatched",status="404"') >= 1
+    assert httpx.get(f"{url}/docs").status_code == 200
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert {"/v1/search", "/v1/search:batch", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+    assert "audio/wav" in spec["paths"]["/v1/search"]["post"]["requestBody"]["content"]
+
+
+def test_readyz_says_why_the_published_run_could_not_load(tmp_path):
+    """An empty CLOUDTUNE_HOME (the autouse fixture's): the real loader fails, the server stays up and says why."""
+    with Server(app_from_config()) as server:
+        for _ in range(200):
+            r = httpx.get(f"{server.url}/readyz")
+            if "failed" in r.json()["detail"]:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 503 and "loading the published run failed: RuntimeError: search: no published run" in r.json()["detail"]
+        search = httpx.post(f"{server.url}/v1/search", content=b"RIFF", headers={"Content-Type": "audio/wav"})
+        assert search.status_code == 503 and search.headers["Retry-After"] == "1" and search.json()["detail"].startswith("not ready: ")
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+class HeldSearcher(Searcher):
+    """The real searcher, held at the door of each search until ``gate`` opens (``entered`` says one is waiting): makes the
+    queue fill and requests time out deterministically."""
+
+    def hold(self):
+        self.gate, self.entered = threading.Event(), threading.Event()
+        return self
+
+    def search(self, waves, top_k):
+        self.entered.set()
+        self.gate.wait(30)
+        return super().search(waves, top_k)
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_a_late_answer_504(built, monkeypatch):
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(built["home"]))
+    settings = config.defaults(config.SearchApiSettings, max_batch=1, queue_size=2, request_timeout_s=3.0, retry_after_s=2, device="cpu")
+    searcher = HeldSearcher(config.load_index(), device="cpu", embedder_settings=embedder_settings(), audio=config.load_pipeline().audio).hold()
+    clip = built["clips"]["0.wav"].read_bytes()
+    with Server(create_app(settings, lambda: searcher)) as server:
+        server.wait_ready()
+        url = f"{server.url}/v1/search"
+
+        async def scenario():
+            async with httpx.AsyncClient(timeout=30) as client:
+                post = lambda: client.post(url, content=clip, headers={"Content-Type": "audio/wav"})  # noqa: E731
+                first = asyncio.create_task(post())
+                while not searcher.entered.is_set():  # the first clip is in the model, held
+                    await asyncio.sleep(0.01)
+                queued = [asyncio.create_task(post()) for _ in range(2)]
+                while _metric(server.url, "cloudtune_api_queue_depth") < 2:
+                    await asyncio.sleep(0.01)
+                refused = await post()
+                return refused, await first, await asyncio.gather(*queued)
+
+        refused, first, queued = asyncio.run(scenario())
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
+        assert refused.json()["detail"] == "busy: 2 clips are waiting (search_api.queue_size 2); retry later"
+        for r in (first, *queued):
+            assert r.status_code == 504 and r.json()["detail"] == "not answered within 3 s (search_api.request_timeout_s)"
+        searcher.gate.set()  # the model comes back: the server answers again, the timed-out clips were skipped
+        r = httpx.post(url, content=clip, headers={"Content-Type": "audio/wav"})
+        assert r.status_code == 200 and r.json()["results"][0]["track_id"] == built["searcher"].search([_read(built, "0.wav")], 10)[0][0]["track_id"]
+
+
+def _read(built, name: str) -> np.ndarray:
+    from pipeline.audio import io as audio_io
+
+    return audio_io.load(built["clips"][name], sr=built["searcher"].sample_rate)[0]
+
+
+def test_beyond_loopback_an_api_key_is_required_and_checked_in_constant_time(built, monkeypatch, capsys):
+    assert all(map(is_loopback, ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost")))
+    assert not any(map(is_loopback, ("0.0.0.0", "::", "10.1.2.3", "example.com")))
+    check_bind("127.0.0.1", None)
+    check_bind("0.0.0.0", KEY)
+    with pytest.raises(ValueError, match=r"^--host 0.0.0.0 is beyond loopback: set an API key in \$CLOUDTUNE_API_KEY"):
+        check_bind("0.0.0.0", None)
+    with pytest.raises(ValueError, match="has 5 characters; use at least 16"):
+        check_bind("127.0.0.1", "short")
+    assert authorized(f"Bearer {KEY}", KEY) and authorized(f"bearer {KEY}", KEY)
+    assert not any(authorized(h, KEY) for h in (None, "", KEY, f"Basic {KEY}", f"Bearer {KEY}x", "Bearer "))
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(built["home"]))
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2  # refused before binding anything
+    assert "cloudtune serve: error: --host 0.0.0.0 is beyond loopback: set an API key" in capsys.readouterr().err
+    monkeypatch.setenv(API_KEY_ENV, KEY)
+    with Server(app_from_config()) as server:  # a key set: the /v1 routes ask for it, even on loopback
+        server.wait_ready()
+        url, clip = f"{server.url}/v1/search", built["clips"]["0.wav"].read_bytes()
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+            r = httpx.post(url, content=clip, headers={"Content-Type": "audio/wav", **headers})
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer" and "API key" in r.json()["detail"]
+        ok = httpx.post(url, content=clip, headers={"Content-Type": "audio/wav", "Authorization": f"Bearer {KEY}"})
+        assert ok.status_code == 200 and ok.json()["run_id"] == "r1"
+        assert httpx.get(f"{server.url}/readyz").status_code == 200  # health and metrics stay open to the orchestrator
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cloudtune_serve_starts_the_service(built):
+    """The command itself, in its own process: it binds loopback, loads the published run and answers like `cloudtune search`."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE")} | {"CLOUDTUNE_HOME": str(built["home"]),
+                                                                                    "CLOUDTUNE__SEARCH_API__DEVICE": "cpu"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(1200):
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        r = httpx.post(f"{url}/v1/search", params={"top_k": TOP_K}, content=built["clips"]["2.ogg"].read_bytes(), headers={"Content-Type": "audio/ogg"})
+        assert r.status_code == 200, r.text
+        _same_hits(r.json()["results"], built["searcher"].search([_read(built, "2.ogg")], TOP_K)[0])
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM and "Application shutdown complete." in out, out  # uvicorn re-raises the signal it shut down on
+    assert f"Uvicorn running on http://127.0.0.1:{port}" in out
