@@ -89,14 +89,18 @@ class Batcher:
             self.on_batch(len(batch))
             try:
                 results = await loop.run_in_executor(self._model, self._search, batch)
-            except Exception as exc:  # a failure of the model fails the requests of this batch, never the collector
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+            except Exception as exc:
+                if len(batch) == 1:  # a failure fails its own request, never the collector
+                    _settle(batch[0], exc=exc)
+                    continue
+                for job in batch:  # one clip's failure must not fail the others it was batched with: each again, alone
+                    try:
+                        _settle(job, (await loop.run_in_executor(self._model, self._search, [job]))[0])
+                    except Exception as alone:
+                        _settle(job, exc=alone)
                 continue
             for job, hits in zip(batch, results, strict=True):
-                if not job.future.done():
-                    job.future.set_result(hits)
+                _settle(job, hits)
 
     def _search(self, batch: list[_Job]) -> list[list[dict]]:
         """One search call per distinct top_k in the batch (usually one), the answers put back in the batch's order."""
@@ -106,3 +110,13 @@ class Batcher:
             for i, hits in zip(rows, self.search([batch[i].wave for i in rows], k), strict=True):
                 out[i] = hits
         return out
+
+
+def _settle(job: _Job, hits: list[dict] | None = None, exc: Exception | None = None) -> None:
+    """Answer a job's caller, unless it gave up already."""
+    if job.future.done():
+        return
+    if exc is not None:
+        job.future.set_exception(exc)
+    else:
+        job.future.set_result(hits)
