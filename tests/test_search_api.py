@@ -25,6 +25,7 @@ import uvicorn
 from pipeline import config
 from pipeline.api.app import create_app
 from pipeline.api.auth import API_KEY_ENV, authorized, check_bind, is_loopback
+from pipeline.api.batching import Batcher
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
 from pipeline.cli.serve import app_from_config, load_searcher
@@ -247,6 +248,35 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(built):
     assert 1 <= batches < len(order)  # some clips shared a model batch
 
 
+def test_the_batcher_searches_concurrent_clips_together_and_a_failing_clip_fails_alone(built):
+    searcher = built["searcher"]
+    waves = [_read(built, n) for n in ("0.wav", "1.flac", "2.ogg")]
+    sizes = []
+
+    def search(ws, top_k):  # the real search, refusing silence: stands for any clip the model fails on
+        if any(not w.any() for w in ws):
+            raise ValueError("the model cannot take a silent clip")
+        return searcher.search(ws, top_k)
+
+    async def run():
+        batcher = Batcher(search, max_batch=8, max_wait_s=0.2, queue_size=8, on_batch=sizes.append)
+        batcher.start()
+        try:
+            return await asyncio.gather(batcher.submit([waves[0]], 2), batcher.submit([np.zeros(22050, np.float32)], 2),
+                                        batcher.submit(waves[1:], 4), return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    first, silent, pair = asyncio.run(run())
+    assert sizes == [4]  # one batch of all four clips (two top_k groups); it failed, so each clip was searched again alone
+    assert isinstance(silent, ValueError) and str(silent) == "the model cannot take a silent clip"
+    [hits] = first
+    _same_hits(hits, searcher.search([waves[0]], 2)[0])
+    assert len(pair) == 2 and all(len(h) == 4 for h in pair)
+    for got, want in zip(pair, searcher.search(waves[1:], 4), strict=True):
+        _same_hits(got, want)
+
+
 def _metric(url: str, name: str, labels: str = "") -> float:
     for line in httpx.get(f"{url}/metrics").text.splitlines():
         if line.startswith(name + (f"{{{labels}}}" if labels else " ")):
@@ -303,7 +333,7 @@ class HeldSearcher(Searcher):
         return super().search(waves, top_k)
 
 
-def test_a_full_queue_answers_503_with_retry_after_and_a_late_answer_504(built, monkeypatch):
+def test_a_full_queue_answers_503_a_late_answer_504_a_slow_upload_408(built, monkeypatch):
     monkeypatch.setenv("CLOUDTUNE_HOME", str(built["home"]))
     settings = config.defaults(config.SearchApiSettings, max_batch=1, queue_size=2, request_timeout_s=3.0, retry_after_s=2, device="cpu")
     searcher = HeldSearcher(config.load_index(), device="cpu", embedder_settings=embedder_settings(), audio=config.load_pipeline().audio).hold()
@@ -330,6 +360,14 @@ def test_a_full_queue_answers_503_with_retry_after_and_a_late_answer_504(built, 
         for r in (first, *queued):
             assert r.status_code == 504 and r.json()["detail"] == "not answered within 3 s (search_api.request_timeout_s)"
         searcher.gate.set()  # the model comes back: the server answers again, the timed-out clips were skipped
+
+        def slow():  # the clip in 8 parts, one every 0.5 s: the 3 s deadline passes while it uploads
+            for i in range(8):
+                time.sleep(0.5)
+                yield clip[i * len(clip) // 8: (i + 1) * len(clip) // 8]
+
+        r = httpx.post(url, content=slow(), headers={"Content-Type": "audio/wav"}, timeout=30)
+        assert r.status_code == 408 and r.json()["detail"] == "the upload took longer than 3 s (search_api.request_timeout_s)"
         r = httpx.post(url, content=clip, headers={"Content-Type": "audio/wav"})
         assert r.status_code == 200 and r.json()["results"][0]["track_id"] == built["searcher"].search([_read(built, "0.wav")], 10)[0][0]["track_id"]
 
