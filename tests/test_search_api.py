@@ -268,13 +268,41 @@ def test_the_batcher_searches_concurrent_clips_together_and_a_failing_clip_fails
             await batcher.stop()
 
     first, silent, pair = asyncio.run(run())
-    assert sizes == [4]  # one batch of all four clips (two top_k groups); it failed, so each clip was searched again alone
+    assert sizes == [4]  # one batch of all four clips (two top_k groups, queued at once); it failed, so each clip was searched again alone
     assert isinstance(silent, ValueError) and str(silent) == "the model cannot take a silent clip"
     [hits] = first
     _same_hits(hits, searcher.search([waves[0]], 2)[0])
     assert len(pair) == 2 and all(len(h) == 4 for h in pair)
     for got, want in zip(pair, searcher.search(waves[1:], 4), strict=True):
         _same_hits(got, want)
+
+
+def test_a_forming_batch_waits_only_for_requests_on_their_way(built):
+    searcher, wave = built["searcher"], _read(built, "0.wav")
+    sizes = []
+
+    async def run():
+        batcher = Batcher(searcher.search, max_batch=8, max_wait_s=0.5, queue_size=8, on_batch=sizes.append)
+        batcher.start()
+
+        async def decoding_then_submit():  # a request still decoding its clip when the first clip reaches the queue
+            with batcher.incoming():
+                await asyncio.sleep(0.1)
+            return await batcher.submit([wave], 3)
+
+        try:
+            started = time.perf_counter()
+            await batcher.submit([wave], 3)
+            alone = time.perf_counter() - started
+            together = await asyncio.gather(batcher.submit([wave], 3), decoding_then_submit())
+            return alone, together
+        finally:
+            await batcher.stop()
+
+    alone, together = asyncio.run(run())
+    assert sizes == [1, 2]  # the lone clip went at once; the next one waited for the clip being decoded
+    assert alone < 0.5  # not the 0.5 s max_wait
+    assert together[0] == together[1]
 
 
 def _metric(url: str, name: str, labels: str = "") -> float:

@@ -1,15 +1,17 @@
 """Dynamic batching: clips of concurrent requests wait in one bounded queue and are searched together on one model thread.
 
-The first clip of a batch waits at most ``max_wait_s`` for others (up to ``max_batch``); while the model works on a batch the
-next one gathers, so under load batches fill without any wait. A full queue refuses at once (:class:`QueueFull`), never grows.
+The first clip of a batch waits at most ``max_wait_s`` for others (up to ``max_batch``), and only while other requests are on
+their way (:meth:`Batcher.incoming`: uploading or decoding), so a lone clip goes to the model at once; while the model works
+on a batch the next one gathers, so under load batches fill without any wait. A full queue refuses at once (:class:`QueueFull`), never grows.
 A request that gave up (timed out, disconnected) has its clips skipped, not searched.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +38,7 @@ class Batcher:
         self.on_batch = on_batch or (lambda n: None)
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task | None = None
+        self._incoming = 0  # requests reading or decoding their clips: they will submit soon
         self._model = ThreadPoolExecutor(1, thread_name_prefix="search-model")  # one thread: the model is never run twice at once
 
     def start(self) -> None:
@@ -52,6 +55,15 @@ class Batcher:
     def depth(self) -> int:
         """Clips waiting for the model."""
         return self._queue.qsize() if self._queue is not None else 0
+
+    @contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Around a request's upload and decoding (on the event loop): a forming batch may wait for its clips."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
 
     async def submit(self, waves: list[np.ndarray], top_k: int) -> list[list[dict]]:
         """Per wave its ``top_k`` hits, searched in whatever batches form. Raises QueueFull when the clips do not all fit."""
@@ -71,6 +83,8 @@ class Batcher:
         deadline = asyncio.get_running_loop().time() + self.max_wait_s
         while len(batch) < self.max_batch:
             if self._queue.empty():
+                if not self._incoming:  # no other request on its way: waiting would only add latency
+                    break
                 try:
                     async with asyncio.timeout_at(deadline):  # a cancelled Queue.get leaves its item in the queue
                         batch.append(await self._queue.get())

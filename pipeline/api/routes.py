@@ -136,7 +136,8 @@ async def search(request: Request, top_k: int | None = TOP_K) -> dict:
     """One clip (raw body, or multipart field ``file``) -> its tracks: the answer of `cloudtune search --json` for it."""
     started, svc = time.perf_counter(), _ready(request)
     deadline = asyncio.get_running_loop().time() + svc.settings.request_timeout_s
-    [wave] = await _decode_each(svc, await _read(request, svc, False, deadline), deadline)
+    with svc.batcher.incoming():
+        [wave] = await _decode_each(svc, await _read(request, svc, False, deadline), deadline)
     if isinstance(wave, ApiError):
         raise wave
     [hits] = await _search(svc, [wave], top_k, deadline)
@@ -149,8 +150,9 @@ async def search_batch(request: Request, top_k: int | None = TOP_K) -> list[dict
     ``error`` and ``status`` and the others still answer (as `cloudtune search` does per clip)."""
     started, svc = time.perf_counter(), _ready(request)
     deadline = asyncio.get_running_loop().time() + svc.settings.request_timeout_s
-    files = await _read(request, svc, True, deadline)
-    decoded = await _decode_each(svc, files, deadline)
+    with svc.batcher.incoming():
+        files = await _read(request, svc, True, deadline)
+        decoded = await _decode_each(svc, files, deadline)
     good = [i for i, got in enumerate(decoded) if isinstance(got, np.ndarray)]
     hits = dict(zip(good, await _search(svc, [decoded[i] for i in good], top_k, deadline), strict=True)) if good else {}
     return [{"file": name, **_answer(svc, hits[i], started, decoded[i])} if i in hits else
