@@ -4,6 +4,7 @@
 - ``routes``: ``POST /v1/search``, ``POST /v1/search:batch``, ``/healthz``, ``/readyz``, ``/metrics``;
 - ``uploads``: reading a request body within its size limit and decoding a clip within its length limits;
 - ``batching``: concurrent clips queued and searched together on one model thread;
+- ``serving``: the run in service, and its hot swap when another run is published;
 - ``metrics``: the Prometheus series;
 - ``auth``: the API key rule (required beyond loopback, Bearer, compared in constant time).
 

@@ -1,5 +1,6 @@
 """The app factory: the published run loads in the background (``/readyz`` answers 503 until it has), then one
-:class:`~pipeline.api.batching.Batcher` serves every search; refusals are JSON ``{"detail": reason}`` with their status."""
+:class:`~pipeline.api.batching.Batcher` serves every search, and a newly published run is swapped in while the old one
+answers (:mod:`pipeline.api.serving`); refusals are JSON ``{"detail": reason}`` with their status."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pipeline import __version__
 from pipeline.api import routes
 from pipeline.api.batching import Batcher
 from pipeline.api.metrics import ApiMetrics, MetricsMiddleware
+from pipeline.api.serving import Serving, watch
 from pipeline.api.uploads import ApiError
 from pipeline.config import SearchApiSettings
 from pipeline.search import Searcher
@@ -25,28 +27,31 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Service:
-    """What the routes share: the settings, the metrics, the API key (None: no key asked), and once loaded the searcher and batcher."""
+    """What the routes share: the settings, the metrics, the API key (None: no key asked), and once loaded the run in service
+    and the batcher."""
 
     settings: SearchApiSettings
     metrics: ApiMetrics
     api_key: str | None
-    searcher: Searcher | None = None
+    serving: Serving | None = None
     batcher: Batcher | None = None
     error: str | None = None  # why loading failed: /readyz says it
 
     @property
     def ready(self) -> bool:
-        return self.searcher is not None and self.batcher is not None
+        return self.serving is not None and self.batcher is not None
 
 
-def create_app(settings: SearchApiSettings, load_searcher: Callable[[], Searcher], api_key: str | None = None) -> FastAPI:
-    """The search app. ``load_searcher`` builds the published run's :class:`Searcher` (called once, in a thread, at startup);
-    ``api_key``: required as a Bearer token on the /v1 routes when given."""
+def create_app(settings: SearchApiSettings, load_searcher: Callable[[], Searcher], api_key: str | None = None,
+               published_stamp: Callable[[], str | None] | None = None) -> FastAPI:
+    """The search app. ``load_searcher`` builds the published run's :class:`Searcher` (in a thread: at startup, and again at each
+    publish); ``api_key``: required as a Bearer token on the /v1 routes when given; ``published_stamp``: what changes when a run
+    is published (its ``published_at``), polled every ``search_api.reload_poll_s``; None: no hot swap."""
     service = Service(settings, ApiMetrics(), api_key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loading = asyncio.create_task(_load(service, load_searcher))
+        loading = asyncio.create_task(_load(service, load_searcher, published_stamp))
         try:
             yield
         finally:
@@ -65,24 +70,27 @@ def create_app(settings: SearchApiSettings, load_searcher: Callable[[], Searcher
     return app
 
 
-async def _load(service: Service, load_searcher: Callable[[], Searcher]) -> None:
+async def _load(service: Service, load_searcher: Callable[[], Searcher], stamp: Callable[[], str | None] | None) -> None:
+    """Load the published run, start the batcher, then (with ``stamp``) watch for the next publish until cancelled."""
     try:
+        loaded_for = await asyncio.to_thread(stamp) if stamp else None
         searcher = await asyncio.to_thread(load_searcher)
     except Exception as exc:
         service.error = f"loading the published run failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
         log.error("search api: %s", service.error)
         return
     s, m = service.settings, service.metrics
-    batcher = Batcher(searcher.search, s.max_batch, s.max_wait_ms / 1000, s.queue_size, on_batch=m.batch_size.observe)
+    serving = Serving(searcher, loaded_for)
+    batcher = Batcher(serving.search, s.max_batch, s.max_wait_ms / 1000, s.queue_size, on_batch=m.batch_size.observe)
     batcher.start()
     m.track_queue(batcher.depth)
-    m.index_vectors.set(searcher.index.index.ntotal)
-    m.index_tracks.set(len(searcher.index.track_ids))
-    m.published.labels(searcher.run_id, searcher.embedder.name, searcher.index_kind).set(1)
+    m.show(searcher)
     m.ready.set(1)
-    service.searcher, service.batcher = searcher, batcher
+    service.serving, service.batcher = serving, batcher
     log.info("search api: serving run %s (%s, %s index of %d tracks)", searcher.run_id, searcher.embedder.name, searcher.index_kind,
              len(searcher.index.track_ids))
+    if stamp and s.reload_poll_s > 0:
+        await watch(serving, load_searcher, stamp, s.reload_poll_s, on_swap=m.swapped)
 
 
 async def _refused(request: Request, exc: ApiError) -> JSONResponse:

@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-
-SearchFn = Callable[[list[np.ndarray], int], list[list[dict]]]  # (waves, top_k) -> per wave its hits: Searcher.search
+SearchFn = Callable[[list[Any], int], list[Any]]  # (clips, top_k) -> per clip its answer (Serving.search, Searcher.search)
 
 
 class QueueFull(Exception):
@@ -25,7 +24,7 @@ class QueueFull(Exception):
 
 @dataclass
 class _Job:
-    wave: np.ndarray
+    clip: Any
     top_k: int
     future: asyncio.Future
 
@@ -65,14 +64,14 @@ class Batcher:
         finally:
             self._incoming -= 1
 
-    async def submit(self, waves: list[np.ndarray], top_k: int) -> list[list[dict]]:
-        """Per wave its ``top_k`` hits, searched in whatever batches form. Raises QueueFull when the clips do not all fit."""
+    async def submit(self, clips: list[Any], top_k: int) -> list[Any]:
+        """Per clip its answer for ``top_k``, searched in whatever batches form. Raises QueueFull when the clips do not all fit."""
         if self._queue is None:
             raise RuntimeError("the batcher is not started")
-        if self.queue_size - self._queue.qsize() < len(waves):
+        if self.queue_size - self._queue.qsize() < len(clips):
             raise QueueFull(f"{self._queue.qsize()} clips are waiting (search_api.queue_size {self.queue_size})")
         loop = asyncio.get_running_loop()
-        jobs = [_Job(w, top_k, loop.create_future()) for w in waves]
+        jobs = [_Job(c, top_k, loop.create_future()) for c in clips]
         for job in jobs:
             self._queue.put_nowait(job)
         return list(await asyncio.gather(*(j.future for j in jobs)))  # cancelling the caller cancels these: the jobs are then skipped
@@ -116,21 +115,21 @@ class Batcher:
             for job, hits in zip(batch, results, strict=True):
                 _settle(job, hits)
 
-    def _search(self, batch: list[_Job]) -> list[list[dict]]:
+    def _search(self, batch: list[_Job]) -> list[Any]:
         """One search call per distinct top_k in the batch (usually one), the answers put back in the batch's order."""
-        out: list[list[dict]] = [[] for _ in batch]
+        out: list[Any] = [None] * len(batch)
         for k in dict.fromkeys(j.top_k for j in batch):
             rows = [i for i, j in enumerate(batch) if j.top_k == k]
-            for i, hits in zip(rows, self.search([batch[i].wave for i in rows], k), strict=True):
-                out[i] = hits
+            for i, answer in zip(rows, self.search([batch[i].clip for i in rows], k), strict=True):
+                out[i] = answer
         return out
 
 
-def _settle(job: _Job, hits: list[dict] | None = None, exc: Exception | None = None) -> None:
+def _settle(job: _Job, answer: Any = None, exc: Exception | None = None) -> None:
     """Answer a job's caller, unless it gave up already."""
     if job.future.done():
         return
     if exc is not None:
         job.future.set_exception(exc)
     else:
-        job.future.set_result(hits)
+        job.future.set_result(answer)

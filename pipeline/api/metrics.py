@@ -13,7 +13,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class ApiMetrics:
-    """Requests and latency by route and status, model batch sizes, queue depth, index size, the published run served."""
+    """Requests and latency by route and status, model batch sizes, queue depth, index size, the published run served, swaps."""
 
     def __init__(self):
         r = self.registry = CollectorRegistry()
@@ -27,6 +27,18 @@ class ApiMetrics:
         self.index_tracks = Gauge("cloudtune_api_index_tracks", "tracks in the served index", registry=r)
         self.published = Gauge("cloudtune_api_published_run", "1 for the published run being served", ["run_id", "embedder", "index_kind"], registry=r)
         self.ready = Gauge("cloudtune_api_ready", "1 once the embedder and index are loaded", registry=r)
+        self.swaps = Counter("cloudtune_api_swaps", "published runs swapped in while serving", registry=r)
+
+    def show(self, searcher) -> None:
+        """The run in service: its labels and index size."""
+        self.index_vectors.set(searcher.index.index.ntotal)
+        self.index_tracks.set(len(searcher.index.track_ids))
+        self.published.clear()
+        self.published.labels(searcher.run_id, searcher.embedder.name, searcher.index_kind).set(1)
+
+    def swapped(self, searcher) -> None:
+        self.swaps.inc()
+        self.show(searcher)
 
     def track_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)

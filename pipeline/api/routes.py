@@ -10,7 +10,6 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -18,10 +17,12 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline.api.auth import authorized
 from pipeline.api.batching import QueueFull
+from pipeline.api.serving import Clip
 from pipeline.api.uploads import AUDIO_TYPES, ApiError, decode, uploads
 
 if TYPE_CHECKING:
     from pipeline.api.app import Service
+    from pipeline.search import Searcher
 
 
 class Hit(BaseModel):
@@ -99,11 +100,12 @@ def _late(svc: Service) -> ApiError:
     return ApiError(504, f"not answered within {svc.settings.request_timeout_s:g} s (search_api.request_timeout_s)")
 
 
-async def _decode_each(svc: Service, files: list[tuple[str, bytes]], deadline: float) -> list[np.ndarray | ApiError]:
-    """Each file decoded in a thread: its wave, or the ApiError that refuses it."""
-    async def one(data: bytes) -> np.ndarray | ApiError:
+async def _decode_each(svc: Service, files: list[tuple[str, bytes]], deadline: float) -> list[Clip | ApiError]:
+    """Each file decoded in a thread at the rate of the searcher in service: its clip, or the ApiError that refuses it."""
+    async def one(data: bytes) -> Clip | ApiError:
+        rate = svc.serving.searcher.sample_rate
         try:
-            return await run_in_threadpool(decode, data, svc.searcher.sample_rate, svc.settings)
+            return Clip(await run_in_threadpool(decode, data, rate, svc.settings), rate)
         except ApiError as exc:
             return exc
 
@@ -114,21 +116,22 @@ async def _decode_each(svc: Service, files: list[tuple[str, bytes]], deadline: f
         raise _late(svc) from None
 
 
-async def _search(svc: Service, waves: list[np.ndarray], top_k: int | None, deadline: float) -> list[list[dict]]:
+async def _search(svc: Service, clips: list[Clip], top_k: int | None, deadline: float) -> list[tuple[Searcher, list[dict]]]:
+    """Per clip (the searcher that answered it, its hits)."""
     s = svc.settings
     try:
         async with asyncio.timeout_at(deadline):
-            return await svc.batcher.submit(waves, top_k or svc.searcher.index.settings.top_k)
+            return await svc.batcher.submit(clips, top_k or svc.serving.searcher.index.settings.top_k)
     except QueueFull as exc:
         raise ApiError(503, f"busy: {exc}; retry later", {"Retry-After": str(s.retry_after_s)}) from None
     except TimeoutError:
         raise _late(svc) from None
 
 
-def _answer(svc: Service, hits: list[dict], started: float, wave: np.ndarray) -> dict:
-    sr = svc.searcher
+def _answer(answered: tuple[Searcher, list[dict]], started: float, clip: Clip) -> dict:
+    sr, hits = answered
     return {"results": hits, "run_id": sr.run_id, "embedder": sr.embedder.name, "index_kind": sr.index_kind,
-            "seconds": round(time.perf_counter() - started, 6), "clip_s": round(len(wave) / sr.sample_rate, 6)}
+            "seconds": round(time.perf_counter() - started, 6), "clip_s": round(len(clip.wave) / clip.sample_rate, 6)}
 
 
 @v1.post("/search", response_model=SearchAnswer, responses=ERRORS, openapi_extra=CLIP_BODY)
@@ -137,11 +140,11 @@ async def search(request: Request, top_k: int | None = TOP_K) -> dict:
     started, svc = time.perf_counter(), _ready(request)
     deadline = asyncio.get_running_loop().time() + svc.settings.request_timeout_s
     with svc.batcher.incoming():
-        [wave] = await _decode_each(svc, await _read(request, svc, False, deadline), deadline)
-    if isinstance(wave, ApiError):
-        raise wave
-    [hits] = await _search(svc, [wave], top_k, deadline)
-    return _answer(svc, hits, started, wave)
+        [clip] = await _decode_each(svc, await _read(request, svc, False, deadline), deadline)
+    if isinstance(clip, ApiError):
+        raise clip
+    [answered] = await _search(svc, [clip], top_k, deadline)
+    return _answer(answered, started, clip)
 
 
 @v1.post("/search:batch", response_model=list[BatchItem], response_model_exclude_none=True, responses=ERRORS, openapi_extra=FILES_BODY)
@@ -153,9 +156,9 @@ async def search_batch(request: Request, top_k: int | None = TOP_K) -> list[dict
     with svc.batcher.incoming():
         files = await _read(request, svc, True, deadline)
         decoded = await _decode_each(svc, files, deadline)
-    good = [i for i, got in enumerate(decoded) if isinstance(got, np.ndarray)]
-    hits = dict(zip(good, await _search(svc, [decoded[i] for i in good], top_k, deadline), strict=True)) if good else {}
-    return [{"file": name, **_answer(svc, hits[i], started, decoded[i])} if i in hits else
+    good = [i for i, got in enumerate(decoded) if isinstance(got, Clip)]
+    answers = dict(zip(good, await _search(svc, [decoded[i] for i in good], top_k, deadline), strict=True)) if good else {}
+    return [{"file": name, **_answer(answers[i], started, decoded[i])} if i in answers else
             {"file": name, "error": decoded[i].reason, "status": decoded[i].status} for i, (name, _) in enumerate(files)]
 
 
@@ -167,13 +170,15 @@ async def healthz() -> dict:
 
 @router.get("/readyz", tags=["ops"], responses={503: {"description": "the published run is not loaded (yet)"}})
 async def readyz(request: Request):
-    """The embedder and index are loaded: the run served, its embedder, index kind and size."""
+    """The embedder and index are loaded: the run served, its embedder, index kind and size (and ``swap_error`` when the last
+    published run could not be loaded: the one named here still serves)."""
     svc = _service(request)
     if not svc.ready:
         return JSONResponse({"ready": False, "detail": svc.error or "loading the published run"}, 503)
-    sr = svc.searcher
-    return {"ready": True, "run_id": sr.run_id, "embedder": sr.embedder.name, "index_kind": sr.index_kind,
-            "tracks": len(sr.index.track_ids), "vectors": int(sr.index.index.ntotal)}
+    sr = svc.serving.searcher
+    answer = {"ready": True, "run_id": sr.run_id, "embedder": sr.embedder.name, "index_kind": sr.index_kind,
+              "tracks": len(sr.index.track_ids), "vectors": int(sr.index.index.ntotal)}
+    return answer | ({"swap_error": svc.serving.swap_error} if svc.serving.swap_error else {})
 
 
 @router.get("/metrics", tags=["ops"])

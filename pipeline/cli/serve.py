@@ -22,9 +22,11 @@ def app_from_config():
     """The app of one uvicorn worker (a factory: each worker process loads its own searcher), from configs/pipeline.yaml ``search_api``."""
     from pipeline.api.app import create_app
     from pipeline.api.auth import API_KEY_ENV
+    from pipeline.publish import published
 
     settings = config.load_pipeline().search_api
-    return create_app(settings, lambda: load_searcher(settings.device), api_key=os.environ.get(API_KEY_ENV) or None)
+    return create_app(settings, lambda: load_searcher(settings.device), api_key=os.environ.get(API_KEY_ENV) or None,
+                      published_stamp=lambda: (published() or {}).get("published_at"))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -160,6 +160,7 @@ class SearchApiSettings:
     min_clip_s: float
     max_clip_s: float
     request_timeout_s: float
+    reload_poll_s: float
 
     def __post_init__(self):
         for key in ("workers", "max_batch", "queue_size", "max_files"):
@@ -167,7 +168,7 @@ class SearchApiSettings:
                 raise _Invalid(key, f"expected at least 1, got {getattr(self, key)}")
         if not 0 <= self.port < 65536:
             raise _Invalid("port", f"expected 0-65535, got {self.port}")
-        for key in ("max_wait_ms", "retry_after_s"):
+        for key in ("max_wait_ms", "retry_after_s", "reload_poll_s"):
             if getattr(self, key) < 0:
                 raise _Invalid(key, f"expected 0 or more, got {getattr(self, key)}")
         for key in ("max_upload_mb", "min_clip_s", "request_timeout_s"):

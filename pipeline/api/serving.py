@@ -1,0 +1,70 @@
+"""The published run in service, and its hot swap.
+
+:class:`Serving` answers each model batch with the searcher current when the batch starts, so a swap falls between two
+batches, never inside one, and every answer names the run that gave it. :func:`watch` polls the published record; when a
+run is published (`cloudtune publish`, the nightly DAG), it loads the new embedder and index in a thread while the old
+ones keep answering, then swaps them in with one assignment. A run that fails to load is logged and left: the old one
+stays in service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.audio import io as audio_io
+from pipeline.search import Searcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded query: its wave and the rate it was decoded at (that of the searcher in service then)."""
+
+    wave: np.ndarray
+    sample_rate: int
+
+
+class Serving:
+    """The searcher in service (``searcher``) and the published record's stamp it was loaded for (``stamp``)."""
+
+    def __init__(self, searcher: Searcher, stamp: str | None):
+        self.searcher, self.stamp = searcher, stamp
+        self.swap_error: str | None = None  # why the last published run could not be swapped in
+
+    def search(self, clips: list[Clip], top_k: int) -> list[tuple[Searcher, list[dict]]]:
+        """Per clip (the searcher that answered, its ``top_k`` hits). Runs on the model thread. A clip decoded for the previous
+        searcher at another rate is resampled to this one's."""
+        searcher = self.searcher  # one searcher for the whole batch
+        rate = searcher.sample_rate
+        waves = [c.wave if c.sample_rate == rate else audio_io.resample(c.wave, c.sample_rate, rate) for c in clips]
+        return [(searcher, hits) for hits in searcher.search(waves, top_k)]
+
+
+async def watch(serving: Serving, load_searcher: Callable[[], Searcher], stamp: Callable[[], str | None], poll_s: float,
+                on_swap: Callable[[Searcher], None]) -> None:
+    """Every ``poll_s``, compare ``stamp()`` (the published record's) with the one in service; on a change, load the new
+    searcher in a thread and swap it in (``on_swap`` then). Runs until cancelled."""
+    failed: str | None = None  # a stamp that failed to load is not retried until the next publish
+    while True:
+        await asyncio.sleep(poll_s)
+        current = await asyncio.to_thread(stamp)
+        if current is None or current in (serving.stamp, failed):
+            continue
+        try:
+            searcher = await asyncio.to_thread(load_searcher)
+        except Exception as exc:
+            failed = current
+            serving.swap_error = f"run published at {current} not loaded: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            log.error("search api: %s; still serving run %s", serving.swap_error, serving.searcher.run_id)
+            continue
+        old = serving.searcher
+        serving.searcher, serving.stamp, serving.swap_error = searcher, current, None
+        on_swap(searcher)
+        log.info("search api: swapped run %s (%s, %s) for run %s (%s, %s)", searcher.run_id, searcher.embedder.name, searcher.index_kind,
+                 old.run_id, old.embedder.name, old.index_kind)
