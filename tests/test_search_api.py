@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,7 +83,8 @@ class Server:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """6 demo tracks ingested, split (from tiny rvq tokens), mel-stats embedded and flat-indexed by a tiny evaluation of run r1,
-    published; clips cut from the source files in several formats; the main server, running on it."""
+    published; run r2 the same on 6 other tracks, not published; clips cut from r1's source files in several formats; the
+    main server, running on r1."""
     root = tmp_path_factory.mktemp("search_api")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CLOUDTUNE_HOME", str(root / "home"))
@@ -94,6 +96,10 @@ def built(tmp_path_factory):
         make_splits("r1", [str(tokenize("rvq", "c", progress=False).output_root)])
         evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
         publish("r1")
+        other = build_catalog(root / "src2", tracks=6, seconds=8, seed=11, sample_rate=22050, channels=1, shared_motif_ratio=0.5)
+        ingest([other], catalog="d", workers=1, progress=False)  # run r2: another catalog, evaluated, not published
+        make_splits("r2", [str(tokenize("rvq", "d", progress=False).output_root)])
+        evaluate("r2", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
         clips = _clips(sorted(Path(src).rglob("*.flac")), root / "clips")
         with Server(app_from_config()) as server:
             server.wait_ready()
@@ -463,3 +469,53 @@ def test_cloudtune_serve_starts_the_service(built):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGTERM and "Application shutdown complete." in out, out  # uvicorn re-raises the signal it shut down on
     assert f"Uvicorn running on http://127.0.0.1:{port}" in out
+
+
+def test_a_published_run_is_swapped_in_under_load_with_no_failed_or_mixed_answer(built, tmp_path, monkeypatch):
+    home = tmp_path / "home-copy"
+    shutil.copytree(built["home"], home)
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(home))
+    monkeypatch.setenv("CLOUDTUNE__SEARCH_API__RELOAD_POLL_S", "0.1")
+    monkeypatch.setenv("CLOUDTUNE__SEARCH_API__DEVICE", "cpu")
+    names = ["0.wav", "1.flac", "2.ogg", "3.mp3"]
+    runs = {run: Searcher(config.load_index(), run, device="cpu", embedder_settings=embedder_settings(), audio=config.load_pipeline().audio)
+            for run in ("r1", "r2")}
+    assert not set(runs["r1"].index.track_ids) & set(runs["r2"].index.track_ids)  # an answer shows which index gave it
+    want = {(run, n): s.search([_read(built, n)], TOP_K)[0] for run, s in runs.items() for n in names}
+    with Server(app_from_config()) as server:
+        assert server.wait_ready()["run_id"] == "r1"
+        url = f"{server.url}/v1/search"
+
+        async def scenario():
+            answers, done = [], asyncio.Event()
+
+            async def caller(client, first):
+                i = first
+                while not done.is_set():
+                    name = names[i % len(names)]
+                    r = await client.post(url, params={"top_k": TOP_K}, content=built["clips"][name].read_bytes(), headers={"Content-Type": "audio/wav"})
+                    answers.append((name, r))
+                    i += 1
+
+            async with httpx.AsyncClient(timeout=30) as client:
+                callers = [asyncio.create_task(caller(client, k)) for k in range(6)]
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(publish, "r2")  # while the callers keep calling
+                for _ in range(300):
+                    if (await client.get(f"{server.url}/readyz")).json()["run_id"] == "r2":
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)
+                done.set()
+                await asyncio.gather(*callers)
+            return answers
+
+        answers = asyncio.run(scenario())
+        assert all(r.status_code == 200 for _, r in answers), [r.text for _, r in answers if r.status_code != 200][:3]
+        seen = [r.json()["run_id"] for _, r in answers]
+        assert set(seen) == {"r1", "r2"} and seen.count("r1") >= 6 and seen.count("r2") >= 6
+        for name, r in answers:  # each answer wholly from the index it names
+            _same_hits(r.json()["results"], want[(r.json()["run_id"], name)])
+        assert _metric(server.url, "cloudtune_api_swaps_total") == 1
+        assert _metric(server.url, "cloudtune_api_published_run", 'embedder="mel-stats",index_kind="flat",run_id="r2"') == 1
+        assert 'run_id="r1"' not in httpx.get(f"{server.url}/metrics").text
