@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 import uvicorn
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.api.app import create_app
 from pipeline.api.auth import API_KEY_ENV, authorized, check_bind, is_loopback
 from pipeline.api.batching import Batcher
@@ -519,3 +519,24 @@ def test_a_published_run_is_swapped_in_under_load_with_no_failed_or_mixed_answer
         assert _metric(server.url, "cloudtune_api_swaps_total") == 1
         assert _metric(server.url, "cloudtune_api_published_run", 'embedder="mel-stats",index_kind="flat",run_id="r2"') == 1
         assert 'run_id="r1"' not in httpx.get(f"{server.url}/metrics").text
+
+
+def test_a_published_run_that_cannot_load_leaves_the_old_one_serving(built, tmp_path, monkeypatch):
+    home = tmp_path / "home-copy"
+    shutil.copytree(built["home"], home)
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(home))
+    monkeypatch.setenv("CLOUDTUNE__SEARCH_API__RELOAD_POLL_S", "0.1")
+    monkeypatch.setenv("CLOUDTUNE__SEARCH_API__DEVICE", "cpu")
+    with Server(app_from_config()) as server:
+        server.wait_ready()
+        paths.index("r2", "mel-stats", "flat").index.write_bytes(b"not a faiss index")  # a broken artifact, published all the same
+        publish("r2")
+        for _ in range(200):
+            ready = httpx.get(f"{server.url}/readyz").json()
+            if "swap_error" in ready:
+                break
+            time.sleep(0.05)
+        assert ready["run_id"] == "r1" and ready["swap_error"].startswith("run published at ") and " not loaded: " in ready["swap_error"]
+        r = httpx.post(f"{server.url}/v1/search", content=built["clips"]["0.wav"].read_bytes(), headers={"Content-Type": "audio/wav"})
+        assert r.status_code == 200 and r.json()["run_id"] == "r1"
+        assert _metric(server.url, "cloudtune_api_swaps_total") == 0
