@@ -235,6 +235,26 @@ def test_bad_input_is_refused_with_its_reason_and_the_server_keeps_serving(built
     assert 'status="500"' not in httpx.get(f"{built['url']}/metrics").text
 
 
+def test_a_client_that_hangs_up_mid_upload_is_a_client_error_not_a_failure(built):
+    host, port = built["url"].removeprefix("http://").split(":")
+    before = _metric(built["url"], "cloudtune_api_requests_total", 'method="POST",route="/v1/search",status="400"', missing=0)
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/search HTTP/1.1\r\nHost: test\r\nContent-Type: audio/wav\r\nContent-Length: 100000\r\n\r\n" + b"RIFF" + bytes(996))
+    for _ in range(100):
+        if _metric(built["url"], "cloudtune_api_requests_total", 'method="POST",route="/v1/search",status="400"', missing=0) > before:
+            break
+        time.sleep(0.05)
+    assert _metric(built["url"], "cloudtune_api_requests_total", 'method="POST",route="/v1/search",status="400"', missing=0) == before + 1
+    assert 'status="500"' not in httpx.get(f"{built['url']}/metrics").text
+
+
+def test_search_api_settings_are_checked_across_keys():
+    with pytest.raises(ValueError, match=r"search_api.max_files: expected at most queue_size \(4\)"):
+        config.defaults(config.SearchApiSettings, queue_size=4, max_files=8)
+    with pytest.raises(ValueError, match=r"search_api.max_clip_s: expected at least min_clip_s \(2.0\), got 1.0"):
+        config.defaults(config.SearchApiSettings, min_clip_s=2.0, max_clip_s=1.0)
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(built):
     names = ["0.wav", "1.flac", "2.ogg", "3.mp3"]
     url = f"{built['url']}/v1/search"
@@ -311,11 +331,14 @@ def test_a_forming_batch_waits_only_for_requests_on_their_way(built):
     assert together[0] == together[1]
 
 
-def _metric(url: str, name: str, labels: str = "") -> float:
+def _metric(url: str, name: str, labels: str = "", missing: float | None = None) -> float:
+    """A series' value from /metrics (``missing`` when it has none yet, else an error)."""
     for line in httpx.get(f"{url}/metrics").text.splitlines():
         if line.startswith(name + (f"{{{labels}}}" if labels else " ")):
             return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {name}{{{labels}}} in /metrics")
+    if missing is None:
+        raise AssertionError(f"no {name}{{{labels}}} in /metrics")
+    return missing
 
 
 def test_health_ready_metrics_and_docs(built):
@@ -369,7 +392,8 @@ class HeldSearcher(Searcher):
 
 def test_a_full_queue_answers_503_a_late_answer_504_a_slow_upload_408(built, monkeypatch):
     monkeypatch.setenv("CLOUDTUNE_HOME", str(built["home"]))
-    settings = config.defaults(config.SearchApiSettings, max_batch=1, queue_size=2, request_timeout_s=3.0, retry_after_s=2, device="cpu")
+    settings = config.defaults(config.SearchApiSettings, max_batch=1, queue_size=2, max_files=2, request_timeout_s=3.0, retry_after_s=2,
+                               device="cpu")
     searcher = HeldSearcher(config.load_index(), device="cpu", embedder_settings=embedder_settings(), audio=config.load_pipeline().audio).hold()
     clip = built["clips"]["0.wav"].read_bytes()
     with Server(create_app(settings, lambda: searcher)) as server:

@@ -42,16 +42,16 @@ class SearchAnswer(BaseModel):
     clip_s: float  # length of the clip searched
 
 
-class BatchItem(BaseModel):
+class BatchAnswer(SearchAnswer):
+    file: str  # the part's file name
+
+
+class BatchRefusal(BaseModel):
+    """A file of a batch that cannot be searched; the others still answer."""
+
     file: str
-    results: list[Hit] | None = None  # absent when this file was refused (``error``); the others still answer
-    error: str | None = None
-    status: int | None = None  # the HTTP status this file alone would have got
-    run_id: str | None = None
-    embedder: str | None = None
-    index_kind: str | None = None
-    seconds: float | None = None
-    clip_s: float | None = None
+    error: str
+    status: int  # the HTTP status this file alone would have got
 
 
 ERRORS = {code: {"description": why} for code, why in (
@@ -147,7 +147,7 @@ async def search(request: Request, top_k: int | None = TOP_K) -> dict:
     return _answer(answered, started, clip)
 
 
-@v1.post("/search:batch", response_model=list[BatchItem], response_model_exclude_none=True, responses=ERRORS, openapi_extra=FILES_BODY)
+@v1.post("/search:batch", response_model=list[BatchAnswer | BatchRefusal], responses=ERRORS, openapi_extra=FILES_BODY)
 async def search_batch(request: Request, top_k: int | None = TOP_K) -> list[dict]:
     """Several clips as multipart file parts -> one answer per file, in their order; a file that cannot be searched gets its own
     ``error`` and ``status`` and the others still answer (as `cloudtune search` does per clip)."""

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import soundfile as sf
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from pipeline.audio import io as audio_io
 from pipeline.config import SearchApiSettings
@@ -38,11 +38,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody to answer; counted as a client error, not logged as a failure of ours
+        raise ApiError(400, "the client disconnected during the upload") from None
     return b"".join(chunks)
 
 

@@ -174,5 +174,7 @@ class SearchApiSettings:
         for key in ("max_upload_mb", "min_clip_s", "request_timeout_s"):
             if getattr(self, key) <= 0:
                 raise _Invalid(key, f"expected above 0, got {getattr(self, key)}")
+        if self.max_files > self.queue_size:
+            raise _Invalid("max_files", f"expected at most queue_size ({self.queue_size}): a full batch request must fit the queue, got {self.max_files}")
         if self.max_clip_s < self.min_clip_s:
             raise _Invalid("max_clip_s", f"expected at least min_clip_s ({self.min_clip_s}), got {self.max_clip_s}")
