@@ -54,8 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     """Add `serve` to the ``cloudtune`` parser's subparsers ``sub``."""
     s = sub.add_parser("serve", help="the HTTP search service over the published run (POST /v1/search; docs/search_api.md)")
-    s.add_argument("--host", help="address to bind (default configs/pipeline.yaml search_api.host, 127.0.0.1); "
-                                  "any other than loopback needs $CLOUDTUNE_API_KEY")
-    s.add_argument("--port", type=int, help="TCP port (default search_api.port, 8000)")
+    s.add_argument("--host", help="address to bind (default configs/pipeline.yaml search_api.host); any other than loopback needs $CLOUDTUNE_API_KEY")
+    s.add_argument("--port", type=int, help="TCP port (default search_api.port)")
     s.add_argument("--workers", type=int, help="uvicorn worker processes, each with its own model and index (default search_api.workers)")
     s.set_defaults(func=cmd_serve)
