@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pipeline import __version__
 from pipeline.api import routes
 from pipeline.api.batching import Batcher
+from pipeline.api.embed import EmbedModel
 from pipeline.api.metrics import ApiMetrics, MetricsMiddleware
 from pipeline.api.serving import Serving, watch
 from pipeline.api.uploads import ApiError
@@ -33,6 +34,7 @@ class Service:
     settings: SearchApiSettings
     metrics: ApiMetrics
     api_key: str | None
+    embed_model: EmbedModel  # /v1/embed's model service (its ``make`` None: not configured)
     serving: Serving | None = None
     batcher: Batcher | None = None
     error: str | None = None  # why loading failed: /readyz says it
@@ -43,22 +45,27 @@ class Service:
 
 
 def create_app(settings: SearchApiSettings, load_searcher: Callable[[], Searcher], api_key: str | None = None,
-               published_stamp: Callable[[], str | None] | None = None) -> FastAPI:
+               published_stamp: Callable[[], str | None] | None = None, embed_model: EmbedModel | None = None) -> FastAPI:
     """The search app. ``load_searcher`` builds the published run's :class:`Searcher` (in a thread: at startup, and again at each
     publish); ``api_key``: required as a Bearer token on the /v1 routes when given; ``published_stamp``: what changes when a run
-    is published (its ``published_at``), polled every ``search_api.reload_poll_s``; None: no hot swap."""
-    service = Service(settings, ApiMetrics(), api_key)
+    is published (its ``published_at``), polled every ``search_api.reload_poll_s``; None: no hot swap; ``embed_model``: the
+    model service of /v1/embed (None: that route answers 501)."""
+    embed_model = embed_model or EmbedModel(None, "no model: no wav2vec2 model is configured for this service", 0.0, settings.retry_after_s)
+    service = Service(settings, ApiMetrics(), api_key, embed_model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loading = asyncio.create_task(_load(service, load_searcher, published_stamp))
+        embedding = asyncio.create_task(embed_model.start())
         try:
             yield
         finally:
-            loading.cancel()
-            await asyncio.gather(loading, return_exceptions=True)
+            for task in (loading, embedding):
+                task.cancel()
+            await asyncio.gather(loading, embedding, return_exceptions=True)
             if service.batcher is not None:
                 await service.batcher.stop()
+            await embed_model.stop()
 
     app = FastAPI(title="CloudTune search", version=__version__, lifespan=lifespan,
                   description="Find catalog tracks (and where in them) from a short audio clip, with the published run. See docs/search_api.md.")

@@ -1,4 +1,5 @@
-"""The routes: ``POST /v1/search`` (one clip), ``POST /v1/search:batch`` (several), ``/healthz``, ``/readyz``, ``/metrics``.
+"""The routes: ``POST /v1/search`` (one clip), ``POST /v1/search:batch`` (several), ``/healthz``, ``/readyz``, ``/metrics``;
+``POST /v1/embed`` lives in :mod:`pipeline.api.embed`.
 
 Each search request has one deadline (``search_api.request_timeout_s``): a body still arriving when it passes is a 408,
 a clip not yet searched a 504. Clips are decoded in threads, searched by the batcher on the model thread.
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from pipeline.api import embed
 from pipeline.api.auth import authorized
 from pipeline.api.batching import QueueFull
 from pipeline.api.serving import Clip
@@ -188,4 +190,5 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
+v1.include_router(embed.router)
 router.include_router(v1)

@@ -26,7 +26,22 @@ def app_from_config():
 
     settings = config.load_pipeline().search_api
     return create_app(settings, lambda: load_searcher(settings.device), api_key=os.environ.get(API_KEY_ENV) or None,
-                      published_stamp=lambda: (published() or {}).get("published_at"))
+                      published_stamp=lambda: (published() or {}).get("published_at"), embed_model=embed_model(settings.retry_after_s))
+
+
+def embed_model(retry_after_s: int):
+    """/v1/embed's model service, as `cloudtune embed --isolated` builds it (configs/pipeline.yaml ``wav2vec2`` and ``service``);
+    not started here."""
+    from dataclasses import asdict
+
+    from pipeline.api.embed import EmbedModel
+    from pipeline.service import handlers
+    from pipeline.service.model_service import ModelService
+
+    data = config.load()
+    w2v, service = config.section(config.Wav2Vec2Settings, data, "wav2vec2"), config.section(config.ServiceSettings, data, "service")
+    make = (lambda: ModelService(handlers.WAV2VEC2, {"settings": asdict(w2v)}, service, isolated=True, name="wav2vec2-worker")) if w2v.model else None
+    return EmbedModel(make, "no model: set wav2vec2.model (a local wav2vec2 directory or hub id)", w2v.max_seconds, retry_after_s)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
