@@ -22,6 +22,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import uvicorn
+from test_wav2vec2 import clip as tone
+from test_wav2vec2 import request as embed_request
+from test_wav2vec2 import save_tiny
 
 from pipeline import config, paths
 from pipeline.api.app import create_app
@@ -30,6 +33,7 @@ from pipeline.api.batching import Batcher
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
 from pipeline.cli.serve import app_from_config, load_searcher
+from pipeline.models.wav2vec2 import Wav2Vec2Features
 from pipeline.search import Searcher
 from pipeline.steps.evaluation import evaluate
 from pipeline.steps.ingest import ingest
@@ -564,3 +568,37 @@ def test_a_published_run_that_cannot_load_leaves_the_old_one_serving(built, tmp_
         r = httpx.post(f"{server.url}/v1/search", content=built["clips"]["0.wav"].read_bytes(), headers={"Content-Type": "audio/wav"})
         assert r.status_code == 200 and r.json()["run_id"] == "r1"
         assert _metric(server.url, "cloudtune_api_swaps_total") == 0
+
+
+def test_embed_is_the_cloudtune_embed_contract_through_the_model_service(built, tmp_path, monkeypatch, capsys):
+    """A tiny random wav2vec2 (the wav2vec2 tests' own) in the model service's worker process: the same vector as in-process,
+    the same one-line reasons as `cloudtune embed` for bad input, and the worker keeps serving."""
+    model = save_tiny(tmp_path / "w2v", layer_norm=True)
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(built["home"]))
+    monkeypatch.setenv("CLOUDTUNE__SEARCH_API__DEVICE", "cpu")
+    for key, value in {"MODEL": str(model), "DTYPE": "float32", "THREADS": "1", "MAX_SECONDS": "2.0"}.items():
+        monkeypatch.setenv(f"CLOUDTUNE__WAV2VEC2__{key}", value)
+    wave, as_json = tone(0.5, 22050, seed=7), {"Content-Type": "application/json"}
+    unconfigured = httpx.post(f"{built['url']}/v1/embed", content=embed_request(wave, 22050), headers=as_json)  # the main server has no model
+    assert unconfigured.status_code == 501 and unconfigured.json()["detail"] == "embed: no model: set wav2vec2.model (a local wav2vec2 directory or hub id)"
+    with Server(app_from_config()) as server:
+        server.wait_ready()
+        url = f"{server.url}/v1/embed"
+        for _ in range(1200):  # the worker process starts and loads the model
+            r = httpx.post(url, content=embed_request(wave, 22050), headers=as_json, timeout=60)
+            if r.status_code != 503:
+                break
+            time.sleep(0.1)
+        assert r.status_code == 200, r.text
+        in_process = Wav2Vec2Features(str(model), device="cpu", dtype="float32").embed_one(wave, 22050)
+        np.testing.assert_allclose(r.json()["embedding"], in_process, rtol=1e-5, atol=1e-6)
+        for i, body in enumerate(["", "not json", embed_request(tone(3.0, 16000), 16000), '{"audio": {"array": [0.1, 0.2], "sampling_rate": -5}}']):
+            r = httpx.post(url, content=body, headers=as_json)
+            (tmp_path / f"{i}.json").write_text(body)
+            capsys.readouterr()
+            assert main(["embed", "--input", str(tmp_path / f"{i}.json")]) == 2
+            assert r.status_code == 422 and capsys.readouterr().err == f"cloudtune embed: error: {r.json()['detail']}\n"
+        assert "wav2vec2.max_seconds" in httpx.post(url, content=embed_request(tone(3.0, 16000), 16000), headers=as_json).json()["detail"]
+        again = httpx.post(url, content=embed_request(wave, 22050), headers=as_json)
+        assert again.status_code == 200  # the worker still serves after the bad input
+        np.testing.assert_allclose(again.json()["embedding"], in_process, rtol=1e-5, atol=1e-6)
