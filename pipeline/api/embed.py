@@ -61,6 +61,14 @@ class EmbedModel:
             raise ApiError(503, f"embed: {self.error or 'the wav2vec2 worker is starting'}", {"Retry-After": str(self.retry_after_s)})
         return self.service
 
+    async def describe(self) -> dict:
+        """This model for /v1/models: available or why not, and the model service's capabilities and observed figures."""
+        head = {"name": "wav2vec2", "task": "embed", "route": "/v1/embed", "available": self.service is not None}
+        if self.service is None:
+            return head | {"reason": self.unavailable if self.make is None else self.error or "the wav2vec2 worker is starting"}
+        # on the model's own thread: capabilities() reads counters that calls update
+        return head | await asyncio.get_running_loop().run_in_executor(self._thread, self.service.capabilities)
+
     async def embed(self, wave: np.ndarray, sr: int) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self.check_ready().process, wave, sr)
 

@@ -1,4 +1,4 @@
-"""The routes: ``POST /v1/search`` (one clip), ``POST /v1/search:batch`` (several), ``/healthz``, ``/readyz``, ``/metrics``;
+"""The routes: ``POST /v1/search`` (one clip), ``POST /v1/search:batch`` (several), ``GET /v1/models``, ``/healthz``, ``/readyz``, ``/metrics``;
 ``POST /v1/embed`` lives in :mod:`pipeline.api.embed`.
 
 Each search request has one deadline (``search_api.request_timeout_s``): a body still arriving when it passes is a 408,
@@ -162,6 +162,20 @@ async def search_batch(request: Request, top_k: int | None = TOP_K) -> list[dict
     answers = dict(zip(good, await _search(svc, [decoded[i] for i in good], top_k, deadline), strict=True)) if good else {}
     return [{"file": name, **_answer(answers[i], started, decoded[i])} if i in answers else
             {"file": name, "error": decoded[i].reason, "status": decoded[i].status} for i, (name, _) in enumerate(files)]
+
+
+@v1.get("/models", tags=["ops"])
+async def models(request: Request) -> dict:
+    """The models this service runs, each with what it accepts (formats, sample rate, durations) and what it did so far
+    (requests, success rate, latency percentiles, throughput)."""
+    svc = _ready(request)
+    sr, s = svc.serving.searcher, svc.settings
+    search_model = {"name": "search", "task": "search", "route": "/v1/search", "available": True, "run_id": sr.run_id, "embedder": sr.embedder.name,
+                    "index_kind": sr.index_kind, "tracks": len(sr.index.track_ids), "vectors": int(sr.index.index.ntotal),
+                    "formats": ["wav", "flac", "ogg", "mp3", "aiff"], "content_types": [*AUDIO_TYPES, "multipart/form-data"],
+                    "sample_rates": f"any (resampled to {sr.sample_rate} Hz)", "min_duration_s": s.min_clip_s, "max_duration_s": s.max_clip_s,
+                    "max_batch": s.max_batch, "queue_size": s.queue_size, **svc.serving.observed.summary()}
+    return {"models": [search_model, await svc.embed_model.describe()]}
 
 
 @router.get("/healthz", tags=["ops"])

@@ -10,7 +10,10 @@ stays in service.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,20 +33,58 @@ class Clip:
     sample_rate: int
 
 
+class Observed:
+    """What the model calls did: clips, batches, failures, busy time and a window of batch latencies; summarized with the
+    field names of ``ModelService.capabilities()`` so /v1/models lists both models alike."""
+
+    def __init__(self, window: int = 1000):
+        self.latencies: collections.deque[float] = collections.deque(maxlen=window)
+        self.clips = self.batches = self.failures = 0  # failures: clips of failed batches
+        self.busy_s = self.audio_s = 0.0
+        self._lock = threading.Lock()
+
+    def record(self, seconds: float, clips: int, audio_s: float, ok: bool) -> None:
+        with self._lock:
+            self.batches += 1
+            self.clips += clips
+            self.failures += 0 if ok else clips
+            self.busy_s += seconds
+            self.audio_s += audio_s if ok else 0.0
+            self.latencies.append(seconds)
+
+    def summary(self) -> dict:
+        with self._lock:
+            lat = np.asarray(self.latencies, dtype=np.float64) * 1e3
+            return {"requests": self.clips, "batches": self.batches, "success_rate": 1 - self.failures / self.clips if self.clips else None,
+                    "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,  # per model batch
+                    "latency_ms_p95": float(np.percentile(lat, 95)) if lat.size else None,
+                    "throughput_rps": (self.clips - self.failures) / self.busy_s if self.busy_s else None,  # clips per busy second
+                    "audio_seconds_per_s": self.audio_s / self.busy_s if self.busy_s else None}
+
+
 class Serving:
-    """The searcher in service (``searcher``) and the published record's stamp it was loaded for (``stamp``)."""
+    """The searcher in service (``searcher``), the published record's stamp it was loaded for (``stamp``), and what its calls
+    did (``observed``)."""
 
     def __init__(self, searcher: Searcher, stamp: str | None):
         self.searcher, self.stamp = searcher, stamp
         self.swap_error: str | None = None  # why the last published run could not be swapped in
+        self.observed = Observed()
 
     def search(self, clips: list[Clip], top_k: int) -> list[tuple[Searcher, list[dict]]]:
         """Per clip (the searcher that answered, its ``top_k`` hits). Runs on the model thread. A clip decoded for the previous
         searcher at another rate is resampled to this one's."""
         searcher = self.searcher  # one searcher for the whole batch
         rate = searcher.sample_rate
-        waves = [c.wave if c.sample_rate == rate else audio_io.resample(c.wave, c.sample_rate, rate) for c in clips]
-        return [(searcher, hits) for hits in searcher.search(waves, top_k)]
+        started = time.perf_counter()
+        try:
+            waves = [c.wave if c.sample_rate == rate else audio_io.resample(c.wave, c.sample_rate, rate) for c in clips]
+            answers = [(searcher, hits) for hits in searcher.search(waves, top_k)]
+        except Exception:
+            self.observed.record(time.perf_counter() - started, len(clips), 0.0, ok=False)
+            raise
+        self.observed.record(time.perf_counter() - started, len(clips), sum(len(w) for w in waves) / rate, ok=True)
+        return answers
 
 
 async def watch(serving: Serving, load_searcher: Callable[[], Searcher], stamp: Callable[[], str | None], poll_s: float,
