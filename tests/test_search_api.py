@@ -358,6 +358,12 @@ def test_health_ready_metrics_and_docs(built):
     assert _metric(url, "cloudtune_api_index_tracks") == len(searcher.index.track_ids)
     assert _metric(url, "cloudtune_api_published_run", 'embedder="mel-stats",index_kind="flat",run_id="r1"') == 1
     assert _metric(url, "cloudtune_api_queue_depth") == 0 and _metric(url, "cloudtune_api_batch_size_count") >= 1
+    search_model, embed_model = httpx.get(f"{url}/v1/models").json()["models"]
+    assert search_model["name"] == "search" and (search_model["run_id"], search_model["embedder"], search_model["index_kind"]) == ("r1", "mel-stats", "flat")
+    assert search_model["requests"] >= 1 and search_model["success_rate"] == 1.0 and search_model["latency_ms_p50"] > 0
+    assert search_model["max_duration_s"] == 6.0 and search_model["sample_rates"] == f"any (resampled to {searcher.sample_rate} Hz)"
+    assert embed_model == {"name": "wav2vec2", "task": "embed", "route": "/v1/embed", "available": False,
+                           "reason": "no model: set wav2vec2.model (a local wav2vec2 directory or hub id)"}
     httpx.get(f"{url}/no/such/path")
     assert _metric(url, "cloudtune_api_requests_total", 'method="GET",route="unmatched",status="404"') >= 1
     assert httpx.get(f"{url}/docs").status_code == 200
@@ -601,4 +607,8 @@ def test_embed_is_the_cloudtune_embed_contract_through_the_model_service(built, 
         assert "wav2vec2.max_seconds" in httpx.post(url, content=embed_request(tone(3.0, 16000), 16000), headers=as_json).json()["detail"]
         again = httpx.post(url, content=embed_request(wave, 22050), headers=as_json)
         assert again.status_code == 200  # the worker still serves after the bad input
+        embed_model = httpx.get(f"{server.url}/v1/models").json()["models"][1]
+        assert embed_model["available"] and embed_model["loaded"] and embed_model["dim"] == 32 and embed_model["isolated"]
+        assert embed_model["requests"] == 2 and embed_model["success_rate"] == 1.0 and embed_model["breaker"] == "closed"  # bad input never reached it
+        assert embed_model["max_duration_s"] == 2.0 and embed_model["worker_peak_rss_mb"] > 0
         np.testing.assert_allclose(again.json()["embedding"], in_process, rtol=1e-5, atol=1e-6)
