@@ -14,8 +14,9 @@ whose decoded audio another already has (MegaGlest ships some in several tileset
 RMS (peaks at most -1 dBFS): the degradation sets its own level from the SNR.
 
 Writes <out>/manifest.csv (file, package, original_path, licence, seconds, pool) and prints minutes per package and pool. The
-evaluation reads <out>/eval (configs/eval.yaml queries.background_dir); nothing reads the train pool yet: it is kept apart for
-training augmentation, so that no recording is both trained on and evaluated with. README.md names the packages and licences.
+evaluation reads <out>/eval (configs/eval.yaml queries.background_dir); the fingerprint's training augmentation reads <out>/train
+(configs/fingerprint.yaml augment.background_dir), so that no recording is both trained on and evaluated with. README.md names
+the packages and licences.
 """
 
 from __future__ import annotations
