@@ -38,7 +38,7 @@ from pipeline.fsutil import atomic_path
 from pipeline.models.fingerprint import FingerprintNet, save_fingerprint
 from pipeline.plots import plot_contrastive_training
 from pipeline.store import db
-from pipeline.train.loop import finish, lr_lambda, record_epoch, resume_from, seed_epoch
+from pipeline.train.loop import end_epoch, finish, lr_lambda, resume_from, seed_epoch
 
 
 def nt_xent(a: torch.Tensor, p: torch.Tensor, temperature: float, same: torch.Tensor | None = None) -> torch.Tensor:
@@ -166,11 +166,7 @@ def train(splits_dir: Path, run_id: str, model_s: FingerprintSettings, s: Finger
                                  train_tracks=train_ids)
             plot_contrastive_training(history, paths.fingerprint_curve(run_id),
                                       f"fingerprint {run_id}: {len(train_ids)} train / {len(val_ids)} val tracks ({hours:.2f} h)")
-            record_epoch(conn, run_id, "fingerprint", row)
-            tqdm.write(f"fingerprint: epoch {epoch + 1}/{s.epochs} loss {row['train_loss']:.4f} val R@1 {recall:.3f} lr {row['lr']:.2e} "
-                       f"{row['seconds']:.1f} s ({row['pairs_per_s']:.0f} pairs/s)", file=sys.stderr)
-            if on_epoch_end:
-                on_epoch_end(epoch + 1)
+            end_epoch(conn, run_id, "fingerprint", row, s.epochs, "pairs_per_s", "pairs", "fingerprint", on_epoch_end)
         summary = {"run_id": run_id, "checkpoint": str(ckpt_path), "device": device, "epochs": s.epochs, "history": history,
                    "train_tracks": len(train_ids), "train_hours": hours, "val_tracks": len(val_ids), "seconds": sum(h["seconds"] for h in history)}
         return finish(conn, step, summary, paths.fingerprint_summary(run_id), stage="train_fingerprint", speed="pairs_per_s",

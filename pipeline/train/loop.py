@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pipeline.fsutil import write_json
 from pipeline.store import db
@@ -51,6 +53,17 @@ def record_epoch(conn, run_id: str, model: str, row: dict) -> None:
                                        "val_recall_at_1": row["val_recall_at_1"], "lr": row["lr"], "seconds": row["seconds"],
                                        "recorded_at": db.utcnow()}])
     conn.commit()
+
+
+def end_epoch(conn, run_id: str, model: str, row: dict, epochs: int, speed: str, unit: str, label: str,
+              on_epoch_end: Callable[[int], None] | None) -> None:
+    """After an epoch's checkpoint: its ``training_epochs`` row, its line on stderr (``row[speed]`` in ``unit``/s), then the
+    caller's hook (tests kill a run there)."""
+    record_epoch(conn, run_id, model, row)
+    tqdm.write(f"{label}: epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} val R@1 {row['val_recall_at_1']:.3f} lr {row['lr']:.2e} "
+               f"{row['seconds']:.1f} s ({row[speed]:.0f} {unit}/s)", file=sys.stderr)
+    if on_epoch_end:
+        on_epoch_end(row["epoch"])
 
 
 def finish(conn, step, summary: dict, summary_path: Path, *, stage: str, speed: str, start_epoch: int, label: str) -> dict:

@@ -37,7 +37,7 @@ from pipeline.store import db
 from pipeline.store.tables import tracks
 from pipeline.tokenize.catalog import find_codec
 from pipeline.tokenize.files import load_tokens
-from pipeline.train.loop import finish, lr_lambda, record_epoch, resume_from, seed_epoch
+from pipeline.train.loop import end_epoch, finish, lr_lambda, resume_from, seed_epoch
 
 
 def read_split(splits_dir: Path, split: str, tokens_root: Path, url: str | None = None) -> list[TrackSource]:
@@ -209,11 +209,7 @@ def train(tokens_root: Path, splits_dir: Path, run_id: str, emb_s: EmbedderSetti
             save_checkpoint(ckpt_path, t, epoch, history, data, emb_s, s)
             plot_contrastive_training(history, paths.training_curve(run_id),
                                       f"embedder {run_id}: {len(data.train.tracks)} train / {len(data.val.tracks)} val tracks")
-            record_epoch(conn, run_id, "embedder", row)
-            tqdm.write(f"train: epoch {epoch + 1}/{s.epochs} loss {row['train_loss']:.4f} val R@1 {recall:.3f} lr {row['lr']:.2e} "
-                       f"{row['seconds']:.1f} s ({row['clips_per_s']:.0f} clips/s)", file=sys.stderr)
-            if on_epoch_end:
-                on_epoch_end(epoch + 1)
+            end_epoch(conn, run_id, "embedder", row, s.epochs, "clips_per_s", "clips", "train", on_epoch_end)
         summary = {"run_id": run_id, "checkpoint": str(ckpt_path), "device": device, "epochs": s.epochs, "history": history,
                    "train_tracks": len(data.train.tracks), "val_tracks": len(data.val.tracks), "online_augmentation": data.online_augmentation}
         return finish(conn, step, summary, paths.embedder_summary(run_id), stage="train", speed="clips_per_s", start_epoch=start_epoch,
