@@ -1,5 +1,5 @@
 # CloudTune + Apache Airflow 3.3 image used by every Airflow service of docker-compose.yml (api-server, scheduler,
-# dag-processor, triggerer, the CPU and the GPU Celery workers). The project is installed editable with its `airflow`
+# dag-processor, triggerer, the CPU and the GPU Celery workers) and by search-api (`cloudtune serve`). The project is installed editable with its `airflow`
 # extra plus the Celery, Redis and PostgreSQL providers, so dags/, plugins/, configs/ and sql/ are read from /opt/cloudtune.
 # torch comes from PyPI (its Linux wheel carries CUDA, used by the worker on queue `gpu`; it runs on CPU elsewhere).
 FROM python:3.11-slim-bookworm

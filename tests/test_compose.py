@@ -29,7 +29,7 @@ def compose():
 def test_compose_has_every_service(compose):
     services = compose["services"]
     assert set(services) == {"postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                             "airflow-triggerer", "airflow-worker", "airflow-worker-gpu"}
+                             "airflow-triggerer", "airflow-worker", "airflow-worker-gpu", "search-api"}
     assert services["postgres"]["image"] == "postgres:16"
     airflow = [s for name, s in services.items() if name.startswith("airflow")]
     assert all(s["build"]["context"] == str(ROOT) and s["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" for s in airflow)
@@ -45,6 +45,17 @@ def test_gpu_worker_takes_queue_gpu_with_an_nvidia_device(compose):
     assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
     assert compose["services"]["airflow-worker"]["command"][-2:] == ["--queues", "default"]
     assert config.load_airflow()["pools"].gpu == "gpu"
+
+
+def test_search_api_serves_the_shared_home_with_a_key_and_is_ready_on_readyz(compose):
+    api = compose["services"]["search-api"]
+    assert api["command"] == ["cloudtune", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert api["healthcheck"]["test"][-1] == "http://localhost:8000/readyz"
+    worker = compose["services"]["airflow-worker-gpu"]
+    assert api["volumes"] == [worker["volumes"][0]] and str(api["volumes"][0]).startswith("cloudtune-data:/data/cloudtune")  # the workers' home
+    env = api["environment"]
+    assert env["CLOUDTUNE_HOME"] == worker["environment"]["CLOUDTUNE_HOME"] and env["CLOUDTUNE_DB_URL"] == worker["environment"]["CLOUDTUNE_DB_URL"]
+    assert len(env["CLOUDTUNE_API_KEY"]) >= 16  # beyond loopback `cloudtune serve` refuses to start without one
 
 
 def test_compose_refuses_to_start_without_secrets(tmp_path):
