@@ -52,7 +52,7 @@ class FingerprintEmbedder:
         return out
 
     def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        return self._vectors([self._fit(self._resample(w)) for w in waves])
+        return self.embed_spans(waves, [[(0, len(w))] for w in waves])
 
     def embed_spans(self, waves: Sequence[np.ndarray], spans: Sequence[Sequence[tuple[int, int]]]) -> np.ndarray:
         """The segments ``spans[i]`` of ``waves[i]`` (samples at ``sample_rate``): each wave is resampled once, then cut."""
