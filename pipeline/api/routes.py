@@ -130,6 +130,12 @@ async def _search(svc: Service, clips: list[Clip], top_k: int | None, deadline: 
         raise _late(svc) from None
 
 
+def _served(sr: Searcher) -> dict:
+    """The run in service as /readyz and /v1/models name it: run, embedder, index kind and size."""
+    return {"run_id": sr.run_id, "embedder": sr.embedder.name, "index_kind": sr.index_kind, "tracks": len(sr.index.track_ids),
+            "vectors": int(sr.index.index.ntotal)}
+
+
 def _answer(answered: tuple[Searcher, list[dict]], started: float, clip: Clip) -> dict:
     sr, hits = answered
     return {"results": hits, "run_id": sr.run_id, "embedder": sr.embedder.name, "index_kind": sr.index_kind,
@@ -170,8 +176,7 @@ async def models(request: Request) -> dict:
     (requests, success rate, latency percentiles, throughput)."""
     svc = _ready(request)
     sr, s = svc.serving.searcher, svc.settings
-    search_model = {"name": "search", "task": "search", "route": "/v1/search", "available": True, "run_id": sr.run_id, "embedder": sr.embedder.name,
-                    "index_kind": sr.index_kind, "tracks": len(sr.index.track_ids), "vectors": int(sr.index.index.ntotal),
+    search_model = {"name": "search", "task": "search", "route": "/v1/search", "available": True, **_served(sr),
                     "formats": ["wav", "flac", "ogg", "mp3", "aiff"], "content_types": [*AUDIO_TYPES, "multipart/form-data"],
                     "sample_rates": f"any (resampled to {sr.sample_rate} Hz)", "min_duration_s": s.min_clip_s, "max_duration_s": s.max_clip_s,
                     "max_batch": s.max_batch, "queue_size": s.queue_size, **svc.serving.observed.summary()}
@@ -191,10 +196,7 @@ async def readyz(request: Request):
     svc = _service(request)
     if not svc.ready:
         return JSONResponse({"ready": False, "detail": svc.error or "loading the published run"}, 503)
-    sr = svc.serving.searcher
-    answer = {"ready": True, "run_id": sr.run_id, "embedder": sr.embedder.name, "index_kind": sr.index_kind,
-              "tracks": len(sr.index.track_ids), "vectors": int(sr.index.index.ntotal)}
-    return answer | ({"swap_error": svc.serving.swap_error} if svc.serving.swap_error else {})
+    return {"ready": True, **_served(svc.serving.searcher)} | ({"swap_error": svc.serving.swap_error} if svc.serving.swap_error else {})
 
 
 @router.get("/metrics", tags=["ops"])
