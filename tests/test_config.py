@@ -34,7 +34,7 @@ def test_every_yaml_key_has_a_typed_field_and_every_field_a_yaml_key(name):
 
 
 def test_section_names_are_unique_across_the_config_files():
-    """One environment scheme, CLOUDTUNE__<SECTION>__<KEY>, for all six files: a section name may live in one file only."""
+    """One environment scheme, CLOUDTUNE__<SECTION>__<KEY>, for all seven files: a section name may live in one file only."""
     seen: dict[str, str] = {}
     for name in config.FILES:
         for section in yaml.safe_load(config.config_file(name).read_text()):

@@ -1,7 +1,7 @@
 """Configuration: ``configs/*.yaml`` hold every default, each with its comment; the settings classes here hold the
 types (and the checks) only, never a second copy of a value (STYLE.md section 5).
 
-Six files, one settings class per section, every section name unique across the files; the classes of each file live in
+Seven files, one settings class per section, every section name unique across the files; the classes of each file live in
 a module of this package (``pipeline_settings`` ... ``airflow_settings``), the loading in ``loader``, and every caller imports
 them from ``pipeline.config``:
 
@@ -11,12 +11,13 @@ them from ``pipeline.config``:
 - ``index.yaml``: segments, hnsw, ivfpq, search, publish
 - ``eval.yaml``: queries, metrics, latency, evaluation
 - ``airflow.yaml``: dag, pools, nightly, run, demo, metrics_page
+- ``asr.yaml``: asr, qwen3_asr, pocketsphinx, asr_eval
 
 Where a value comes from, the later winning:
 
 1. ``configs/<name>.yaml``, which must give every key of every section;
 2. a partial file (``path``, e.g. ``cloudtune train embedder --config my.yaml``), deep-merged over it;
-3. the environment: ``CLOUDTUNE__<SECTION>__<KEY>=value`` (the value parsed as YAML), the one scheme for all six files;
+3. the environment: ``CLOUDTUNE__<SECTION>__<KEY>=value`` (the value parsed as YAML), the one scheme for all seven files;
 4. what a caller passes to :func:`section` or :func:`defaults` (CLI flags, DAG params), ``None`` meaning "keep".
 
 An unknown section or key, a missing key or an ill-typed value is a one-line :class:`ConfigError` that names where it
@@ -31,11 +32,13 @@ default the repository's ``configs/``).
 from __future__ import annotations
 
 from pipeline.config.airflow_settings import DagSettings, DemoRunSettings, MetricsPageSettings, NightlySettings, PoolSettings, RunDagSettings
+from pipeline.config.asr_settings import AsrEvalSettings, AsrSettings, PocketsphinxSettings, Qwen3AsrSettings
 from pipeline.config.base import ENV_PREFIX, OLD_ENV_PREFIXES, PROJECT_ROOT, RENAMED_SECTIONS, ConfigError, config_dir, config_file, db_url, sql_dir
 from pipeline.config.eval_settings import EvalMetricSettings, EvaluationSettings, LatencySettings, QueryPlan, QuerySettings
 from pipeline.config.index_settings import HNSWSettings, IVFPQSettings, PublishSettings, SearchSettings, SegmentSettings
 from pipeline.config.loader import (
     AIRFLOW_SECTIONS,
+    ASR_SECTIONS,
     EVAL_SECTIONS,
     FILES,
     FINGERPRINT_SECTIONS,
@@ -46,6 +49,7 @@ from pipeline.config.loader import (
     SECTIONS,
     TRAIN_SECTIONS,
     AirflowConfig,
+    AsrConfig,
     EvalConfig,
     FingerprintConfig,
     IndexConfig,
@@ -57,6 +61,7 @@ from pipeline.config.loader import (
     env_overrides,
     load,
     load_airflow,
+    load_asr,
     load_eval,
     load_fingerprint,
     load_index,
@@ -90,5 +95,5 @@ __all__ = [  # the package's face: every module imports from pipeline.config, ne
     "AudioSettings", "CatalogVAESettings", "DemoCatalogSettings", "DreamSettings", "IngestSettings", "MossSettings", "RVQSettings",
     "SearchApiSettings", "ServiceSettings",
     "TokenizeSettings", "Wav2Vec2Settings", "AugmentSettings", "EmbedderSettings", "FingerprintSettings", "FingerprintTrainSettings", "SplitSettings",
-    "TrainSettings",
+    "TrainSettings", "ASR_SECTIONS", "AsrConfig", "load_asr", "AsrSettings", "Qwen3AsrSettings", "PocketsphinxSettings", "AsrEvalSettings",
 ]

@@ -1,5 +1,5 @@
 """Loading :mod:`pipeline.config`: the registry (file -> section -> settings class), the YAML read and merged with a partial
-file and the environment, each section built into its typed settings class, and the typed loaders of the six files."""
+file and the environment, each section built into its typed settings class, and the typed loaders of the seven files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import yaml
 
 from pipeline.config.airflow_settings import DagSettings, DemoRunSettings, MetricsPageSettings, NightlySettings, PoolSettings, RunDagSettings
+from pipeline.config.asr_settings import AsrEvalSettings, AsrSettings, PocketsphinxSettings, Qwen3AsrSettings
 from pipeline.config.base import ENV_PREFIX, OLD_ENV_PREFIXES, RENAMED_SECTIONS, ConfigError, _Invalid, config_file
 from pipeline.config.eval_settings import EvalMetricSettings, EvaluationSettings, LatencySettings, QueryPlan, QuerySettings
 from pipeline.config.index_settings import HNSWSettings, IVFPQSettings, PublishSettings, SearchSettings, SegmentSettings
@@ -53,8 +54,10 @@ EVAL_SECTIONS: dict[str, type] = {"queries": QuerySettings, "metrics": EvalMetri
 AIRFLOW_SECTIONS: dict[str, type] = {"dag": DagSettings, "pools": PoolSettings, "nightly": NightlySettings, "run": RunDagSettings, "demo": DemoRunSettings,
                                      "metrics_page": MetricsPageSettings}
 
+ASR_SECTIONS: dict[str, type] = {"asr": AsrSettings, "qwen3_asr": Qwen3AsrSettings, "pocketsphinx": PocketsphinxSettings, "asr_eval": AsrEvalSettings}
+
 FILES: dict[str, dict[str, type]] = {"pipeline": SECTIONS, "train": TRAIN_SECTIONS, "fingerprint": FINGERPRINT_SECTIONS, "index": INDEX_SECTIONS,
-                                     "eval": EVAL_SECTIONS, "airflow": AIRFLOW_SECTIONS}
+                                     "eval": EVAL_SECTIONS, "airflow": AIRFLOW_SECTIONS, "asr": ASR_SECTIONS}
 SECTION_FILE: dict[str, str] = {name: file for file, sections in FILES.items() for name in sections}  # one env scheme needs unique names
 HOMES: dict[type, tuple[str, str]] = {cls: (file, name) for file, sections in FILES.items() for name, cls in sections.items()}
 if len(SECTION_FILE) != sum(map(len, FILES.values())) or len(HOMES) != len(SECTION_FILE):
@@ -304,6 +307,13 @@ class FingerprintConfig(Sections):
     augment: AugmentSettings
 
 
+class AsrConfig(Sections):
+    asr: AsrSettings
+    qwen3_asr: Qwen3AsrSettings
+    pocketsphinx: PocketsphinxSettings
+    asr_eval: AsrEvalSettings
+
+
 class IndexConfig(Sections):
     segments: SegmentSettings
     hnsw: HNSWSettings
@@ -348,6 +358,11 @@ def load_train(path: str | os.PathLike | None = None) -> TrainConfig:
 def load_fingerprint(path: str | os.PathLike | None = None) -> FingerprintConfig:
     """configs/fingerprint.yaml (``path``: a partial file merged over it): ``.fingerprint``, ``.fingerprint_training``, ``.augment``."""
     return _typed_file(FingerprintConfig, "fingerprint", path)
+
+
+def load_asr(path: str | os.PathLike | None = None) -> AsrConfig:
+    """configs/asr.yaml (``path``: a partial file merged over it): ``.asr``, ``.qwen3_asr``, ``.pocketsphinx``, ``.asr_eval``."""
+    return _typed_file(AsrConfig, "asr", path)
 
 
 def load_index(path: str | os.PathLike | None = None) -> IndexConfig:
