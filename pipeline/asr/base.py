@@ -48,3 +48,28 @@ class Transcriber(Protocol):
     def stream(self, wave: np.ndarray, language: str | None = None) -> Iterator[str]:
         """The text of one wave as it is decoded: pieces whose concatenation is ``transcribe([wave])[0].text``."""
         ...
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One input file's outcome, as ``cloudtune asr infer --json`` prints it and ``asr_results`` stores it: the transcript
+    fields, or ``error`` (a one-line reason) with the rest empty. Produced in input order by
+    :func:`pipeline.asr.transcribe.transcribe_files`."""
+
+    file: str
+    text: str | None = None
+    language: str | None = None
+    duration_s: float | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+    @property
+    def rtf(self) -> float | None:
+        return self.seconds / self.duration_s if self.seconds is not None and self.duration_s else None
+
+    def as_json(self) -> dict:
+        """``{"file", "text", "language", "duration_s", "seconds", "rtf"}`` or ``{"file", "error"}``."""
+        if self.error is not None:
+            return {"file": self.file, "error": self.error}
+        return {"file": self.file, "text": self.text, "language": self.language, "duration_s": self.duration_s,
+                "seconds": self.seconds, "rtf": self.rtf}
