@@ -44,6 +44,10 @@ CREATE TABLE asr_results (
     cer DOUBLE PRECISION,
     rtf DOUBLE PRECISION,
     error TEXT,
+    ref_words INTEGER,
+    word_edits INTEGER,
+    ref_chars INTEGER,
+    char_edits INTEGER,
     PRIMARY KEY (result_id),
     FOREIGN KEY(run_id) REFERENCES runs (run_id)
 );

@@ -194,6 +194,11 @@ asr_results = Table(
     Column("cer", Double),  # character error rate (spaces left out)
     Column("rtf", Double),  # real-time factor: seconds / duration_s
     Column("error", Text),  # one-line reason the file could not be transcribed; NULL when it was
+    # the edit counts behind wer and cer, so that a corpus figure is a sum of edits over a sum of reference lengths (sql/reports/asr_summary.sql)
+    Column("ref_words", Integer),  # words of the normalized reference
+    Column("word_edits", Integer),  # substitutions + deletions + insertions of words
+    Column("ref_chars", Integer),  # characters of the normalized reference, spaces left out
+    Column("char_edits", Integer),
     Index("ix_asr_results_run", "run_id"),
     comment="One row per transcribed (or failed) file of an ASR run, with its WER and CER against the reference when one was given.",
 )

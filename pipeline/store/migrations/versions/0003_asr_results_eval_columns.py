@@ -1,4 +1,4 @@
-"""asr_results for `cloudtune asr eval`: the reference, CER, real-time factor and error of each file; text nullable (a failed file
+"""asr_results for `cloudtune asr eval`: the reference, CER, real-time factor, error and edit counts of each file; text nullable (a failed file
 has none); an index on run_id (reports and re-runs select a run's rows).
 
 Revision ID: 0003
@@ -29,6 +29,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cer", sa.Double(), nullable=True))
         batch.add_column(sa.Column("rtf", sa.Double(), nullable=True))
         batch.add_column(sa.Column("error", sa.Text(), nullable=True))
+        for column in ("ref_words", "word_edits", "ref_chars", "char_edits"):
+            batch.add_column(sa.Column(column, sa.Integer(), nullable=True))
     op.create_index("ix_asr_results_run", "asr_results", ["run_id"])
     if op.get_bind().dialect.name != "sqlite":  # SQLite keeps no table comments
         op.create_table_comment("asr_results", COMMENT, existing_comment=OLD_COMMENT)
@@ -40,6 +42,6 @@ def downgrade() -> None:
     op.drop_index("ix_asr_results_run", table_name="asr_results")
     op.execute("DELETE FROM asr_results WHERE text IS NULL")  # a failed file's row: the old schema's text is NOT NULL
     with op.batch_alter_table("asr_results") as batch:
-        for column in ("error", "rtf", "cer", "reference"):
+        for column in ("char_edits", "ref_chars", "word_edits", "ref_words", "error", "rtf", "cer", "reference"):
             batch.drop_column(column)
         batch.alter_column("text", existing_type=sa.Text(), nullable=False)
