@@ -6,9 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
-from pipeline.asr import scoring
+from pipeline import paths
+from pipeline.asr import evaluation, report, scoring
+from pipeline.asr.base import FileResult
 from pipeline.asr.manifest import ManifestError, read_manifest
+from pipeline.store import db, reports
+from pipeline.store.tables import asr_results
 
 # --- normalization and scores ---------------------------------------------------------------------------
 
@@ -102,3 +107,96 @@ def test_manifest_not_utf8_or_missing(tmp_path):
         read_manifest(manifest)
     with pytest.raises(ManifestError, match=r"nope\.tsv: cannot read the manifest: No such file or directory"):
         read_manifest(tmp_path / "nope.tsv")
+
+
+# --- asr_results rows, the report SQL, the HTML report --------------------------------------------------
+
+
+def _entries_and_results(tmp_path):
+    """Three manifest entries and what a recognizer gave for them: an exact English transcript, one with 2 of 4 words wrong, a failure."""
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("a.wav\tHello, world!\tEnglish\nb.wav\tThe quick brown fox.\nc.wav\tunreadable file\n")
+    entries = read_manifest(manifest)
+    results = [FileResult(str(entries[0].audio), "hello world", "English", 2.0, 0.5),
+               FileResult(str(entries[1].audio), "the quick frown box", "English", 4.0, 2.0),
+               FileResult(str(entries[2].audio), error="cannot decode: not an audio file")]
+    return entries, results
+
+
+def _write(url, run_id, entries, results, model="tiny-model"):
+    rows = [evaluation.result_row(run_id, model, e, r, "basic", db.utcnow()) for e, r in zip(entries, results, strict=True)]
+    with db.connect(url) as conn:
+        db.start_run(conn, "asr_eval", {"manifest": "m.tsv"}, run_id)
+        evaluation.write_results(conn, run_id, rows)
+        conn.commit()
+    return rows
+
+
+def test_asr_results_rows_are_replaced_by_a_rerun(db_url, tmp_path):
+    entries, results = _entries_and_results(tmp_path)
+    _write(db_url, "asr-1", entries, results)
+    _write(db_url, "asr-other", entries[:1], results[:1])
+    _write(db_url, "asr-1", entries, results)  # the same run again: replaced, not duplicated
+    _write(db_url, "asr-1", entries[:2], results[:2])  # and a shorter manifest leaves no stale row behind
+    with db.connect(db_url) as conn:
+        rows = conn.execute(select(asr_results).where(asr_results.c.run_id == "asr-1").order_by(asr_results.c.result_id)).mappings().all()
+        assert conn.execute(select(func.count()).select_from(asr_results)).scalar() == 3
+    assert [r["result_id"] for r in rows] == ["asr-1:1", "asr-1:2"]
+    first, second = rows
+    assert (first["source_uri"], first["text"], first["reference"], first["language"]) == (str(tmp_path / "a.wav"), "hello world", "Hello, world!", "English")
+    assert (first["wer"], first["cer"], first["rtf"], first["error"]) == (0.0, 0.0, 0.25, None)
+    assert (second["wer"], second["ref_words"], second["word_edits"], second["char_edits"], second["ref_chars"]) == (0.5, 4, 2, 2, 16)
+    assert second["language"] == "English"  # not in the manifest: the recognizer's
+
+
+def test_failed_file_is_a_row_with_its_error_and_no_scores(db_url, tmp_path):
+    entries, results = _entries_and_results(tmp_path)
+    _write(db_url, "asr-1", entries, results)
+    with db.connect(db_url) as conn:
+        row = conn.execute(select(asr_results).where(asr_results.c.result_id == "asr-1:3")).mappings().one()
+    assert row["error"] == "cannot decode: not an audio file" and row["reference"] == "unreadable file"
+    assert (row["text"], row["wer"], row["cer"], row["duration_s"], row["rtf"]) == (None, None, None, None, None)
+
+
+def test_asr_summary_report_on_both_databases(db_url, tmp_path):
+    entries, results = _entries_and_results(tmp_path)
+    _write(db_url, "asr-1", entries, results)
+    _write(db_url, "asr-2", entries[:1], [FileResult(results[0].file, "hello", "English", 2.0, 1.0)])
+    df = reports.run_report("asr_summary", url=db_url)
+    assert list(df.columns) == ["run_id", "model", "files", "errors", "audio_hours", "wer", "cer", "mean_rtf", "status", "started_at"]
+    one = df[df.run_id == "asr-1"].iloc[0]
+    # corpus WER: (0 + 2) edits over (2 + 4) words, not the mean of 0 and 0.5; CER: (0 + 2) over (10 + 16) characters
+    assert (one["files"], one["errors"], one["model"]) == (3, 1, "tiny-model")
+    assert float(one["wer"]) == pytest.approx(2 / 6) and float(one["cer"]) == pytest.approx(2 / 26)
+    assert float(one["audio_hours"]) == pytest.approx(6 / 3600) and float(one["mean_rtf"]) == pytest.approx((0.25 + 0.5) / 2)
+    assert set(df.run_id) == {"asr-1", "asr-2"}
+    only = reports.run_report("asr_summary", {"run_id": "asr-2"}, url=db_url)
+    assert list(only.run_id) == ["asr-2"] and float(only.iloc[0]["wer"]) == 0.5
+
+
+def test_summary_and_html_report(tmp_path):
+    entries, results = _entries_and_results(tmp_path)
+    rows = [evaluation.result_row("asr-1", "tiny-model", e, r, "basic", db.utcnow()) for e, r in zip(entries, results, strict=True)]
+    summary = evaluation.summarize(rows, ["Chinese"])
+    assert {k: summary[k] for k in ("files", "errors", "wer", "metric", "ref_words")} == {"files": 3, "errors": 1, "wer": pytest.approx(2 / 6),
+                                                                                          "metric": "wer", "ref_words": 6}
+    assert summary["mean_rtf"] == pytest.approx(0.375) and summary["audio_hours"] == pytest.approx(6 / 3600)
+    assert set(summary["by_language"]) == {"English", "unknown"} and summary["by_language"]["unknown"]["errors"] == 1
+    path = report.write_asr_report(paths.asr_report("asr-1"), "asr-1", rows, summary, {"manifest": "m.tsv", "backend": "pocketsphinx",
+                                                                                      "normalize": "basic"}, worst_files=1, cer_languages=["Chinese"])
+    assert path == paths.home() / "runs" / "asr-1" / "reports" / "asr_eval.html"
+    page = path.read_text()
+    assert "<h2>Corpus: WER 0.3333</h2>" in page and 'src="data:image/png;base64,' in page
+    worst = page.split("Worst 1 files")[1].split("</table>")[0]
+    assert "the quick frown box" in worst and "The quick brown fox." in worst and "hello world" not in worst
+    assert "cannot decode: not an audio file" in page.split("Failed files (1)")[1]
+
+
+def test_headline_is_cer_when_every_file_is_in_a_cer_language(tmp_path):
+    manifest = tmp_path / "zh.tsv"
+    manifest.write_text("a.wav\t\u4eca\u5929\u5929\u6c14\u5f88\u597d\tChinese\n")
+    entry = read_manifest(manifest)[0]
+    row = evaluation.result_row("r", "m", entry, FileResult(str(entry.audio), "\u4eca\u5929\u5929\u6c14\u4e0d\u597d", "Chinese", 1.0, 0.1), "basic",
+                                db.utcnow())
+    summary = evaluation.summarize([row], ["Chinese"])
+    assert (summary["metric"], summary["value"], summary["wer"]) == ("cer", pytest.approx(1 / 6), 1.0)

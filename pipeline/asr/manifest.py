@@ -1,10 +1,11 @@
 """The evaluation manifest of `cloudtune asr eval`: which audio files to transcribe and what they say.
 
 A UTF-8 TSV file without a header, one file per line: ``audio path<TAB>reference text[<TAB>language]``. A relative audio path
-is taken from the manifest's own folder (so a manifest travels with its audio); the language (a name as configs/asr.yaml
-``asr.language`` spells it, e.g. English, Chinese) is optional and, when given, is forced on the recognizer for that file and
-picks its headline metric. Blank lines are skipped. Any other malformed line is a one-line :class:`ManifestError` naming the
-manifest and the line number.
+is taken from the manifest's own folder (so a manifest travels with its audio). The language (a name as configs/asr.yaml
+``asr.language`` spells it, e.g. English, Chinese) is optional: it labels the file in the results and picks its headline metric
+(CER for asr_eval.cer_languages); without it the language the recognizer named is used. It does not force the recognizer's
+language (that is ``asr.language``), so language identification stays part of what is measured. Blank lines are skipped.
+Any other malformed line is a one-line :class:`ManifestError` naming the manifest and the line number.
 """
 
 from __future__ import annotations
