@@ -80,7 +80,9 @@ def evaluate_asr_from_params(params: dict, run_id: str) -> dict:
     task without retries; a run in which every file failed fails it too (after its rows and report are written)."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    manifest = Path(params["manifest"])
+    if not (params.get("manifest") or "").strip():
+        raise AirflowFailException("asr_evaluation: give the manifest param (a TSV of audio path, reference text, optional language)")
+    manifest = Path(params["manifest"].strip())
     manifest = manifest if manifest.is_absolute() else paths.home() / manifest
     try:
         result = evaluate_asr(manifest, backend=params.get("backend"), model=params.get("model") or None, device=params.get("device"), run_id=run_id)
