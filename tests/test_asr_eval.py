@@ -12,8 +12,9 @@ from pipeline import paths
 from pipeline.asr import evaluation, report, scoring
 from pipeline.asr.base import FileResult
 from pipeline.asr.manifest import ManifestError, read_manifest
+from pipeline.steps.asr import evaluate_asr
 from pipeline.store import db, reports
-from pipeline.store.tables import asr_results
+from pipeline.store.tables import asr_results, runs
 
 # --- normalization and scores ---------------------------------------------------------------------------
 
@@ -200,3 +201,12 @@ def test_headline_is_cer_when_every_file_is_in_a_cer_language(tmp_path):
                                 db.utcnow())
     summary = evaluation.summarize([row], ["Chinese"])
     assert (summary["metric"], summary["value"], summary["wer"]) == ("cer", pytest.approx(1 / 6), 1.0)
+
+
+def test_bad_manifest_fails_before_a_run_is_recorded(db_url, tmp_path):
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("a.wav\tHello.\nb.wav\t...\n")  # line 2: nothing left after basic normalization
+    with pytest.raises(ManifestError, match=r"m\.tsv:2: the reference text is empty after normalization \(basic\)"):
+        evaluate_asr(manifest)
+    with db.connect(db_url) as conn:
+        assert conn.execute(select(func.count()).select_from(runs)).scalar() == 0

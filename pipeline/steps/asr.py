@@ -34,15 +34,15 @@ def evaluate_asr(manifest: str | Path, backend: str | None = None, model: str | 
     Returns {"run_id", "status", "files", "errors", "wer", "cer", "metric", "value", "audio_hours", "mean_rtf", "by_language",
     "model", "backend", "report"}; ``wer``/``cer`` are corpus figures (None when no file was transcribed).
     Raises ManifestError (a ValueError) for a bad manifest, before any run is recorded."""
-    from pipeline.asr.registry import get_transcriber
-    from pipeline.asr.transcribe import transcribe_files
-
     cfg = config.load_asr(config_path)
     eval_s = cfg.asr_eval
     entries = read_manifest(manifest)
     for e in entries:
         if not scoring.normalize(e.reference, eval_s.normalize):
             raise ManifestError(f"{manifest}:{e.line}: the reference text is empty after normalization ({eval_s.normalize})")
+    from pipeline.asr.registry import get_transcriber  # the backends' imports (torch, pocketsphinx) only once the manifest is good
+    from pipeline.asr.transcribe import transcribe_files
+
     backend = backend or cfg.asr.backend
     run_config = {"manifest": str(Path(manifest).resolve()), "files": len(entries), "backend": backend, "model": model, "device": device,
                   "normalize": eval_s.normalize, "config": cfg.raw}
