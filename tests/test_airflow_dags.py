@@ -320,3 +320,22 @@ def test_dream_generator_dag_trains_on_digits_and_returns_the_json_result(bag, t
     assert (tmp_path / "home" / "dreams" / "grid.png").stat().st_size > 0
     failed = run_dag("dream_generator", {"dataset": "mnist", "data": "no-such-folder", "epochs": 1})
     assert failed["failed_tasks"] == ["train"]  # missing MNIST: bad input, failed without retries
+
+
+def test_asr_evaluation_dag_scores_a_tiny_manifest(bag, tmp_path, monkeypatch):
+    from test_asr_eval import speech_manifest
+
+    from pipeline import paths
+    from pipeline.airflow_local import run_dag
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    speech_manifest(tmp_path / "home" / "speech")
+    done = run_dag("asr_evaluation", {"manifest": "speech/eval.tsv", "backend": "pocketsphinx"})  # relative to CLOUDTUNE_HOME
+    assert done["state"] == "success" and not done["failed_tasks"]
+    run_id = bookkeeping.pipeline_run_id(done["dag_run_id"])
+    with db.connect() as conn:
+        rows = conn.execute(text("SELECT run_id, error FROM asr_results ORDER BY result_id")).all()
+    assert [r.run_id for r in rows] == [run_id] * 3 and sum(r.error is not None for r in rows) == 1
+    assert paths.asr_report(run_id).stat().st_size > 0
+    failed = run_dag("asr_evaluation", {"manifest": "no-such.tsv", "backend": "pocketsphinx"})
+    assert failed["failed_tasks"] == ["evaluate"]  # a bad manifest: failed without retries

@@ -3,9 +3,13 @@ SQL, the HTML report, and the whole command on espeak-ng speech through the real
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 from sqlalchemy import func, select
 
 from pipeline import paths
@@ -210,3 +214,67 @@ def test_bad_manifest_fails_before_a_run_is_recorded(db_url, tmp_path):
         evaluate_asr(manifest)
     with db.connect(db_url) as conn:
         assert conn.execute(select(func.count()).select_from(runs)).scalar() == 0
+
+
+# --- end to end: `cloudtune asr eval` with the real pocketsphinx backend on espeak-ng speech ----------------
+
+SENTENCES = {"call.wav": "Please call me tomorrow morning.", "weather.wav": "The weather is nice today."}
+
+
+def speech_manifest(folder: Path) -> Path:
+    """espeak-ng speech of SENTENCES (US English, slow) and a manifest of them plus a missing file (relative paths, no language)."""
+    pytest.importorskip("pipeline.asr.transcribe", reason="transcribe_files comes with branch asr-core")
+    pytest.importorskip("pocketsphinx")
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in SENTENCES.items():
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "120", "-w", str(folder / name), text], check=True, capture_output=True, timeout=60)
+    manifest = folder / "eval.tsv"
+    manifest.write_text("".join(f"{name}\t{text}\n" for name, text in SENTENCES.items()) + "missing.wav\tnothing here\n")
+    return manifest
+
+
+def test_cloudtune_asr_eval_end_to_end_with_pocketsphinx(tmp_path, capsys):
+    from pipeline.cli import main
+
+    manifest = speech_manifest(tmp_path / "speech")
+    args = ["asr", "eval", "--manifest", str(manifest), "--backend", "pocketsphinx", "--run-id", "asr-e2e"]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["run_id"], result["files"], result["errors"], result["metric"], result["backend"]) == ("asr-e2e", 3, 1, "wer", "pocketsphinx")
+    with db.connect() as conn:
+        rows = conn.execute(select(asr_results).order_by(asr_results.c.result_id)).mappings().all()
+        run = conn.execute(select(runs)).mappings().one()
+    assert (run["kind"], run["status"]) == ("asr_eval", "succeeded") and run["config"]["manifest"] == str(manifest)
+    assert [r["source_uri"] for r in rows] == [str(manifest.parent / n) for n in (*SENTENCES, "missing.wav")]
+    for row, (name, text) in zip(rows, SENTENCES.items(), strict=False):
+        assert row["reference"] == text and row["text"] and row["error"] is None and row["model"] == result["model"]
+        assert row["duration_s"] == pytest.approx(sf.info(str(manifest.parent / name)).duration, abs=0.05) and row["rtf"] > 0
+        assert row["wer"] == scoring.score(text, row["text"]).wer  # what is stored is what the scorer gives on the stored texts
+    assert rows[2]["error"] and rows[2]["text"] is None and rows[2]["wer"] is None
+    assert result["wer"] == pytest.approx(sum(r["word_edits"] for r in rows[:2]) / sum(r["ref_words"] for r in rows[:2]))
+    page = Path(result["report"]).read_text()
+    assert Path(result["report"]) == paths.asr_report("asr-e2e") and rows[0]["text"] in page and "missing.wav" in page
+
+    assert main(args) == 0  # the same run again: its rows replaced, the summary printed
+    out = capsys.readouterr().out
+    assert "asr eval: run asr-e2e (pocketsphinx" in out and "3 files, 1 failed" in out and f"report: {result['report']}" in out
+    assert reports.run_report("asr_summary")[["run_id", "files", "errors"]].values.tolist() == [["asr-e2e", 3, 1]]
+
+
+def test_cloudtune_asr_eval_exit_codes(tmp_path, capsys):
+    from pipeline.cli import main
+
+    speech_manifest(tmp_path / "speech")
+    failing = tmp_path / "speech" / "failing.tsv"
+    failing.write_text("missing.wav\thello\neval.tsv\thello\n")  # no such file; not audio
+    assert main(["asr", "eval", "--manifest", str(failing), "--backend", "pocketsphinx"]) == 1  # every file failed
+    with db.connect() as conn:
+        assert conn.execute(select(runs.c.status)).scalar() == "failed"
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a.wav\thello\nb.wav\n")
+    capsys.readouterr()
+    assert main(["asr", "eval", "--manifest", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"cloudtune asr: error: {bad}:2: expected audio path<TAB>reference text[<TAB>language], got 1 tab-separated field(s)\n"
