@@ -49,3 +49,6 @@ def add_eval_command(asr_sub) -> None:
     s.add_argument("--config", type=Path, help="a partial configs/asr.yaml merged over it (e.g. asr_eval: {normalize: none})")
     s.add_argument("--json", action="store_true", help="print the result as one JSON object")
     s.set_defaults(func=cmd_eval)
+
+
+add_asr_commands = add_eval_command  # the hook pipeline/cli/asr.py calls for each module of ASR_COMMAND_MODULES
