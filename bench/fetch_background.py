@@ -9,9 +9,14 @@ street, a crowd, a factory, engines, aircraft; never the packages' music or synt
 against the package's /usr/share/doc/<package>/copyright (the paragraph that names the file, in a machine-readable one), and write
 each recording as mono 24 kHz FLAC clips of at most --clip-seconds (a longer one is cut into equal parts) into <out>/eval/ or
 <out>/train/. Recordings shorter than --min-seconds (5 s) are left out, none is looped. The pool is picked by a stable hash of the
-package and the file's path in it, so the same recording always lands in the same pool and the two never share one; a recording
+package and the file's path in it, so the same recording always lands in the same pool and the two never share one (the sources
+added later, speech and city sound, are train-only: ``Source.pool``, so that the eval pool and every figure measured with it stay
+as they were); a recording
 whose decoded audio another already has (MegaGlest ships some in several tilesets) is kept once. Each clip is scaled to -23 dBFS
-RMS (peaks at most -1 dBFS): the degradation sets its own level from the SNR.
+RMS (peaks at most -1 dBFS): the degradation sets its own level from the SNR. A ``join`` source's short files (spoken words,
+4 s city loops) are not left out but joined (join_clips): in a seeded order, silence trimmed, 0.1-0.5 s pauses between two, into
+clips of --clip-seconds, one voice at a time (a conversation, a TV: one speaker's words in a row) or 3 to 6 different speakers
+summed (a bar's babble: pauses alone would make it one talker, not a crowd); <out>/joined.csv lists each joined clip's members.
 
 Writes <out>/manifest.csv (file, package, original_path, licence, seconds, pool) and prints minutes per package and pool. The
 evaluation reads <out>/eval (configs/eval.yaml queries.background_dir); the fingerprint's training augmentation reads <out>/train
@@ -26,6 +31,7 @@ import csv
 import fnmatch
 import hashlib
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -56,6 +62,9 @@ class Source:
     files: tuple[str, ...]
     upstream: tuple[str, str] = ("", "")  # (installed prefix, upstream prefix)
     evidence: str = ""
+    pool: str | None = None  # "train": train-only (see TRAIN_ONLY); None: the hash rule (pool_of)
+    join: bool = False  # its files are short (spoken words, 4 s loops): joined into clips (join_clips), not left out
+    voices: tuple[int, int] = (1, 1)  # with join: how many of its files sound at once, at least and at most (drawn per clip)
 
 
 TILESETS = "usr/share/games/megaglest/tilesets/*/sounds/"
@@ -88,6 +97,25 @@ SOURCES = [
            tuple("usr/share/games/wesnoth/1.16/data/core/sounds/ambient/" + f for f in ("campfire.ogg", "ship.ogg", "night.ogg", "birds2.ogg",
                                                                                       "birds3.ogg")),
            evidence="GNU General Public License version 2 or at your option any later version"),
+    # TRAIN_ONLY: the sources below came later (2026-11) and go to the train pool only, so the eval pool, and every figure
+    # measured with it, stays exactly as it was. Their files are short, so they are joined (join_clips).
+    Source("ktuberling-data", "people talking, one at a time: spoken words, a child's toy's vocabulary, by a different speaker per "
+           "language (en, de, el, gl, sl, wa)", "GPL-2+",
+           tuple(f"usr/share/ktuberling/sounds/{lang}/*.ogg" for lang in ("en", "de", "el", "gl", "sl", "wa")),
+           upstream=("usr/share/ktuberling/", ""), pool="train", join=True),
+    Source("klettres-data", "a babble of 3 to 6 voices at once: letters and syllables spoken by a speaker per language (20 languages)",
+           "GPL-2+", ("usr/share/klettres/*/syllab/*.ogg",
+                      *(f"usr/share/klettres/{lang}/alpha/*.ogg" for lang in ("ar", "cs", "de", "en", "en_GB", "es", "fr", "he", "hu",
+                                                                            "it", "lt", "ml", "nb", "nds", "nl", "pt_BR", "ru", "tn",
+                                                                            "uk"))),
+           upstream=("usr/share/klettres/", ""), pool="train", join=True, voices=(3, 6)),
+    Source("lincity-ng-data", "a city's 4 s ambience loops: traffic, a sports crowd, a market, streets, a school, industry, mines, a "
+           "harbour, a power station, farms", "GPL-2+",
+           tuple(f"usr/share/games/lincity-ng/sounds/{n}*.wav" for n in (
+               "TraficHigh", "TraficLow", "SportsCroud", "Market", "Residential", "School", "University", "Shanty", "IndustryHigh",
+               "IndustryLight", "CoalMine", "OreMine", "Harbor", "PowerCoal", "Commune", "Farm", "OrganicFarm", "Mill", "Recycle", "Tip",
+               "Water", "DirtTrack", "FireStation", "Blacksmith")),
+           upstream=("usr/share/games/lincity-ng/", "data/"), pool="train", join=True),
 ]
 
 
@@ -163,18 +191,87 @@ def pool_of(package: str, path: str) -> str:
     return "eval" if hashlib.sha256(f"{package}/{path}".encode()).digest()[0] < 128 else "train"
 
 
+def pool_for(source: Source, path: str) -> str:
+    """The source's forced pool, else pool_of."""
+    return source.pool or pool_of(source.package, path)
+
+
+def trim(wave: np.ndarray, floor: float = 0.01) -> np.ndarray:
+    """Without the leading and trailing samples under ``floor`` times the peak (a spoken word's silence around it)."""
+    loud = np.flatnonzero(np.abs(wave) >= floor * float(np.max(np.abs(wave), initial=0)))
+    return wave[loud[0]:loud[-1] + 1] if len(loud) else wave[:0]
+
+
+def join_clips(members: list[tuple[str, np.ndarray]], seed: str, clip_seconds: float, min_seconds: float,
+               voices: tuple[int, int] = (1, 1)) -> list[tuple[np.ndarray, list[str]]]:
+    """Short recordings joined into clips of ``clip_seconds`` (the last one shorter; under ``min_seconds`` left out): (clip, the
+    paths of its members). A folder's members are taken as one speaker's (KTuberling and KLettres keep one language, one
+    speaker, per folder). Each clip draws how many voices sound at once from ``voices``; each voice takes a folder no other voice
+    of the clip has (while there is one) and its next members, in an order seeded by ``seed``, each trimmed of its silence, one
+    after another with a 0.1-0.5 s pause between two, until it fills the clip (moving to another folder when one runs out). The
+    voices are summed and the clip scaled like any recording (level). One voice is one talker at a time (a conversation, a TV);
+    3 to 6 make a babble of different speakers (a bar, a crowd). Every member is in one clip only."""
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little"))
+    folders: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for path, wave in sorted(members, key=lambda m: m[0]):
+        folders.setdefault(os.path.dirname(path), []).append((path, wave))
+    queues = [[files[i] for i in rng.permutation(len(files))] for files in (folders[k] for k in sorted(folders))]
+    queues = [queues[i] for i in rng.permutation(len(queues))]
+    length, clips = int(clip_seconds * SR), []
+    while any(queues):
+        count = int(rng.integers(voices[0], voices[1] + 1))
+        tracks, names, taken = [], [], set()
+        for _ in range(count):
+            parts, filled, current = [], 0, None
+            while filled < length:
+                if current is None or not queues[current]:
+                    free = [i for i, q in enumerate(queues) if q and i not in taken] or [i for i, q in enumerate(queues) if q]
+                    if not free:
+                        break
+                    current = free[0]
+                    taken.add(current)
+                path, wave = queues[current].pop(0)
+                wave = trim(wave)
+                if len(wave) == 0:
+                    continue
+                gap = np.zeros(int(rng.uniform(0.1, 0.5) * SR), np.float32) if parts else np.zeros(0, np.float32)
+                parts += [gap, wave]
+                filled += len(gap) + len(wave)
+                names.append(path)
+            if parts:
+                tracks.append(np.concatenate(parts)[:length])
+        if not tracks:
+            break
+        mix = np.zeros(max(len(t) for t in tracks), np.float32)
+        for t in tracks:
+            mix[:len(t)] += t
+        if len(mix) >= min_seconds * SR:
+            clips.append((level(mix), names))
+    return clips
+
+
+def level(mono: np.ndarray) -> np.ndarray:
+    """Scaled to -23 dBFS RMS with peaks at most -1 dBFS."""
+    rms, peak = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2))), float(np.max(np.abs(mono), initial=0))
+    return (mono * min(TARGET_RMS / max(rms, 1e-9), PEAK / max(peak, 1e-9))).astype(np.float32)
+
+
 def decode(data: bytes) -> np.ndarray:
     """Mono float32 at 24 kHz, scaled to -23 dBFS RMS with peaks at most -1 dBFS."""
     wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     mono = wave.mean(axis=1)
     if rate != SR:
         mono = soxr.resample(mono, rate, SR, quality="HQ")
-    rms, peak = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2))), float(np.max(np.abs(mono), initial=0))
-    return (mono * min(TARGET_RMS / max(rms, 1e-9), PEAK / max(peak, 1e-9))).astype(np.float32)
+    return level(mono)
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
+
+
+def recordings(rows: list[dict]) -> set[tuple[str, str]]:
+    """(package, path) of the recordings in these manifest rows: a joined clip's are its members."""
+    return {(r["package"], path) for r in rows for path in r.get("members", [r["original_path"]])}
 
 
 def main() -> int:
@@ -189,13 +286,14 @@ def main() -> int:
     for pool in ("eval", "train"):
         shutil.rmtree(out / pool, ignore_errors=True)
         (out / pool).mkdir(parents=True)
-    rows, seen, left_out = [], {}, []
+    rows, seen, left_out, joined, joined_count = [], {}, [], [], {}
     for source in sources:
         tree = unpack(source.package, out)
         text = copyright_text(source.package, tree)
         chosen = files_of(source, tree)
         if not chosen:
             raise SystemExit(f"fetch_background: {source.package}: none of {', '.join(source.files)} is in the package")
+        short: dict[str, list[tuple[str, np.ndarray]]] = {}  # pool: the short files a join source joins
         for path, data in chosen:
             check_licence(source, text, path)
             wave = decode(data)
@@ -205,20 +303,36 @@ def main() -> int:
                 left_out.append(f"{source.package} {path}: the same audio as {seen[digest]}")
                 continue
             seen[digest] = f"{source.package} {path}"
+            pool = pool_for(source, path)
+            if seconds < args.min_seconds and source.join:
+                short.setdefault(pool, []).append((path, wave))
+                continue
             if seconds < args.min_seconds:
                 left_out.append(f"{source.package} {path}: {seconds:.2f} s, under {args.min_seconds:g} s")
                 continue
-            pool = pool_of(source.package, path)
             parts = int(np.ceil(seconds / args.clip_seconds))
             for k, piece in enumerate(np.array_split(wave, parts)):
                 name = f"{source.package}__{slug(path.split('/', 3)[-1].rsplit('.', 1)[0])}__{k:02d}.flac"
                 sf.write(out / pool / name, piece, SR, subtype="PCM_16")
                 rows.append({"file": f"{pool}/{name}", "package": source.package, "original_path": path, "licence": source.licence,
                              "seconds": round(len(piece) / SR, 2), "pool": pool})
+        for pool, members in short.items():
+            for clip, names in join_clips(members, f"{source.package}/{source.files}", args.clip_seconds, args.min_seconds, source.voices):
+                joined_count[source.package] = joined_count.get(source.package, 0) + 1
+                name = f"{source.package}__joined__{joined_count[source.package]:03d}.flac"
+                sf.write(out / pool / name, clip, SR, subtype="PCM_16")
+                prefix = os.path.commonpath(names) if len(names) > 1 else os.path.dirname(names[0])
+                rows.append({"file": f"{pool}/{name}", "package": source.package, "original_path": f"{prefix}/ ({len(names)} files joined)",
+                             "licence": source.licence, "seconds": round(len(clip) / SR, 2), "pool": pool, "members": names})
+                joined += [{"file": f"{pool}/{name}", "member": n} for n in names]
     with open(out / "manifest.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["file", "package", "original_path", "licence", "seconds", "pool"])
+        w = csv.DictWriter(f, fieldnames=["file", "package", "original_path", "licence", "seconds", "pool"], extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
+    with open(out / "joined.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["file", "member"])
+        w.writeheader()
+        w.writerows(joined)
     for line in left_out:
         print(f"left out: {line}")
     print(f"\n{'package':20s} {'licence':14s} {'files':>5s} {'eval min':>9s} {'train min':>9s}")
@@ -226,9 +340,9 @@ def main() -> int:
         for licence in dict.fromkeys(r["licence"] for r in rows if r["package"] == package):
             mine = [r for r in rows if r["package"] == package and r["licence"] == licence]
             minutes = {p: sum(r["seconds"] for r in mine if r["pool"] == p) / 60 for p in ("eval", "train")}
-            print(f"{package:20s} {licence:14s} {len({r['original_path'] for r in mine}):5d} {minutes['eval']:9.1f} {minutes['train']:9.1f}")
+            print(f"{package:20s} {licence:14s} {len(recordings(mine)):5d} {minutes['eval']:9.1f} {minutes['train']:9.1f}")
     totals = {p: sum(r["seconds"] for r in rows if r["pool"] == p) / 60 for p in ("eval", "train")}
-    files = {p: len({(r["package"], r["original_path"]) for r in rows if r["pool"] == p}) for p in ("eval", "train")}
+    files = {p: len(recordings([r for r in rows if r["pool"] == p])) for p in ("eval", "train")}
     print(f"{'total':35s} {files['eval'] + files['train']:5d} {totals['eval']:9.1f} {totals['train']:9.1f}")
     print(f"\nfetch_background: {len(rows)} clips -> {out / 'eval'} ({files['eval']} recordings, {totals['eval']:.1f} min) and {out / 'train'} "
           f"({files['train']} recordings, {totals['train']:.1f} min); manifest {out / 'manifest.csv'}")

@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pipeline"
 ENTRY_AND_STEPS = {"cli", "__main__.py", "airflow_local.py", "metrics_page.py", "config", "steps"}
-CONFIG_READERS = {"load", "load_pipeline", "load_train", "load_fingerprint", "load_index", "load_eval", "load_airflow", "load_sections", "validate", "defaults"}
+CONFIG_READERS = {"load", "load_pipeline", "load_train", "load_fingerprint", "load_index", "load_eval", "load_airflow", "load_asr", "load_sections",
+                  "validate", "defaults"}
 # the folders and files of the $CLOUDTUNE_HOME layout (pipeline/paths.py's docstring); a module that saves an object into a folder it
 # is handed names that object's own files (rvq's codec.json, the catalog VAE's map), as transformers' save_pretrained does
 ARTIFACT_NAMES = {"runs", "models", "embeddings", "index", "tokenizers", "tokens", "splits", "demo", "audio", "catalog_vae", "current",

@@ -26,7 +26,7 @@ def _catalog(tracks=30, segments=40, seed=0):
 def _index(vectors, track, start, drift=1, match_k=20, segments_k=200) -> TrackIndex:
     index, _ = make_index("flat", np.ascontiguousarray(vectors), {})
     table = SegmentTable.build(vectors, track, start, Segmentation(WINDOW, HOP, HOP))
-    settings = config.SearchSettings(segments_k=segments_k, match_k=match_k, match_drift=drift, rates=(1.0,), top_k=10)
+    settings = config.SearchSettings(segments_k=segments_k, match_k=match_k, match_drift=drift, rates=(1.0,), min_query_segments=1, top_k=10)
     return TrackIndex(index, {}, np.array([f"t{i}" for i in range(track.max() + 1)]), track, settings, table)
 
 
@@ -125,6 +125,21 @@ def test_queries_are_cut_like_the_catalog_and_embedded_in_one_call():
     assert [q.starts_s.tolist() for q in got] == [[0.0, 0.5], [0.0], [0.0]]  # the tail window ends at the end; shorter: one segment
     assert [q.vectors[:, 0].tolist() for q in got] == [[50, 50], [7], [30]]  # below min_s and below a window: the whole query
     assert Segmentation.of({"window_s": 1, "hop_s": 0.5, "min_s": 0.5, "batch_size": 64, "sample_rate": 24000}) == Segmentation(1.0, 0.5, 0.5)
+
+
+def test_a_short_query_is_cut_more_densely_until_it_has_enough_segments():
+    from pipeline.embed.segments import query_spans
+
+    s, sr = Segmentation(window_s=1.0, hop_s=0.5, min_s=0.5), 100
+    assert query_spans(200, sr, s) == [(0, 100), (50, 150), (100, 200)]  # 2 s at the catalog's hop: 3 windows
+    assert query_spans(200, sr, s, min_segments=5) == [(a, a + 100) for a in (0, 25, 50, 75, 100)]  # half the hop: 5
+    assert query_spans(150, sr, s, min_segments=5) == [(a, a + 100) for a in (0, 12, 24, 36, 48)] + [(50, 150)]  # a quarter, at most
+    assert query_spans(500, sr, s, min_segments=5) == query_spans(500, sr, s)  # 5 s has 9 already: the catalog's grid
+    assert query_spans(100, sr, s, min_segments=5) == [(0, 100)] and query_spans(30, sr, s, min_segments=5) == [(0, 30)]  # one window
+    emb = _Lengths()
+    emb.sample_rate = 100
+    got = embed_queries(emb, [np.zeros(200, np.float32)], window_s=1.0, hop_s=0.5, min_s=0.5, min_segments=5)
+    assert emb.calls == [5] and got[0].starts_s.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
 def test_a_query_played_at_several_rates_keeps_each_tracks_best():

@@ -1,6 +1,6 @@
 """`cloudtune` command line: one subcommand per pipeline step, each calling a plain function of the steps.
 
-The commands live by theme in this package's modules (``data``, ``models``, ``retrieval``, ``serve``, ``dags``), each with the parser
+The commands live by theme in this package's modules (``data``, ``models``, ``retrieval``, ``serve``, ``dags``, ``asr``), each with the parser
 part of its commands (``add_commands``); this module builds the parser and turns errors into one line and an exit code.
 """
 
@@ -12,7 +12,7 @@ import os
 import sys
 
 from pipeline import __version__, config
-from pipeline.cli import dags, data, models, retrieval, serve
+from pipeline.cli import asr, dags, data, models, retrieval, serve
 from pipeline.cli.common import EXIT_FAILED, EXIT_USAGE, CommandError, one_line
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"cloudtune {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (data, models, retrieval, serve, dags):
+    for group in (data, models, retrieval, serve, dags, asr):
         group.add_commands(sub)
     return p
 

@@ -18,6 +18,7 @@ class AsrSettings:
     split: bool
     split_search_s: float
     min_seconds: float
+    silence_rms_dbfs: float
     batch_size: int
     language: str | None
     choices: ClassVar = {"backend": ASR_BACKENDS}
@@ -36,6 +37,7 @@ class Qwen3AsrSettings:
     dtype: str
     tokens_per_second: float
     min_new_tokens: int
+    max_new_tokens: int | None
     repetition_guard: int
     choices: ClassVar = {"device": DEVICES, "dtype": DTYPES}
 

@@ -55,10 +55,11 @@ class SearchSettings:
     match_k: int
     match_drift: int
     rates: tuple[float, ...]
+    min_query_segments: int
     top_k: int
 
     def __post_init__(self):
-        for key in ("segments_k", "match_k", "top_k"):
+        for key in ("segments_k", "match_k", "top_k", "min_query_segments"):
             if getattr(self, key) < 1:
                 raise _Invalid(key, f"expected at least 1, got {getattr(self, key)}")
         if self.match_drift < 0:

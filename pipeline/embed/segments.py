@@ -5,8 +5,9 @@ The catalog (:mod:`pipeline.embed.catalog`) cuts every track with it and records
 manifest (``manifest["segmentation"]``: window_s, hop_s, min_s, batch_size, sample_rate). A query is cut with the values of
 the catalog it is searched in, read from that manifest (never from the config: every embedder may segment its own way), so
 query segments and catalog segments have the same length and the same grid. A query shorter than one window (or than
-``min_s``) is one segment of the whole query. :func:`embed_query_rates` also plays each query at a few rates, for clips
-played slightly fast or slow.
+``min_s``) is one segment of the whole query; a short query may be cut at a finer hop, for more segments
+(``search.min_query_segments``). :func:`embed_query_rates` also plays each query at a few rates, for clips played slightly
+fast or slow.
 """
 
 from __future__ import annotations
@@ -59,17 +60,30 @@ def segment_starts(n_samples: int, sr: int, s) -> list[tuple[int, int]]:
     return out
 
 
-def query_spans(n_samples: int, sr: int, s) -> list[tuple[int, int]]:
+DENSER_STEPS = 2  # a short query's hop is halved at most this often: down to a quarter of the catalog's
+
+
+def query_spans(n_samples: int, sr: int, s, min_segments: int = 1) -> list[tuple[int, int]]:
     """The segments of a query: the catalog's rule, and one segment of the whole query when that rule gives none (a query
-    shorter than ``min_s``)."""
-    return segment_starts(n_samples, sr, s) or [(0, n_samples)]
+    shorter than ``min_s``). A query that this cuts into fewer than ``min_segments`` windows (a short one: 2 s gives 3 at a
+    0.5 s hop) is cut at half the hop, then a quarter, until it has that many: more overlapping windows give the sequence
+    matcher more votes, and a window between two catalog segments meets them half a hop off, which training covers."""
+    spans = segment_starts(n_samples, sr, s) or [(0, n_samples)]
+    hop = s.hop_s
+    for _ in range(DENSER_STEPS):
+        if len(spans) >= min_segments:
+            break
+        hop /= 2
+        spans = segment_starts(n_samples, sr, Segmentation(s.window_s, hop, s.min_s)) or spans
+    return spans
 
 
-def embed_queries(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window_s: float, hop_s: float, min_s: float) -> list[QuerySegments]:
-    """Cut every query (mono at ``embedder.sample_rate``) like the catalog was cut and embed all their segments in one
-    ``embedder.embed`` call; per query its vectors and segment start times, in the order given."""
+def embed_queries(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window_s: float, hop_s: float, min_s: float,
+                  min_segments: int = 1) -> list[QuerySegments]:
+    """Cut every query (mono at ``embedder.sample_rate``) like the catalog was cut (:func:`query_spans`) and embed all their
+    segments in one ``embedder.embed`` call; per query its vectors and segment start times, in the order given."""
     s, sr = Segmentation(window_s, hop_s, min_s), embedder.sample_rate
-    spans = [query_spans(len(w), sr, s) for w in waves]
+    spans = [query_spans(len(w), sr, s, min_segments) for w in waves]
     vectors = embed_spans(embedder, waves, spans)
     out, i = [], 0
     for sp in spans:
@@ -79,7 +93,7 @@ def embed_queries(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window
 
 
 def embed_query_rates(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window_s: float, hop_s: float, min_s: float,
-                      rates: Sequence[float]) -> list[tuple[QuerySegments, ...]]:
+                      rates: Sequence[float], min_segments: int = 1) -> list[tuple[QuerySegments, ...]]:
     """Like :func:`embed_queries`, each query also played at each of ``rates`` (configs/index.yaml ``search.rates``; a rate of 1.1
     plays it 10 % faster, undoing a clip that was played 10 % slower): per query one QuerySegments per rate, in the order of
     ``rates``, all embedded in one call. A clip keeps its start at every rate, so offsets need no correction."""
@@ -89,5 +103,5 @@ def embed_query_rates(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], wi
 
     sr = embedder.sample_rate
     played = [w if r == 1.0 else speed(w, sr, r) for w in waves for r in rates]
-    flat = embed_queries(embedder, played, window_s, hop_s, min_s)
+    flat = embed_queries(embedder, played, window_s, hop_s, min_s, min_segments)
     return [tuple(flat[i : i + len(rates)]) for i in range(0, len(flat), len(rates))]

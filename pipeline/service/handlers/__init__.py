@@ -5,3 +5,4 @@ The spec strings below name each handler without importing it (and torch) in the
 """
 
 WAV2VEC2 = "pipeline.service.handlers.wav2vec2:Wav2Vec2Handler"
+ASR = "pipeline.service.handlers.asr:AsrHandler"
