@@ -88,7 +88,7 @@ def child(folder: str, dtype: str, seconds: float, tokens_per_second: float, sta
     from pipeline.config.asr_settings import Qwen3AsrSettings
 
     settings = Qwen3AsrSettings(model=folder, device="cpu", dtype=dtype, tokens_per_second=tokens_per_second, min_new_tokens=0,
-                                repetition_guard=0)
+                                repetition_guard=0, max_new_tokens=None)
     t_load = time.time()
     tr = load_qwen3_asr(folder, settings)
     loaded = time.time()

@@ -18,7 +18,7 @@ from pipeline.asr.qwen3_convert import convert_checkpoint, is_original_layout
 from pipeline.config.asr_settings import Qwen3AsrSettings
 
 SR = 16000
-SETTINGS = Qwen3AsrSettings(model=None, device="auto", dtype="auto", tokens_per_second=8.0, min_new_tokens=32, repetition_guard=0)
+SETTINGS = Qwen3AsrSettings(model=None, device="auto", dtype="auto", tokens_per_second=8.0, min_new_tokens=32, repetition_guard=0, max_new_tokens=None)
 N = 12  # new tokens per clip in the parity tests
 
 

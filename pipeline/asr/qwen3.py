@@ -194,8 +194,8 @@ def _until_eos(ids: list[int], eos: set[int]) -> list[int]:
 
 
 class Qwen3AsrTranscriber:
-    """:class:`~pipeline.asr.base.Transcriber` over a loaded model and processor. ``max_new_tokens`` (None: from the audio
-    length) caps every clip's budget, for tests and the benchmark."""
+    """:class:`~pipeline.asr.base.Transcriber` over a loaded model and processor. ``max_new_tokens`` (None: the settings'
+    ``max_new_tokens``, and when that is null too, from the audio length) fixes every clip's budget (`--max-new-tokens`)."""
 
     name = "qwen3-asr"
     sample_rate = SAMPLE_RATE
@@ -205,7 +205,7 @@ class Qwen3AsrTranscriber:
         self.model, self.processor, self.model_id = model, processor, model_id
         self.tokens_per_second, self.min_new_tokens = settings.tokens_per_second, settings.min_new_tokens
         self.repetition_guard = settings.repetition_guard
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = max_new_tokens if max_new_tokens is not None else settings.max_new_tokens
         self.last_new_tokens: list[int] = []  # tokens each clip of the last transcribe() kept (the benchmark reports them)
         tok = processor.tokenizer
         self.pad_id = tok.pad_token_id
