@@ -17,6 +17,7 @@ No other module spells an artifact path: they ask here (Kedro's ``catalog.yml`` 
         embeddings/<embedder>/{manifest.json, vectors.npy, segments.csv}
         index/<embedder>/<kind>/{manifest.json, index.faiss}
         reports/{evaluation.html, evaluation.json, metrics.csv, catalog_vae/}
+        reports/asr_eval.html                   an ASR evaluation's report (cloudtune asr eval, the asr_evaluation DAG)
 """
 
 from __future__ import annotations
@@ -201,3 +202,8 @@ def metrics_csv(run_id: str) -> Path:
 
 def catalog_vae_dir(run_id: str) -> Path:
     return reports_dir(run_id) / "catalog_vae"
+
+
+def asr_report(run_id: str) -> Path:
+    """The HTML report of an ASR evaluation run (`cloudtune asr eval`)."""
+    return reports_dir(run_id) / "asr_eval.html"

@@ -27,7 +27,7 @@ CREATE TABLE runs (
 );
 CREATE INDEX ix_runs_parent_run_id ON runs (parent_run_id);
 
--- asr_results: Transcriptions.
+-- asr_results: One row per transcribed (or failed) file of an ASR run, with its WER and CER against the reference when one was given.
 CREATE TABLE asr_results (
     result_id TEXT NOT NULL,
     run_id TEXT,
@@ -35,14 +35,23 @@ CREATE TABLE asr_results (
     source_uri TEXT NOT NULL,
     model TEXT NOT NULL,
     language TEXT,
-    text TEXT NOT NULL,
+    text TEXT,
     duration_s DOUBLE PRECISION,
     seconds DOUBLE PRECISION,
     wer DOUBLE PRECISION,
     created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    reference TEXT,
+    cer DOUBLE PRECISION,
+    rtf DOUBLE PRECISION,
+    error TEXT,
+    ref_words INTEGER,
+    word_edits INTEGER,
+    ref_chars INTEGER,
+    char_edits INTEGER,
     PRIMARY KEY (result_id),
     FOREIGN KEY(run_id) REFERENCES runs (run_id)
 );
+CREATE INDEX ix_asr_results_run ON asr_results (run_id);
 
 -- index_builds: One row per FAISS index built.
 CREATE TABLE index_builds (
@@ -175,4 +184,4 @@ CREATE TABLE cloudtune_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT cloudtune_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO cloudtune_alembic_version (version_num) VALUES ('0002');
+INSERT INTO cloudtune_alembic_version (version_num) VALUES ('0003');

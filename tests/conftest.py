@@ -31,6 +31,7 @@ SLOW = (
     "test_airflow_dags.py::test_demo_",  # the `chain` fixture: `cloudtune demo` + two nightly_reindex DAG runs (~80 s, PostgreSQL)
     "test_airflow_dags.py::test_nightly_",  # the same chain
     "test_airflow_dags.py::test_dream_generator_dag_",  # two dream_generator DAG runs through dag.test() (~8 s)
+    "test_airflow_dags.py::test_asr_evaluation_dag_",  # two asr_evaluation DAG runs through dag.test() with pocketsphinx
     "test_train.py::test_training_learns_and_a_killed_run_resumes_",  # 4 training runs with a kill and a resume (8 s; 30 s with PostgreSQL)
 )
 

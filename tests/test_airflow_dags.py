@@ -26,12 +26,14 @@ CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
 DAGS = config.PROJECT_ROOT / "dags"
 GPU_TASKS = {"audio_retrieval": {"tokenize", "train_embedder", "train_fingerprint", "wav2vec2_features", "embed_catalog", "evaluate"},
              "nightly_reindex": {"tokenize", "embed_catalog", "evaluate"},
-             "dream_generator": {"train"}}
+             "dream_generator": {"train"},
+             "asr_evaluation": {"evaluate"}}
 TASKS = {
     "audio_retrieval": ["start", "ingest", "train_tokenizer", "plan_shards", "tokenize", "splits", "train_embedder", "train_fingerprint", "wav2vec2_features",
                         "embed_catalog", "build_indexes", "evaluate", "publish", "report"],
     "nightly_reindex": ["start", "prepare", "ingest", "tokenize", "embed_catalog", "build_indexes", "evaluate", "check_regression", "publish", "report"],
     "dream_generator": ["train"],
+    "asr_evaluation": ["evaluate"],
 }
 TINY = {  # a 1-epoch, 32-wide embedder on a 16-code, 3-level codec; 2 query clips per test track under 3 degradations
     "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",
@@ -106,6 +108,14 @@ def test_params_form_defaults_come_from_configs(bag):
     nightly = bag.dags["nightly_reindex"]
     assert nightly.timetable.expression == config.load_airflow()["nightly"].schedule
     assert nightly.params.dump()["max_recall_drop"] == config.load_airflow()["nightly"].max_recall_drop
+
+
+def test_asr_evaluation_form_params_come_from_configs(bag):
+    asr = config.load_asr()
+    params = bag.dags["asr_evaluation"].params
+    assert params.dump() == {"manifest": "", "backend": asr.asr.backend, "model": asr.qwen3_asr.model, "device": asr.qwen3_asr.device}
+    assert params.get_param("backend").schema["enum"] == ["qwen3-asr", "pocketsphinx"]
+    assert params.get_param("device").schema["enum"] == ["auto", "cpu", "cuda"]
 
 
 def _top_level_imports(path: Path) -> set[str]:
@@ -310,3 +320,22 @@ def test_dream_generator_dag_trains_on_digits_and_returns_the_json_result(bag, t
     assert (tmp_path / "home" / "dreams" / "grid.png").stat().st_size > 0
     failed = run_dag("dream_generator", {"dataset": "mnist", "data": "no-such-folder", "epochs": 1})
     assert failed["failed_tasks"] == ["train"]  # missing MNIST: bad input, failed without retries
+
+
+def test_asr_evaluation_dag_scores_a_tiny_manifest(bag, tmp_path, monkeypatch):
+    from test_asr_eval import speech_manifest
+
+    from pipeline import paths
+    from pipeline.airflow_local import run_dag
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    speech_manifest(tmp_path / "home" / "speech")
+    done = run_dag("asr_evaluation", {"manifest": "speech/eval.tsv", "backend": "pocketsphinx"})  # relative to CLOUDTUNE_HOME
+    assert done["state"] == "success" and not done["failed_tasks"]
+    run_id = bookkeeping.pipeline_run_id(done["dag_run_id"])
+    with db.connect() as conn:
+        rows = conn.execute(text("SELECT run_id, error FROM asr_results ORDER BY result_id")).all()
+    assert [r.run_id for r in rows] == [run_id] * 3 and sum(r.error is not None for r in rows) == 1
+    assert paths.asr_report(run_id).stat().st_size > 0
+    failed = run_dag("asr_evaluation", {"manifest": "no-such.tsv", "backend": "pocketsphinx"})
+    assert failed["failed_tasks"] == ["evaluate"]  # a bad manifest: failed without retries

@@ -22,7 +22,7 @@ CONFIG_READERS = {"load", "load_pipeline", "load_train", "load_fingerprint", "lo
 ARTIFACT_NAMES = {"runs", "models", "embeddings", "index", "tokenizers", "tokens", "splits", "demo", "audio", "catalog_vae", "current",
                   "published.json", "params.json", "nightly.json", "train.yaml", "embedder.pt", "embedder.json", "training_curve.png",
                   "manifest.json", "vectors.npy", "segments.csv", "index.faiss", "evaluation.json", "evaluation.html", "metrics.csv",
-                  "cloudtune.db"}
+                  "cloudtune.db", "asr_eval.html"}
 
 
 def _modules(exclude: set[str]) -> list[Path]:

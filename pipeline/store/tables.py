@@ -178,18 +178,29 @@ run_errors = Table(
 asr_results = Table(
     "asr_results",
     metadata,
-    Column("result_id", Text, primary_key=True),
+    Column("result_id", Text, primary_key=True),  # `cloudtune asr eval`: <run_id>:<manifest line>, so a re-run replaces its rows
     run_fk(nullable=True),
     Column("track_id", Text),
-    Column("source_uri", Text, nullable=False),
-    Column("model", Text, nullable=False),
-    Column("language", Text),
-    Column("text", Text, nullable=False),
-    Column("duration_s", Double),
+    Column("source_uri", Text, nullable=False),  # the audio file (absolute path)
+    Column("model", Text, nullable=False),  # the recognizer's model id (a directory, hub id or the bundled model)
+    Column("language", Text),  # the manifest's, else the one the recognizer named
+    Column("text", Text),  # the hypothesis as the recognizer wrote it; NULL when the file failed (see error)
+    Column("duration_s", Double),  # of the audio
     Column("seconds", Double),  # processing time
-    Column("wer", Double),  # when a reference transcript was given
+    Column("wer", Double),  # when a reference transcript was given (after asr_eval.normalize); NULL for a failed file
     Column("created_at", TS, nullable=False),
-    comment="Transcriptions.",
+    # Last because migration 0003 appended them (fresh and upgraded databases have the same column order).
+    Column("reference", Text),  # the manifest's reference transcript, as written
+    Column("cer", Double),  # character error rate (spaces left out)
+    Column("rtf", Double),  # real-time factor: seconds / duration_s
+    Column("error", Text),  # one-line reason the file could not be transcribed; NULL when it was
+    # the edit counts behind wer and cer, so that a corpus figure is a sum of edits over a sum of reference lengths (sql/reports/asr_summary.sql)
+    Column("ref_words", Integer),  # words of the normalized reference
+    Column("word_edits", Integer),  # substitutions + deletions + insertions of words
+    Column("ref_chars", Integer),  # characters of the normalized reference, spaces left out
+    Column("char_edits", Integer),
+    Index("ix_asr_results_run", "run_id"),
+    comment="One row per transcribed (or failed) file of an ASR run, with its WER and CER against the reference when one was given.",
 )
 
 
