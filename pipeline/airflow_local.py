@@ -115,15 +115,28 @@ def run_dag(dag_id: str, conf: dict | None = None) -> dict:
     return {"dag_id": dag_id, "dag_run_id": dr.run_id, "state": str(dr.state), "failed_tasks": failed}
 
 
+def parallelism() -> int:
+    """Task slots of the executor: configs/airflow.yaml ``processes.parallelism``, null meaning the CPU count."""
+    return config.load_airflow()["processes"].parallelism or os.cpu_count() or 1
+
+
 def standalone(port: int = 8080) -> int:
     """`airflow standalone` (api-server with the UI, scheduler, dag-processor, triggerer) on 127.0.0.1:<port> with this project's
-    dags/ and plugins/. Every local user is admin (simple auth manager, ALL_ADMINS) unless the environment says otherwise."""
-    import subprocess
+    dags/ and plugins/, LocalExecutor with :func:`parallelism` slots. Every local user is admin (simple auth manager, ALL_ADMINS)
+    unless the environment says otherwise. It runs in a session of its own: on Ctrl-C, SIGTERM, SIGHUP or its end, every process
+    it started (the components, the executor's workers, the tasks) is stopped, SIGKILL after ``processes.stop_grace_s``."""
+    from pipeline import proctree
 
     ensure_pools()
     env = {**os.environ, **airflow_env(), "AIRFLOW__API__PORT": str(port)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # standalone starts `airflow ...` by name
     env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
     env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
-    print(f"airflow: UI on http://127.0.0.1:{port} (dags {DAGS_DIR}, plugins {PLUGINS_DIR}); Ctrl-C stops it", file=sys.stderr)
-    return subprocess.call([sys.executable, "-m", "airflow", "standalone"], env=env)
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", str(parallelism()))  # Airflow's default (32) forks 32 LocalExecutor workers
+    env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+    print(f"airflow: UI on http://127.0.0.1:{port} (dags {DAGS_DIR}, plugins {PLUGINS_DIR}; parallelism {env['AIRFLOW__CORE__PARALLELISM']}); "
+          "Ctrl-C stops it", file=sys.stderr)
+    proc = proctree.start([sys.executable, "-m", "airflow", "standalone"], env)
+    code = proctree.supervise([proc], config.load_airflow()["processes"].stop_grace_s)
+    print(f"airflow: standalone stopped (exit {code})", file=sys.stderr)
+    return code

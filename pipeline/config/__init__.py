@@ -10,7 +10,7 @@ them from ``pipeline.config``:
 - ``fingerprint.yaml``: fingerprint, fingerprint_training, augment
 - ``index.yaml``: segments, hnsw, ivfpq, search, publish
 - ``eval.yaml``: queries, metrics, latency, evaluation
-- ``airflow.yaml``: dag, pools, nightly, run, demo, metrics_page
+- ``airflow.yaml``: dag, pools, nightly, run, demo, metrics_page, processes, cluster
 - ``asr.yaml``: asr, qwen3_asr, pocketsphinx, asr_eval
 
 Where a value comes from, the later winning:
@@ -31,7 +31,16 @@ default the repository's ``configs/``).
 
 from __future__ import annotations
 
-from pipeline.config.airflow_settings import DagSettings, DemoRunSettings, MetricsPageSettings, NightlySettings, PoolSettings, RunDagSettings
+from pipeline.config.airflow_settings import (
+    ClusterSettings,
+    DagSettings,
+    DemoRunSettings,
+    MetricsPageSettings,
+    NightlySettings,
+    PoolSettings,
+    ProcessSettings,
+    RunDagSettings,
+)
 from pipeline.config.asr_settings import AsrEvalSettings, AsrSettings, PocketsphinxSettings, Qwen3AsrSettings
 from pipeline.config.base import ENV_PREFIX, OLD_ENV_PREFIXES, PROJECT_ROOT, RENAMED_SECTIONS, ConfigError, config_dir, config_file, db_url, sql_dir
 from pipeline.config.eval_settings import EvalMetricSettings, EvaluationSettings, LatencySettings, QueryPlan, QuerySettings
@@ -86,6 +95,7 @@ from pipeline.config.pipeline_settings import (
 from pipeline.config.train_settings import AugmentSettings, EmbedderSettings, FingerprintSettings, FingerprintTrainSettings, SplitSettings, TrainSettings
 
 __all__ = [  # the package's face: every module imports from pipeline.config, never from its parts
+    "ClusterSettings", "ProcessSettings",
     "DagSettings", "DemoRunSettings", "MetricsPageSettings", "NightlySettings", "PoolSettings", "RunDagSettings", "ENV_PREFIX", "OLD_ENV_PREFIXES",
     "PROJECT_ROOT", "RENAMED_SECTIONS", "ConfigError", "config_dir", "config_file", "db_url", "sql_dir", "EvalMetricSettings", "EvaluationSettings",
     "LatencySettings", "QueryPlan", "QuerySettings", "HNSWSettings", "IVFPQSettings", "PublishSettings", "SearchSettings", "SegmentSettings",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from pipeline.config.base import _Invalid
 from pipeline.names import DEVICES, EMBEDDERS, INDEX_KINDS, TOKENIZER_BACKENDS
 
 
@@ -33,6 +34,32 @@ class DagSettings:
 @dataclass(frozen=True)
 class PoolSettings:
     gpu: str
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    """airflow.yaml ``processes``: what `cloudtune airflow standalone` and `cluster` start and how they stop it."""
+
+    parallelism: int | None
+    stop_grace_s: float
+
+    def __post_init__(self):
+        if self.parallelism is not None and self.parallelism < 1:
+            raise _Invalid("parallelism", f"{self.parallelism}: must be >= 1 (or null: the CPU count)")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """airflow.yaml ``cluster``: `cloudtune airflow cluster up|down|status` (CeleryExecutor on this machine)."""
+
+    metadata_db_url: str
+    broker_url: str
+    host: str
+    port: int
+    users: str
+    default_concurrency: int | None
+    gpu_concurrency: int | None
+    start_timeout_s: float
 
 
 @dataclass(frozen=True)

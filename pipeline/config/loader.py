@@ -11,7 +11,16 @@ from typing import Any, TypeVar
 
 import yaml
 
-from pipeline.config.airflow_settings import DagSettings, DemoRunSettings, MetricsPageSettings, NightlySettings, PoolSettings, RunDagSettings
+from pipeline.config.airflow_settings import (
+    ClusterSettings,
+    DagSettings,
+    DemoRunSettings,
+    MetricsPageSettings,
+    NightlySettings,
+    PoolSettings,
+    ProcessSettings,
+    RunDagSettings,
+)
 from pipeline.config.asr_settings import AsrEvalSettings, AsrSettings, PocketsphinxSettings, Qwen3AsrSettings
 from pipeline.config.base import ENV_PREFIX, OLD_ENV_PREFIXES, RENAMED_SECTIONS, ConfigError, _Invalid, config_file
 from pipeline.config.eval_settings import EvalMetricSettings, EvaluationSettings, LatencySettings, QueryPlan, QuerySettings
@@ -52,7 +61,7 @@ INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSett
                                    "publish": PublishSettings}
 EVAL_SECTIONS: dict[str, type] = {"queries": QuerySettings, "metrics": EvalMetricSettings, "latency": LatencySettings, "evaluation": EvaluationSettings}
 AIRFLOW_SECTIONS: dict[str, type] = {"dag": DagSettings, "pools": PoolSettings, "nightly": NightlySettings, "run": RunDagSettings, "demo": DemoRunSettings,
-                                     "metrics_page": MetricsPageSettings}
+                                     "metrics_page": MetricsPageSettings, "processes": ProcessSettings, "cluster": ClusterSettings}
 
 ASR_SECTIONS: dict[str, type] = {"asr": AsrSettings, "qwen3_asr": Qwen3AsrSettings, "pocketsphinx": PocketsphinxSettings, "asr_eval": AsrEvalSettings}
 
@@ -336,6 +345,8 @@ class AirflowConfig(Sections):
     run: RunDagSettings
     demo: DemoRunSettings
     metrics_page: MetricsPageSettings
+    processes: ProcessSettings
+    cluster: ClusterSettings
 
 
 S = TypeVar("S", bound=Sections)
