@@ -9,7 +9,8 @@ No other module spells an artifact path: they ask here (Kedro's ``catalog.yml`` 
       demo/catalog-seed<S>-<N>x<L>s/            the demo catalog's source files
       tokenizers/<scope>/<version>/             a trained rvq codec; tokenizers/<scope>/current names the newest
       tokens/<scope>/<version>/                 token files of a catalog (scope) by one tokenizer version
-      airflow/                                  AIRFLOW_HOME of `cloudtune run` / `airflow standalone`
+      airflow/                                  AIRFLOW_HOME of `cloudtune run` / `airflow standalone` / `airflow cluster`
+      airflow/cluster.json  airflow/logs/       the cluster's processes and their logs (`cloudtune airflow cluster up`)
       runs/<run_id>/
         params.json  nightly.json  train.yaml   the DAG run's params, the nightly plan, the training config it used
         splits/{train,val,test}.txt             track-level splits (summary.json beside them)
@@ -80,6 +81,16 @@ def tokens_dir(scope: str, version: str) -> Path:
 
 def airflow_home() -> Path:
     return home() / "airflow"
+
+
+def airflow_cluster_state() -> Path:
+    """`cloudtune airflow cluster`'s processes (pid, role, queue, log): written by `up`, removed by `down`."""
+    return airflow_home() / "cluster.json"
+
+
+def airflow_cluster_logs() -> Path:
+    """The log of each process `cloudtune airflow cluster up` starts (`<role>.log`, `worker-<queue>.log`)."""
+    return airflow_home() / "logs"
 
 
 # --- a run's artifacts --------------------------------------------------------------------------------------

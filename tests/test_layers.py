@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pipeline"
-ENTRY_AND_STEPS = {"cli", "__main__.py", "airflow_local.py", "metrics_page.py", "config", "steps"}
+ENTRY_AND_STEPS = {"cli", "__main__.py", "airflow_local.py", "airflow_cluster.py", "metrics_page.py", "config", "steps"}
 CONFIG_READERS = {"load", "load_pipeline", "load_train", "load_fingerprint", "load_index", "load_eval", "load_airflow", "load_asr", "load_sections",
                   "validate", "defaults"}
 # the folders and files of the $CLOUDTUNE_HOME layout (pipeline/paths.py's docstring); a module that saves an object into a folder it

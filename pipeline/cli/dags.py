@@ -67,11 +67,39 @@ def cmd_airflow(args: argparse.Namespace) -> int:
         print(f"airflow: metadata DB ready ({env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}); pools: "
               + ", ".join(f"{name} ({slots} slots)" for name, slots in pools.items()))
         return 0
+    if args.action == "cluster":
+        return _cluster(args.cluster_action)
     if args.action == "env":
         for key, value in airflow_local.airflow_env().items():
             print(f"export {key}={value}")
         return 0
     return airflow_local.standalone(args.port)
+
+
+def _cluster(action: str | None) -> int:
+    from pipeline import airflow_cluster
+
+    if action is None:
+        raise CommandError("airflow cluster: say up, down or status", EXIT_USAGE)
+    try:
+        if action == "up":
+            started, procs = airflow_cluster.up()
+            print(f"cluster: {'up' if started else 'already up'}; UI and REST API on {airflow_cluster.read_state()['url']}")
+        elif action == "down":
+            procs = airflow_cluster.down()
+            print(f"cluster: stopped {len(procs)} processes" if procs else "cluster: not up")
+            return 0
+        else:
+            procs = airflow_cluster.status()
+            if not procs:
+                print("cluster: not up")
+                return EXIT_FAILED
+    except RuntimeError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"{'role':<14} {'queue':<8} {'pid':>8}  {'alive':<5}  log")
+    for p in procs:
+        print(f"{p['role']:<14} {p['queue'] or '-':<8} {p['pid']:>8}  {'yes' if p['alive'] else 'NO':<5}  {p['log']}")
+    return 0 if all(p["alive"] for p in procs) else EXIT_FAILED
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -112,8 +140,10 @@ def add_commands(sub) -> None:
     s.add_argument("--dag", choices=("audio_retrieval", "nightly_reindex"), help="default: configs/airflow.yaml run.dag_id")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("airflow", help="setup: metadata DB + `gpu` pool | env: the Airflow environment | standalone: the Airflow UI on this machine")
-    s.add_argument("action", choices=("setup", "env", "standalone"))
+    s = sub.add_parser("airflow", help="setup: metadata DB + `gpu` pool | env: the Airflow environment | standalone: the Airflow UI on this machine"
+                       " | cluster up|down|status: CeleryExecutor, PostgreSQL, Redis and two workers on this machine")
+    s.add_argument("action", choices=("setup", "env", "standalone", "cluster"))
+    s.add_argument("cluster_action", nargs="?", choices=("up", "down", "status"), help="cluster: start, stop or list its processes")
     s.add_argument("--gpu-slots", type=int, help="setup: slots of the gpu pool (default: visible GPUs, at least 1)")
     s.add_argument("--port", type=int, default=8080, help="standalone: api-server port")
     s.set_defaults(func=cmd_airflow)

@@ -57,8 +57,6 @@ class ClusterSettings:
     host: str
     port: int
     users: str
-    default_concurrency: int | None
-    gpu_concurrency: int | None
     start_timeout_s: float
 
 

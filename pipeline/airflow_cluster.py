@@ -1,0 +1,228 @@
+"""`cloudtune airflow cluster up|down|status`: Airflow with CeleryExecutor on this machine, without Docker, the shape of
+docker-compose.yml: a PostgreSQL metadata DB (its own database, created when missing), a Redis broker, the api-server, scheduler,
+dag-processor, triggerer and two Celery workers, one on queue ``default`` and one on queue ``gpu`` (the GPU-pool tasks).
+
+Each process is started as the leader of a session of its own (:mod:`pipeline.proctree`); its pid, start time, role, queue and
+log are recorded in ``$CLOUDTUNE_HOME/airflow/cluster.json``, the logs go to ``$CLOUDTUNE_HOME/airflow/logs`` (beside Airflow's
+task logs). `down` stops exactly those sessions, and nothing else, then removes the state. Settings: configs/airflow.yaml
+``cluster`` and ``processes``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+from pathlib import Path
+
+from pipeline import airflow_local, config, paths, proctree
+
+DEFAULT_QUEUE = "default"
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the workers: the machine's name with the worker's queue (``myhost-gpu``), so that
+    ``task_instance.hostname`` tells which of the two workers on this machine ran a task."""
+    name = socket.getfqdn()
+    queue = os.environ.get("CLOUDTUNE_WORKER_QUEUE")
+    return f"{name}-{queue}" if queue else name
+
+
+def _settings():
+    return config.load_airflow()["cluster"]
+
+
+def cluster_env(secret: str) -> dict[str, str]:
+    """The environment of every cluster process (and of `up` itself, which migrates the metadata DB): the project's Airflow
+    environment with CeleryExecutor, the cluster's metadata DB, broker and api-server, and a real login (simple auth manager
+    users, no "everyone is admin")."""
+    s = _settings()
+    env = {**os.environ, **airflow_local.airflow_env()}
+    env.update({
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": s.metadata_db_url,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": _async_url(s.metadata_db_url),
+        "AIRFLOW__CELERY__BROKER_URL": s.broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{s.metadata_db_url}",
+        "AIRFLOW__CELERY__DEFAULT_QUEUE": DEFAULT_QUEUE,
+        # prefork's pool processes are daemonic and a task forked from one inherits that: the steps' own worker processes (ingest's
+        # decoders, DataLoader workers) then fail with "daemonic processes are not allowed to have children". solo runs each
+        # task from the worker's main process, one at a time: one worker per queue is one task slot per queue
+        "AIRFLOW__CELERY__POOL": "solo",
+        "AIRFLOW__API__HOST": s.host,
+        "AIRFLOW__API__PORT": str(s.port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{s.host}:{s.port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": s.users,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__PARALLELISM": str(airflow_local.parallelism()),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(config.PROJECT_ROOT), os.environ.get("PYTHONPATH")])),  # the tasks import this pipeline
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    env.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secret)  # one secret for the api-server and the workers' task tokens
+    env.setdefault("AIRFLOW__API__SECRET_KEY", secret)
+    return env
+
+
+def _async_url(url: str) -> str:
+    """The metadata DB's URL for Airflow's async engine: psycopg 3 is async itself (Airflow would otherwise derive
+    ``postgresql+asyncpg``, a driver this project does not install)."""
+    for sync in ("postgresql+psycopg2://", "postgresql://"):
+        if url.startswith(sync):
+            return "postgresql+psycopg://" + url[len(sync):]
+    return url
+
+
+def processes() -> list[dict]:
+    """What `up` starts: role, queue (workers) and the `airflow` arguments, in start order."""
+    s = _settings()
+    gpu_queue = config.load_airflow()["pools"].gpu
+    out = [{"role": role, "queue": None, "args": args} for role, args in (
+        ("api-server", ["api-server", "--host", s.host, "--port", str(s.port)]), ("scheduler", ["scheduler"]),
+        ("dag-processor", ["dag-processor"]), ("triggerer", ["triggerer", "--skip-serve-logs"]))]
+    for queue in (DEFAULT_QUEUE, gpu_queue):
+        # logs are files on this machine: no log server (two workers would want the same port)
+        out.append({"role": "worker", "queue": queue, "args": ["celery", "worker", "--queues", queue, "--celery-hostname", f"{queue}@%h",
+                                                               "--skip-serve-logs"]})
+    return out
+
+
+def ensure_database(url: str) -> bool:
+    """Create the PostgreSQL database of ``url`` when it is missing (connecting to the server's ``postgres`` database).
+    Returns True when it was created."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    if not target.drivername.startswith("postgresql"):
+        return False
+    engine = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}).first():
+                return False
+            conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+            return True
+    finally:
+        engine.dispose()
+
+
+def _check_broker(url: str) -> None:
+    if url.startswith(("redis://", "rediss://")):
+        import redis
+
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+        except redis.RedisError as exc:
+            raise RuntimeError(f"cluster: the Celery broker {url} does not answer ({exc}); configs/airflow.yaml cluster.broker_url") from None
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+# --- state --------------------------------------------------------------------------------------------------------------
+
+
+def read_state() -> dict | None:
+    path = paths.airflow_cluster_state()
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_state(state: dict) -> None:
+    path = paths.airflow_cluster_state()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+
+
+def status() -> list[dict]:
+    """Each recorded process: role, queue, pid, alive, log. Empty when the cluster is not up."""
+    state = read_state() or {"processes": []}
+    return [{**p, "alive": proctree.is_alive(p["pid"], p["started"])} for p in state["processes"]]
+
+
+def _leaders(state: dict) -> list[int]:
+    """The recorded session leaders that are still ours: alive with the recorded start time, or gone (their session id stays
+    reserved while any process of the session lives). A pid reused by another process is left alone."""
+    out = []
+    for p in state["processes"]:
+        try:
+            reused = abs(proctree.create_time(p["pid"]) - p["started"]) > 0.5
+        except Exception:  # noqa: BLE001 - psutil.NoSuchProcess: the leader is gone, its session may not be
+            reused = False
+        if not reused:
+            out.append(p["pid"])
+    return out
+
+
+def down() -> list[dict]:
+    """Stop every process `up` started (SIGTERM to each session, SIGKILL after ``processes.stop_grace_s``), remove the state.
+    Returns what was stopped (empty when the cluster was not up)."""
+    state = read_state()
+    if state is None:
+        return []
+    left = proctree.stop(_leaders(state), config.load_airflow()["processes"].stop_grace_s)
+    if left:
+        raise RuntimeError(f"cluster: processes {left} did not exit after SIGKILL; {paths.airflow_cluster_state()} kept")
+    paths.airflow_cluster_state().unlink()
+    return state["processes"]
+
+
+def up() -> tuple[bool, list[dict]]:
+    """Start the cluster unless it is up. Returns (started, status()): started False when it was already up. Waits up to
+    ``cluster.start_timeout_s`` for the api-server's health endpoint; a process that exits meanwhile stops all of them."""
+    state = read_state()
+    if state is not None:
+        if any(p["alive"] for p in status()):
+            return False, status()
+        down()  # a stale state: whatever is left of it goes, then a fresh start
+    s = _settings()
+    if not _port_free(s.host, s.port):
+        raise RuntimeError(f"cluster: {s.host}:{s.port} is in use; configs/airflow.yaml cluster.port (CLOUDTUNE__CLUSTER__PORT)")
+    _check_broker(s.broker_url)
+    if ensure_database(s.metadata_db_url):
+        print(f"cluster: created the metadata database {s.metadata_db_url.rsplit('/', 1)[-1]}", file=sys.stderr)
+    env = cluster_env(secrets.token_urlsafe(32))
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW")})  # the migration below, in this process
+    airflow_local.ensure_pools()
+    logs = paths.airflow_cluster_logs()
+    started = []
+    try:
+        for p in processes():
+            name = p["role"] if p["queue"] is None else f"worker-{p['queue']}"
+            penv = {**env, "CLOUDTUNE_WORKER_QUEUE": p["queue"], "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname"} if p["queue"] else env
+            proc = proctree.start([sys.executable, "-m", "airflow", *p["args"]], penv, logs / f"{name}.log")
+            started.append({"role": p["role"], "queue": p["queue"], "pid": proc.pid, "started": proctree.create_time(proc.pid),
+                            "log": str(logs / f"{name}.log")})
+            _write_state({"url": f"http://{s.host}:{s.port}", "processes": started})
+        _wait_healthy(f"http://{s.host}:{s.port}/api/v2/monitor/health", s.start_timeout_s)
+    except BaseException:
+        down()
+        raise
+    return True, status()
+
+
+def _wait_healthy(url: str, timeout_s: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        dead = [p for p in status() if not p["alive"]]
+        if dead:
+            p = dead[0]
+            raise RuntimeError(f"cluster: {p['role']} {p['queue'] or ''} exited while starting; its log: {p['log']}: "
+                               + " | ".join(Path(p["log"]).read_text(errors="replace").strip().splitlines()[-3:]))
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(2)
+    raise RuntimeError(f"cluster: no healthy api-server at {url} after {timeout_s:.0f} s (configs/airflow.yaml cluster.start_timeout_s); "
+                       f"logs in {paths.airflow_cluster_logs()}")
