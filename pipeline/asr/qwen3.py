@@ -2,9 +2,9 @@
 ``Qwen3ASRProcessor``, greedy decoding, as a :class:`~pipeline.asr.base.Transcriber`.
 
 Loading: a local directory in either checkpoint layout (transformers' own, or the official release's with ``thinker_config``,
-converted on first load by :mod:`pipeline.asr.qwen3_convert`), or a hub id when the name is not a local path. ``device``
-auto|cpu|cuda; ``dtype`` auto is float32 on the CPU (transformers 5 would load the bfloat16 weights as they are) and bfloat16 on
-CUDA.
+converted once by :mod:`pipeline.asr.qwen3_convert` into a cache under ``$CLOUDTUNE_HOME/models/qwen3-asr/``), or a hub id
+when the name is not a local path. ``device`` auto|cpu|cuda; ``dtype`` auto is float32 on the CPU (transformers 5 would load
+the bfloat16 weights as they are) and bfloat16 on CUDA.
 
 Four things the plain ``processor(...)`` + ``model.generate(...)`` recipe gets wrong, and what this module does instead:
 
@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import queue
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline import paths
 from pipeline.asr.base import Transcript
 from pipeline.asr.qwen3_convert import convert_checkpoint, is_original_layout
 from pipeline.devices import resolve_device, resolve_dtype
@@ -59,7 +58,7 @@ SAMPLE_RATE = 16000
 MAX_BATCH = 4
 MARKER = "<asr_text>"
 MAX_LOOP = 64  # longest loop (in tokens) the repetition guard looks for
-CONVERTED = "transformers-layout"  # the converted copy of a release-layout checkpoint, a folder inside it
+CONVERTED = "transformers-layout"  # where earlier versions put the converted copy, inside the checkpoint's folder (still used if there)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -103,16 +102,26 @@ def _local_dir(model: str) -> Path | None:
 
 
 def _native_dir(folder: Path) -> Path:
-    """``folder`` itself in transformers' layout, or its converted copy: ``folder/transformers-layout`` when ``folder`` is
-    writable (made once, reused), else a temporary folder (made on every load, removed by the OS's temp cleaning)."""
+    """``folder`` itself in transformers' layout, or its converted copy: ``folder/transformers-layout`` when an earlier version
+    made one there, else the cache :func:`pipeline.paths.asr_model_cache` (``$CLOUDTUNE_HOME/models/qwen3-asr/<name>-<hash>``),
+    converted on the first load and reused by every later one. The model folder itself is never written to, so a read-only or
+    shared folder (a hub snapshot) works the same; the conversion is atomic, and a load that loses a race with another process
+    converting the same checkpoint uses that process's copy."""
     if not is_original_layout(folder):
         return folder
-    cached = folder / CONVERTED
+    legacy = folder / CONVERTED
+    if (legacy / "config.json").is_file():
+        return legacy
+    cached = paths.asr_model_cache(folder)
     if (cached / "config.json").is_file():
         return cached
-    target = cached if os.access(folder, os.W_OK) else Path(tempfile.mkdtemp(prefix="qwen3-asr-")) / CONVERTED
-    log.info("qwen3-asr: %s is in the release layout (thinker_config); converting it to %s", folder, target)
-    return convert_checkpoint(folder, target)
+    log.info("qwen3-asr: %s is in the release layout (thinker_config); converting it to %s (once)", folder, cached)
+    try:
+        return convert_checkpoint(folder, cached)
+    except (OSError, ValueError):
+        if (cached / "config.json").is_file():  # another process converted it meanwhile (its rename won, ours failed)
+            return cached
+        raise
 
 
 def _hub_dir(model: str) -> Path:
