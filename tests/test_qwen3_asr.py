@@ -213,3 +213,25 @@ def test_convert_checkpoint_is_atomic_and_refuses_wrong_input(dirs):
     with pytest.raises(ValueError, match="not in the release layout"):
         convert_checkpoint(dirs["native"], root / "again")
     assert not (root / "again").exists()
+
+
+def test_cloudtune_asr_convert(dirs, tmp_path, capsys):
+    from pipeline.cli import main
+
+    dst = tmp_path / "out" / "Qwen3-ASR-tiny-hf"
+    assert main(["asr", "convert", str(dirs["original"]), str(dst)]) == 0
+    assert capsys.readouterr().out.strip() == str(dst.resolve())
+    assert not is_original_layout(dst) and not [p for p in dst.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+    tr = load_qwen3_asr(str(dst), SETTINGS)
+    tr.max_new_tokens = N
+    native = load_qwen3_asr(str(dirs["native"]), SETTINGS)
+    native.max_new_tokens = N
+    assert [t.text for t in tr.transcribe(WAVES[:2], language="English")] == [t.text for t in native.transcribe(WAVES[:2], language="English")]
+    for args, reason in [([str(tmp_path / "missing"), str(tmp_path / "x")], "does not exist"),
+                         ([str(tmp_path), str(tmp_path / "x")], "has no config.json"),
+                         ([str(dirs["native"]), str(tmp_path / "x")], "already in transformers' layout"),
+                         ([str(dirs["original"]), str(dst)], "exists already")]:
+        assert main(["asr", "convert", *args]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and reason in err, err
+    assert not (tmp_path / "x").exists()
