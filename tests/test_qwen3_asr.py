@@ -235,3 +235,21 @@ def test_cloudtune_asr_convert(dirs, tmp_path, capsys):
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1 and reason in err, err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_cast_load_equals_transformers_own(dirs, dtype, monkeypatch):
+    """The float32 checkpoint loaded as another dtype goes through _load_model's pread path (block-wise cast): the same
+    parameters, tied head and generation config as transformers' from_pretrained, including a tensor cast in several blocks."""
+    from transformers import Qwen3ASRForConditionalGeneration
+
+    from pipeline.asr import qwen3
+
+    monkeypatch.setattr(qwen3, "CAST_CHUNK_BYTES", 1000)  # the embedding (vocab x 32) read in blocks of a few rows
+    ours = qwen3._load_model(dirs["native"], dtype)
+    theirs = Qwen3ASRForConditionalGeneration.from_pretrained(str(dirs["native"]), dtype=dtype)
+    assert ours.dtype == dtype and ours.lm_head.weight is ours.model.language_model.embed_tokens.weight
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+    assert ours.generation_config.to_dict() == theirs.generation_config.to_dict()
+    assert ours.config.to_dict() == theirs.config.to_dict()

@@ -30,6 +30,7 @@ a forced language is prefilled so it writes the text only); the language is the 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import queue
@@ -133,10 +134,86 @@ def _hub_dir(model: str) -> Path:
         raise ValueError(f"qwen3-asr: {model!r} is not a local directory and cannot be fetched from the hub: {' '.join(str(exc).split())[:300]}") from None
 
 
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a transformers-layout checkpoint (the shards of its index, or model.safetensors); [] for none."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    single = folder / "model.safetensors"
+    return [single] if single.is_file() else []
+
+
+SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+CAST_CHUNK_BYTES = 16 << 20  # a tensor is read and cast in blocks of rows of about this many bytes (in the target dtype)
+
+
+class _CastSlice:
+    """A lazy tensor of a safetensors file for ``from_pretrained(state_dict=...)``: ``x[...]`` reads it in row blocks of about
+    :data:`CAST_CHUNK_BYTES` straight into one tensor of ``dtype``, so no whole copy in the checkpoint's dtype is ever made
+    (transformers would read the whole tensor, then cast it: for the 0.6B model's 151936 x 1024 embedding, 300 MB at once,
+    times its four loader threads)."""
+
+    def __init__(self, piece: Any, dtype: torch.dtype):
+        self.piece, self.dtype = piece, dtype
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        import torch
+
+        if index is not Ellipsis:
+            return self.piece[index].to(self.dtype)
+        shape = self.piece.get_shape()
+        if not shape:
+            return self.piece[...].to(self.dtype)
+        out = torch.empty(shape, dtype=self.dtype)
+        row_bytes = max(1, math.prod(shape[1:])) * out.element_size()
+        step = max(1, CAST_CHUNK_BYTES // row_bytes)
+        for start in range(0, shape[0], step):
+            stop = min(start + step, shape[0])  # a safetensors slice does not clamp its bounds
+            out[start:stop] = self.piece[start:stop]
+        return out
+
+
+def _load_model(folder: Path, dtype: torch.dtype) -> Any:
+    """``Qwen3ASRForConditionalGeneration`` of a transformers-layout ``folder`` in ``dtype``, at a peak memory of about the
+    loaded weights (bench/asr_load_memory.py).
+
+    transformers 5 builds the model on the meta device (no random initialization) and memory-maps the safetensors files. When
+    the checkpoint already holds ``dtype``, its tensors are used in place (no copy; the pages load as they are used, shared
+    with the page cache), and that path is kept. When they must be cast (the bfloat16 release loaded as float32 on the CPU),
+    transformers copies every tensor out of the map and casts it, and the mapped pages it touched stay in the process's RSS
+    until the files are closed at the end: the peak is the float32 weights plus the whole checkpoint file (0.6B: 2.9 + 1.5 GiB),
+    and each large tensor also passes through a whole copy in the file's dtype. Then this function hands the same
+    ``from_pretrained`` a state dict of :class:`_CastSlice` over files opened with safetensors' ``pread`` backend: the bytes are
+    read (the file's pages stay in the OS page cache, outside the process) and cast block by block into the final tensors."""
+    import contextlib
+
+    from safetensors import safe_open
+    from transformers import GenerationConfig, Qwen3ASRConfig, Qwen3ASRForConditionalGeneration
+
+    files = _weight_files(folder)
+    if not files:  # not safetensors (pytorch_model.bin): transformers' own loading
+        return Qwen3ASRForConditionalGeneration.from_pretrained(str(folder), dtype=dtype)
+    with contextlib.ExitStack() as stack:
+        pieces = {}
+        for path in files:
+            handle = stack.enter_context(safe_open(str(path), framework="pt", backend="pread"))
+            pieces.update({key: handle.get_slice(key) for key in handle.keys()})
+        stored = {SAFETENSORS_DTYPES.get(piece.get_dtype()) for piece in pieces.values()} - {None}
+        if stored <= {str(dtype).removeprefix("torch.")}:  # nothing to cast: transformers' zero-copy memory map
+            return Qwen3ASRForConditionalGeneration.from_pretrained(str(folder), dtype=dtype)
+        state = {key: _CastSlice(piece, dtype) if piece.get_dtype() in SAFETENSORS_DTYPES else piece for key, piece in pieces.items()}
+        net = Qwen3ASRForConditionalGeneration.from_pretrained(None, config=Qwen3ASRConfig.from_pretrained(str(folder)), state_dict=state,
+                                                               dtype=dtype)
+    net.config.name_or_path = str(folder)  # what from_pretrained(folder) records; the rest of the loading is the same
+    if (folder / "generation_config.json").is_file():
+        net.generation_config = GenerationConfig.from_pretrained(str(folder))
+    return net
+
+
 def load_qwen3_asr(model: str, settings: Qwen3AsrSettings, device: str | None = None, dtype: str | None = None) -> Qwen3AsrTranscriber:
     """The Qwen3-ASR transcriber of ``model`` (a local directory in either layout, or a hub id), on ``device`` in ``dtype``
     (None: ``settings.device`` / ``settings.dtype``). A ValueError with a one-line reason when it cannot be loaded."""
-    from transformers import Qwen3ASRForConditionalGeneration, Qwen3ASRProcessor
+    from transformers import Qwen3ASRProcessor
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -149,7 +226,7 @@ def load_qwen3_asr(model: str, settings: Qwen3AsrSettings, device: str | None = 
     t0 = time.perf_counter()
     try:
         processor = Qwen3ASRProcessor.from_pretrained(str(folder))
-        net = Qwen3ASRForConditionalGeneration.from_pretrained(str(folder), dtype=torch_dtype)
+        net = _load_model(folder, torch_dtype)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"qwen3-asr: cannot load a model from {model!r}: {' '.join(str(exc).split())[:300]}") from None
     net.to(device_name).eval()
