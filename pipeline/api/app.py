@@ -1,14 +1,15 @@
 """The app factory: the published run loads in the background (``/readyz`` answers 503 until it has), then one
 :class:`~pipeline.api.batching.Batcher` serves every search, and a newly published run is swapped in while the old one
-answers (:mod:`pipeline.api.serving`); refusals are JSON ``{"detail": reason}`` with their status."""
+answers (:mod:`pipeline.api.serving`). The models behind a model service (embed, transcribe) start beside it; the model
+table (:mod:`pipeline.api.routing`) holds them all. Refusals are JSON ``{"detail": reason}`` with their status."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -16,10 +17,12 @@ from fastapi.responses import JSONResponse
 from pipeline import __version__
 from pipeline.api import routes
 from pipeline.api.batching import Batcher
-from pipeline.api.embed import EmbedModel
 from pipeline.api.metrics import ApiMetrics, MetricsMiddleware
+from pipeline.api.routing import Models
+from pipeline.api.search_model import SearchModel
 from pipeline.api.serving import Serving, watch
 from pipeline.api.uploads import ApiError
+from pipeline.api.worker_models import WorkerModel
 from pipeline.config import SearchApiSettings
 from pipeline.search import Searcher
 
@@ -28,13 +31,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Service:
-    """What the routes share: the settings, the metrics, the API key (None: no key asked), and once loaded the run in service
-    and the batcher."""
+    """What the routes share: the settings, the metrics, the API key (None: no key asked), the model table, and once loaded
+    the run in service and the batcher."""
 
     settings: SearchApiSettings
     metrics: ApiMetrics
     api_key: str | None
-    embed_model: EmbedModel  # /v1/embed's model service (its ``make`` None: not configured)
+    models: Models = field(init=False)  # set by create_app: search, then the worker models
     serving: Serving | None = None
     batcher: Batcher | None = None
     error: str | None = None  # why loading failed: /readyz says it
@@ -45,27 +48,26 @@ class Service:
 
 
 def create_app(settings: SearchApiSettings, load_searcher: Callable[[], Searcher], api_key: str | None = None,
-               published_stamp: Callable[[], str | None] | None = None, embed_model: EmbedModel | None = None) -> FastAPI:
+               published_stamp: Callable[[], str | None] | None = None, workers: Sequence[WorkerModel] = ()) -> FastAPI:
     """The search app. ``load_searcher`` builds the published run's :class:`Searcher` (in a thread: at startup, and again at each
     publish); ``api_key``: required as a Bearer token on the /v1 routes when given; ``published_stamp``: what changes when a run
-    is published (its ``published_at``), polled every ``search_api.reload_poll_s``; None: no hot swap; ``embed_model``: the
-    model service of /v1/embed (None: that route answers 501)."""
-    embed_model = embed_model or EmbedModel(None, "no model: no wav2vec2 model is configured for this service", 0.0, settings.retry_after_s)
-    service = Service(settings, ApiMetrics(), api_key, embed_model)
+    is published (its ``published_at``), polled every ``search_api.reload_poll_s``; None: no hot swap; ``workers``: the models
+    behind a model service (/v1/embed, /v1/transcribe; a task none serves answers 501), started with the app."""
+    service = Service(settings, ApiMetrics(), api_key)
+    service.models = Models([SearchModel(service), *workers])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loading = asyncio.create_task(_load(service, load_searcher, published_stamp))
-        embedding = asyncio.create_task(embed_model.start())
+        tasks = [asyncio.create_task(_load(service, load_searcher, published_stamp)), *(asyncio.create_task(w.start()) for w in workers)]
         try:
             yield
         finally:
-            for task in (loading, embedding):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(loading, embedding, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             if service.batcher is not None:
                 await service.batcher.stop()
-            await embed_model.stop()
+            await asyncio.gather(*(w.stop() for w in workers))
 
     app = FastAPI(title="CloudTune search", version=__version__, lifespan=lifespan,
                   description="Find catalog tracks (and where in them) from a short audio clip, with the published run. See docs/search_api.md.")

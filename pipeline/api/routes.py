@@ -1,5 +1,6 @@
 """The routes: ``POST /v1/search`` (one clip), ``POST /v1/search:batch`` (several), ``GET /v1/models``, ``/healthz``, ``/readyz``, ``/metrics``;
-``POST /v1/embed`` lives in :mod:`pipeline.api.embed`.
+``POST /v1/embed`` lives in :mod:`pipeline.api.embed`, ``POST /v1/transcribe`` in :mod:`pipeline.api.transcribe`. Each /v1 task
+route takes its model from the model table (:mod:`pipeline.api.routing`).
 
 Each search request has one deadline (``search_api.request_timeout_s``): a body still arriving when it passes is a 408,
 a clip not yet searched a 504. Clips are decoded in threads, searched by the batcher on the model thread.
@@ -16,11 +17,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.api import embed
+from pipeline.api import embed, transcribe
 from pipeline.api.auth import authorized
 from pipeline.api.batching import QueueFull
+from pipeline.api.search_model import served
 from pipeline.api.serving import Clip
-from pipeline.api.uploads import AUDIO_TYPES, ApiError, decode, uploads
+from pipeline.api.uploads import CLIP_BODY, ApiError, decode, media_type, uploads
 
 if TYPE_CHECKING:
     from pipeline.api.app import Service
@@ -61,9 +63,6 @@ ERRORS = {code: {"description": why} for code, why in (
     (413, "body over search_api.max_upload_mb"), (415, "not an audio content type or body"),
     (422, "unreadable audio, or a clip shorter than min_clip_s or longer than max_clip_s"),
     (503, "not ready yet, or the queue is full (Retry-After)"), (504, "not searched within search_api.request_timeout_s"))}
-CLIP_BODY = {"requestBody": {"required": True, "content": {
-    **{t: {"schema": {"type": "string", "format": "binary"}} for t in AUDIO_TYPES},
-    "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}, "required": ["file"]}}}}}
 FILES_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
 TOP_K = Query(None, ge=1, le=1000, description="tracks per clip (default configs/index.yaml search.top_k)")
@@ -83,10 +82,10 @@ router = APIRouter()
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(_api_key)], tags=["search"])
 
 
-def _ready(request: Request) -> Service:
+def _ready(request: Request, content_type: str | None = None) -> Service:
+    """The service, once the model table has a started search model accepting ``content_type`` (None: not checked here)."""
     svc = _service(request)
-    if not svc.ready:
-        raise ApiError(503, f"not ready: {svc.error or 'loading the published run'}", {"Retry-After": str(svc.settings.retry_after_s)})
+    svc.models.pick("search", content_type=content_type)
     return svc
 
 
@@ -130,12 +129,6 @@ async def _search(svc: Service, clips: list[Clip], top_k: int | None, deadline: 
         raise _late(svc) from None
 
 
-def _served(sr: Searcher) -> dict:
-    """The run in service as /readyz and /v1/models name it: run, embedder, index kind and size."""
-    return {"run_id": sr.run_id, "embedder": sr.embedder.name, "index_kind": sr.index_kind, "tracks": len(sr.index.track_ids),
-            "vectors": int(sr.index.index.ntotal)}
-
-
 def _answer(answered: tuple[Searcher, list[dict]], started: float, clip: Clip) -> dict:
     sr, hits = answered
     return {"results": hits, "run_id": sr.run_id, "embedder": sr.embedder.name, "index_kind": sr.index_kind,
@@ -145,7 +138,7 @@ def _answer(answered: tuple[Searcher, list[dict]], started: float, clip: Clip) -
 @v1.post("/search", response_model=SearchAnswer, responses=ERRORS, openapi_extra=CLIP_BODY)
 async def search(request: Request, top_k: int | None = TOP_K) -> dict:
     """One clip (raw body, or multipart field ``file``) -> its tracks: the answer of `cloudtune search --json` for it."""
-    started, svc = time.perf_counter(), _ready(request)
+    started, svc = time.perf_counter(), _ready(request, media_type(request))
     deadline = asyncio.get_running_loop().time() + svc.settings.request_timeout_s
     with svc.batcher.incoming():
         [clip] = await _decode_each(svc, await _read(request, svc, False, deadline), deadline)
@@ -172,15 +165,10 @@ async def search_batch(request: Request, top_k: int | None = TOP_K) -> list[dict
 
 @v1.get("/models", tags=["ops"])
 async def models(request: Request) -> dict:
-    """The models this service runs, each with what it accepts (formats, sample rate, durations) and what it did so far
-    (requests, success rate, latency percentiles, throughput)."""
-    svc = _ready(request)
-    sr, s = svc.serving.searcher, svc.settings
-    search_model = {"name": "search", "task": "search", "route": "/v1/search", "available": True, **_served(sr),
-                    "formats": ["wav", "flac", "ogg", "mp3", "aiff"], "content_types": [*AUDIO_TYPES, "multipart/form-data"],
-                    "sample_rates": f"any (resampled to {sr.sample_rate} Hz)", "min_duration_s": s.min_clip_s, "max_duration_s": s.max_clip_s,
-                    "max_batch": s.max_batch, "queue_size": s.queue_size, **svc.serving.observed.summary()}
-    return {"models": [search_model, await svc.embed_model.describe()]}
+    """The models this service runs (search, embed, transcribe), each with what it accepts (content types, formats, sample
+    rates, durations), its limits (concurrency, queue, timeout) and what it did so far (requests, success rate, latency
+    percentiles, throughput), or why it is not available."""
+    return {"models": await _service(request).models.describe()}
 
 
 @router.get("/healthz", tags=["ops"])
@@ -196,7 +184,7 @@ async def readyz(request: Request):
     svc = _service(request)
     if not svc.ready:
         return JSONResponse({"ready": False, "detail": svc.error or "loading the published run"}, 503)
-    return {"ready": True, **_served(svc.serving.searcher)} | ({"swap_error": svc.serving.swap_error} if svc.serving.swap_error else {})
+    return {"ready": True, **served(svc.serving.searcher)} | ({"swap_error": svc.serving.swap_error} if svc.serving.swap_error else {})
 
 
 @router.get("/metrics", tags=["ops"])
@@ -207,4 +195,5 @@ async def metrics(request: Request) -> Response:
 
 
 v1.include_router(embed.router)
+v1.include_router(transcribe.router)
 router.include_router(v1)

@@ -17,6 +17,12 @@ from pipeline.config import SearchApiSettings
 AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "audio/flac", "audio/x-flac", "audio/ogg", "audio/mpeg", "audio/mp3",
                "audio/aiff", "audio/x-aiff", "application/octet-stream")
 MULTIPART = "multipart/form-data"
+CLIP_WANTED = "an audio body (audio/wav, audio/flac, audio/ogg, audio/mpeg, application/octet-stream) or multipart field 'file'"
+CONTAINERS = ("WAV", "FLAC", "OGG", "MP3", "AIFF")  # what audio_io.sniff_container names, all of which the audio loader reads
+# The OpenAPI request body of a route taking one clip (/v1/search, /v1/transcribe)
+CLIP_BODY = {"requestBody": {"required": True, "content": {
+    **{t: {"schema": {"type": "string", "format": "binary"}} for t in AUDIO_TYPES},
+    MULTIPART: {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}, "required": ["file"]}}}}}
 
 
 class ApiError(Exception):
@@ -58,8 +64,7 @@ async def uploads(request: Request, settings: SearchApiSettings, many: bool) -> 
     every file part, in their order, at most ``search_api.max_files``)."""
     kind = media_type(request)
     if kind != MULTIPART and (many or kind not in AUDIO_TYPES):
-        wanted = "multipart/form-data with file parts" if many else \
-            "an audio body (audio/wav, audio/flac, audio/ogg, audio/mpeg, application/octet-stream) or multipart field 'file'"
+        wanted = "multipart/form-data with file parts" if many else CLIP_WANTED
         raise ApiError(415, f"Content-Type {kind}: expected {wanted}")
     body = await read_body(request, max_bytes(settings))
     if kind != MULTIPART:
@@ -93,22 +98,34 @@ async def _form_files(request: Request, body: bytes, settings: SearchApiSettings
         await form.close()
 
 
+def probe(data: bytes) -> tuple[str, float]:
+    """One clip's container (one of :data:`CONTAINERS`) and length in seconds, from its header (no decoding): 422 for an
+    empty body or one libsndfile cannot open, 415 for bytes that are no audio file."""
+    if not data:
+        raise ApiError(422, "empty body: send the audio clip")
+    container = audio_io.sniff_container(data[:16])
+    if container is None:
+        raise ApiError(415, "not an audio file (no WAV, FLAC, OGG, MP3 or AIFF header)")
+    try:
+        return container, sf.info(io.BytesIO(data)).duration
+    except Exception as exc:  # libsndfile's and the decoders' errors on arbitrary bytes all mean the same to the caller
+        raise _unreadable(exc) from None
+
+
+def _unreadable(exc: Exception) -> ApiError:
+    return ApiError(422, f"not a readable audio file ({' '.join(str(exc).split()) or type(exc).__name__})")
+
+
 def decode(data: bytes, sample_rate: int, settings: SearchApiSettings) -> np.ndarray:
     """One clip's bytes as mono float32 at ``sample_rate`` (the project's audio loader), within ``min_clip_s``/``max_clip_s``.
     Runs in a thread (it is CPU work)."""
-    if not data:
-        raise ApiError(422, "empty body: send the audio clip")
-    if audio_io.sniff_container(data[:16]) is None:
-        raise ApiError(415, "not an audio file (no WAV, FLAC, OGG, MP3 or AIFF header)")
+    _, duration = probe(data)
+    if duration > settings.max_clip_s:
+        raise ApiError(422, f"{duration:.2f} s of audio; a query may be at most {settings.max_clip_s:g} s (search_api.max_clip_s)")
     try:
-        info = sf.info(io.BytesIO(data))
-        if info.duration > settings.max_clip_s:
-            raise ApiError(422, f"{info.duration:.2f} s of audio; a query may be at most {settings.max_clip_s:g} s (search_api.max_clip_s)")
         wave, _ = audio_io.load(io.BytesIO(data), sr=sample_rate)
-    except ApiError:
-        raise
-    except Exception as exc:  # libsndfile's and the decoders' errors on arbitrary bytes all mean the same to the caller
-        raise ApiError(422, f"not a readable audio file ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+    except Exception as exc:
+        raise _unreadable(exc) from None
     seconds = len(wave) / sample_rate
     if seconds < settings.min_clip_s:
         raise ApiError(422, f"{seconds:.2f} s of audio; a query needs at least {settings.min_clip_s:g} s (search_api.min_clip_s)")

@@ -19,29 +19,58 @@ def load_searcher(device: str):
 
 
 def app_from_config():
-    """The app of one uvicorn worker (a factory: each worker process loads its own searcher), from configs/pipeline.yaml ``search_api``."""
+    """The app of one uvicorn worker (a factory: each worker process loads its own searcher and starts its own model services),
+    from configs/pipeline.yaml ``search_api``."""
     from pipeline.api.app import create_app
     from pipeline.api.auth import API_KEY_ENV
     from pipeline.publish import published
 
     settings = config.load_pipeline().search_api
     return create_app(settings, lambda: load_searcher(settings.device), api_key=os.environ.get(API_KEY_ENV) or None,
-                      published_stamp=lambda: (published() or {}).get("published_at"), embed_model=embed_model(settings.retry_after_s))
+                      published_stamp=lambda: (published() or {}).get("published_at"), workers=[embed_model(settings), transcribe_model(settings)])
 
 
-def embed_model(retry_after_s: int):
-    """/v1/embed's model service, as `cloudtune embed --isolated` builds it (configs/pipeline.yaml ``wav2vec2`` and ``service``);
-    not started here."""
+def embed_model(settings: config.SearchApiSettings):
+    """/v1/embed's model, as `cloudtune embed --isolated` builds its model service (configs/pipeline.yaml ``wav2vec2`` and
+    ``service``), with the ``search_api.embed_*`` limits; not started here."""
     from dataclasses import asdict
 
-    from pipeline.api.embed import EmbedModel
+    from pipeline.api import embed
+    from pipeline.api.worker_models import WorkerModel
     from pipeline.service import handlers
     from pipeline.service.model_service import ModelService
 
     data = config.load()
     w2v, service = config.section(config.Wav2Vec2Settings, data, "wav2vec2"), config.section(config.ServiceSettings, data, "service")
     make = (lambda: ModelService(handlers.WAV2VEC2, {"settings": asdict(w2v)}, service, isolated=True, name="wav2vec2-worker")) if w2v.model else None
-    return EmbedModel(make, "no model: set wav2vec2.model (a local wav2vec2 directory or hub id)", w2v.max_seconds, retry_after_s)
+    return WorkerModel("wav2vec2", "embed", "/v1/embed", make, "no model: set wav2vec2.model (a local wav2vec2 directory or hub id)",
+                       embed.accepts(w2v.max_seconds), concurrency=settings.embed_concurrency, queue_size=settings.embed_queue_size,
+                       timeout_s=settings.embed_timeout_s, retry_after_s=settings.retry_after_s)
+
+
+def transcribe_model(settings: config.SearchApiSettings):
+    """/v1/transcribe's model, as `cloudtune asr infer --isolated` builds its model service (configs/asr.yaml ``asr``,
+    ``qwen3_asr``, ``pocketsphinx`` and configs/pipeline.yaml ``service``), with the ``search_api.transcribe_*`` limits; not
+    started here. Not configured (501) when ``search_api.transcribe`` is false or the backend cannot start from the config."""
+    from dataclasses import asdict
+
+    from pipeline.api import transcribe
+    from pipeline.api.worker_models import WorkerModel
+    from pipeline.asr.registry import unconfigured
+    from pipeline.service import handlers
+    from pipeline.service.handlers.asr import SECTIONS
+    from pipeline.service.model_service import ModelService
+
+    asr = config.load_asr()
+    service = config.section(config.ServiceSettings, config.load(), "service")
+    backend = asr.asr.backend
+    reason = "off: search_api.transcribe is false" if not settings.transcribe else unconfigured(backend, asr)
+    init = {"settings": {name: asdict(asr[name]) for name in SECTIONS}}
+    make = (lambda: ModelService(handlers.ASR, init, service, isolated=True, name="asr-worker")) if reason is None else None
+    return WorkerModel(backend, "transcribe", "/v1/transcribe", make, reason or "",
+                       transcribe.accepts(settings.transcribe_max_s, asr.asr.min_seconds, asr.asr.sample_rate),
+                       concurrency=settings.transcribe_concurrency, queue_size=settings.transcribe_queue_size,
+                       timeout_s=settings.transcribe_timeout_s, retry_after_s=settings.retry_after_s)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -161,17 +161,25 @@ class SearchApiSettings:
     max_clip_s: float
     request_timeout_s: float
     reload_poll_s: float
+    embed_concurrency: int
+    embed_queue_size: int
+    embed_timeout_s: float
+    transcribe: bool
+    transcribe_concurrency: int
+    transcribe_queue_size: int
+    transcribe_timeout_s: float
+    transcribe_max_s: float
 
     def __post_init__(self):
-        for key in ("workers", "max_batch", "queue_size", "max_files"):
+        for key in ("workers", "max_batch", "queue_size", "max_files", "embed_concurrency", "transcribe_concurrency"):
             if getattr(self, key) < 1:
                 raise _Invalid(key, f"expected at least 1, got {getattr(self, key)}")
         if not 0 <= self.port < 65536:
             raise _Invalid("port", f"expected 0-65535, got {self.port}")
-        for key in ("max_wait_ms", "retry_after_s", "reload_poll_s"):
+        for key in ("max_wait_ms", "retry_after_s", "reload_poll_s", "embed_queue_size", "transcribe_queue_size"):
             if getattr(self, key) < 0:
                 raise _Invalid(key, f"expected 0 or more, got {getattr(self, key)}")
-        for key in ("max_upload_mb", "min_clip_s", "request_timeout_s"):
+        for key in ("max_upload_mb", "min_clip_s", "request_timeout_s", "embed_timeout_s", "transcribe_timeout_s", "transcribe_max_s"):
             if getattr(self, key) <= 0:
                 raise _Invalid(key, f"expected above 0, got {getattr(self, key)}")
         if self.max_files > self.queue_size:

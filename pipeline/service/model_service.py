@@ -146,8 +146,9 @@ class ModelService:
     # --- reporting ------------------------------------------------------------------------------
 
     def capabilities(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies, dtype=np.float64) * 1e3
-        requests, successes = self.counts["requests"], self.counts["successes"]
+        with self._lock:  # calls on other threads append to the window while this reads it
+            lat = np.asarray(self.latencies, dtype=np.float64) * 1e3
+            requests, successes = self.counts["requests"], self.counts["successes"]
         memory = {"service_peak_rss_mb": proc_memory_mb().get("peak_rss_mb")}
         if self.isolated and self.backend.pid is not None:
             memory["worker_peak_rss_mb"] = proc_memory_mb(self.backend.pid).get("peak_rss_mb")
