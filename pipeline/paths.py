@@ -11,6 +11,7 @@ No other module spells an artifact path: they ask here (Kedro's ``catalog.yml`` 
       tokens/<scope>/<version>/                 token files of a catalog (scope) by one tokenizer version
       airflow/                                  AIRFLOW_HOME of `cloudtune run` / `airflow standalone` / `airflow cluster`
       airflow/cluster.json  airflow/logs/       the cluster's processes and their logs (`cloudtune airflow cluster up`)
+      models/qwen3-asr/<name>-<hash>/           a release-layout Qwen3-ASR checkpoint converted to transformers' layout (a cache)
       runs/<run_id>/
         params.json  nightly.json  train.yaml   the DAG run's params, the nightly plan, the training config it used
         splits/{train,val,test}.txt             track-level splits (summary.json beside them)
@@ -23,6 +24,7 @@ No other module spells an artifact path: they ask here (Kedro's ``catalog.yml`` 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +93,21 @@ def airflow_cluster_state() -> Path:
 def airflow_cluster_logs() -> Path:
     """The log of each process `cloudtune airflow cluster up` starts (`<role>.log`, `worker-<queue>.log`)."""
     return airflow_home() / "logs"
+
+
+def asr_model_cache(source: str | os.PathLike) -> Path:
+    """Where the transformers-layout copy of the release-layout Qwen3-ASR checkpoint in ``source`` is kept:
+    ``models/qwen3-asr/<name>-<hash>``, the hash (12 hex digits of SHA-256) over the resolved path of ``source`` and the size and
+    mtime of its config.json and weight files (``*.safetensors``, the shard index), so the same checkpoint maps to the same copy
+    on every load and a checkpoint replaced in place gets a new one."""
+    folder = Path(source).expanduser().resolve()
+    files = [folder / "config.json", *sorted(folder.glob("*.safetensors")), *sorted(folder.glob("*.safetensors.index.json"))]
+    key = [str(folder)]
+    for f in files:
+        st = f.stat() if f.is_file() else None
+        key.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}" if st else f"{f.name}:-")
+    digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:12]
+    return home() / "models" / "qwen3-asr" / f"{folder.name}-{digest}"
 
 
 # --- a run's artifacts --------------------------------------------------------------------------------------

@@ -99,6 +99,33 @@ def test_stream_yields_words_whose_concatenation_is_the_text(batched, transcribe
     assert "".join(chunks) == batched[2].text
 
 
+def test_our_endpointing_cuts_what_pocketsphinx_endpointer_cuts(spoken):
+    """pocketsphinx_backend.utterances (ours: its Endpointer leaks per object) against the library's Endpointer, frame for
+    frame, on speech with a pause, a silent lead-in and a tail shorter than one frame."""
+    from pocketsphinx import Endpointer
+
+    from pipeline.asr.audio import load_for_asr
+    from pipeline.asr.pocketsphinx_backend import utterances
+
+    rng = np.random.default_rng(3)
+    for path in spoken:
+        wave = load_for_asr(path, SR, 0.1, -90.0)
+        wave = np.concatenate([np.zeros(4000, np.float32), wave, np.zeros(9000, np.float32), wave[:20011]])
+        pcm = (np.clip(wave + rng.normal(0, 1e-3, wave.size), -1, 1) * 32767).astype(np.int16)
+        ep, got, utt = Endpointer(sample_rate=SR), [], []
+        step = ep.frame_bytes // 2
+        whole = pcm.size - pcm.size % step
+        for i in range(0, whole + step, step):
+            last = i >= whole
+            piece = ep.end_stream(pcm[i:].tobytes()) if last else ep.process(pcm[i:i + step].tobytes())
+            utt += [piece] if piece is not None else []
+            if utt and (last or not ep.in_speech):
+                got.append(b"".join(utt))
+                utt = []
+        ours = [u.tobytes() for u in utterances(pcm, SR)]
+        assert len(ours) >= 2 and ours == got
+
+
 def test_a_long_file_is_split_and_its_pieces_joined_with_one_space(transcriber, spoken, tmp_path, cfg):
     """Two sentences with a pause between them, a window shorter than both: cut in the pause, the pieces' texts joined."""
     a, sr = sf.read(spoken[0], dtype="float32")

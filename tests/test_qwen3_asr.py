@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 from qwen3_asr_tiny import save_tiny_native, save_tiny_original
 
+from pipeline import paths
 from pipeline.asr.base import Transcriber
 from pipeline.asr.qwen3 import CONVERTED, load_qwen3_asr, loop_cut
 from pipeline.asr.qwen3_convert import convert_checkpoint, is_original_layout
@@ -155,13 +158,49 @@ def test_original_layout_converts_on_load_and_matches_native(dirs, asr):
     assert is_original_layout(original) and not is_original_layout(dirs["native"])
     tr = load_qwen3_asr(str(original), SETTINGS)
     tr.max_new_tokens = N
-    converted = original / CONVERTED
+    converted = paths.asr_model_cache(original)
+    assert not (original / CONVERTED).exists()  # the model folder is not written to
     assert "thinker_config" not in json.loads((converted / "config.json").read_text())
     assert [t.text for t in tr.transcribe(WAVES, language="English")] == [t.text for t in asr.transcribe(WAVES, language="English")]
     assert [t.text for t in tr.transcribe(WAVES[:2])] == [t.text for t in asr.transcribe(WAVES[:2])]
     stamp = (converted / "model.safetensors").stat().st_mtime_ns
     load_qwen3_asr(str(original), SETTINGS)
     assert (converted / "model.safetensors").stat().st_mtime_ns == stamp  # converted once, reused
+
+
+def test_a_read_only_release_checkpoint_is_converted_once_into_the_home_cache(dirs, tmp_path, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    ro = save_tiny_original(dirs["native"], tmp_path / "readonly" / "Qwen3-ASR-tiny")
+    for folder in (ro, ro.parent):
+        folder.chmod(0o555)
+    try:
+        cache_root = paths.asr_model_cache(ro).parent
+        first = load_qwen3_asr(str(ro), SETTINGS)
+        made = sorted(cache_root.iterdir())
+        assert [p.name for p in made] == [paths.asr_model_cache(ro).name] and made[0].name.startswith("Qwen3-ASR-tiny-")
+        stamp = (made[0] / "model.safetensors").stat().st_mtime_ns
+        second = load_qwen3_asr(str(ro), SETTINGS)
+        assert sorted(cache_root.iterdir()) == made  # the same copy, reused: no second conversion, no temporary folder left
+        assert (made[0] / "model.safetensors").stat().st_mtime_ns == stamp
+        assert sorted(os.listdir(ro)) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        first.max_new_tokens = second.max_new_tokens = 4
+        assert first.transcribe(WAVES[:1])[0].text == second.transcribe(WAVES[:1])[0].text
+        assert not list(temp.iterdir())  # nothing in the temp folder (the old fallback converted into a new one on every load)
+    finally:
+        for folder in (ro.parent, ro):
+            folder.chmod(0o755)
+
+
+def test_the_cache_key_follows_the_checkpoint(dirs, tmp_path):
+    ro = save_tiny_original(dirs["native"], tmp_path / "a" / "ckpt")
+    key = paths.asr_model_cache(ro)
+    assert paths.asr_model_cache(ro) == key and paths.asr_model_cache(tmp_path / "a" / ".." / "a" / "ckpt") == key
+    assert paths.asr_model_cache(save_tiny_original(dirs["native"], tmp_path / "b" / "ckpt")) != key  # another folder
+    config = ro / "config.json"
+    config.write_text(config.read_text() + "\n")  # the checkpoint changed in place
+    assert paths.asr_model_cache(ro) != key
 
 
 def test_convert_checkpoint_is_atomic_and_refuses_wrong_input(dirs):
@@ -174,3 +213,43 @@ def test_convert_checkpoint_is_atomic_and_refuses_wrong_input(dirs):
     with pytest.raises(ValueError, match="not in the release layout"):
         convert_checkpoint(dirs["native"], root / "again")
     assert not (root / "again").exists()
+
+
+def test_cloudtune_asr_convert(dirs, tmp_path, capsys):
+    from pipeline.cli import main
+
+    dst = tmp_path / "out" / "Qwen3-ASR-tiny-hf"
+    assert main(["asr", "convert", str(dirs["original"]), str(dst)]) == 0
+    assert capsys.readouterr().out.strip() == str(dst.resolve())
+    assert not is_original_layout(dst) and not [p for p in dst.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+    tr = load_qwen3_asr(str(dst), SETTINGS)
+    tr.max_new_tokens = N
+    native = load_qwen3_asr(str(dirs["native"]), SETTINGS)
+    native.max_new_tokens = N
+    assert [t.text for t in tr.transcribe(WAVES[:2], language="English")] == [t.text for t in native.transcribe(WAVES[:2], language="English")]
+    for args, reason in [([str(tmp_path / "missing"), str(tmp_path / "x")], "does not exist"),
+                         ([str(tmp_path), str(tmp_path / "x")], "has no config.json"),
+                         ([str(dirs["native"]), str(tmp_path / "x")], "already in transformers' layout"),
+                         ([str(dirs["original"]), str(dst)], "exists already")]:
+        assert main(["asr", "convert", *args]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and reason in err, err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_cast_load_equals_transformers_own(dirs, dtype, monkeypatch):
+    """The float32 checkpoint loaded as another dtype goes through _load_model's pread path (block-wise cast): the same
+    parameters, tied head and generation config as transformers' from_pretrained, including a tensor cast in several blocks."""
+    from transformers import Qwen3ASRForConditionalGeneration
+
+    from pipeline.asr import qwen3
+
+    monkeypatch.setattr(qwen3, "CAST_CHUNK_BYTES", 1000)  # the embedding (vocab x 32) read in blocks of a few rows
+    ours = qwen3._load_model(dirs["native"], dtype)
+    theirs = Qwen3ASRForConditionalGeneration.from_pretrained(str(dirs["native"]), dtype=dtype)
+    assert ours.dtype == dtype and ours.lm_head.weight is ours.model.language_model.embed_tokens.weight
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+    assert ours.generation_config.to_dict() == theirs.generation_config.to_dict()
+    assert ours.config.to_dict() == theirs.config.to_dict()

@@ -2,9 +2,9 @@
 ``Qwen3ASRProcessor``, greedy decoding, as a :class:`~pipeline.asr.base.Transcriber`.
 
 Loading: a local directory in either checkpoint layout (transformers' own, or the official release's with ``thinker_config``,
-converted on first load by :mod:`pipeline.asr.qwen3_convert`), or a hub id when the name is not a local path. ``device``
-auto|cpu|cuda; ``dtype`` auto is float32 on the CPU (transformers 5 would load the bfloat16 weights as they are) and bfloat16 on
-CUDA.
+converted once by :mod:`pipeline.asr.qwen3_convert` into a cache under ``$CLOUDTUNE_HOME/models/qwen3-asr/``), or a hub id
+when the name is not a local path. ``device`` auto|cpu|cuda; ``dtype`` auto is float32 on the CPU (transformers 5 would load
+the bfloat16 weights as they are) and bfloat16 on CUDA.
 
 Four things the plain ``processor(...)`` + ``model.generate(...)`` recipe gets wrong, and what this module does instead:
 
@@ -30,12 +30,11 @@ a forced language is prefilled so it writes the text only); the language is the 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import os
 import queue
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline import paths
 from pipeline.asr.base import Transcript
 from pipeline.asr.qwen3_convert import convert_checkpoint, is_original_layout
 from pipeline.devices import resolve_device, resolve_dtype
@@ -59,7 +59,7 @@ SAMPLE_RATE = 16000
 MAX_BATCH = 4
 MARKER = "<asr_text>"
 MAX_LOOP = 64  # longest loop (in tokens) the repetition guard looks for
-CONVERTED = "transformers-layout"  # the converted copy of a release-layout checkpoint, a folder inside it
+CONVERTED = "transformers-layout"  # where earlier versions put the converted copy, inside the checkpoint's folder (still used if there)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -103,16 +103,26 @@ def _local_dir(model: str) -> Path | None:
 
 
 def _native_dir(folder: Path) -> Path:
-    """``folder`` itself in transformers' layout, or its converted copy: ``folder/transformers-layout`` when ``folder`` is
-    writable (made once, reused), else a temporary folder (made on every load, removed by the OS's temp cleaning)."""
+    """``folder`` itself in transformers' layout, or its converted copy: ``folder/transformers-layout`` when an earlier version
+    made one there, else the cache :func:`pipeline.paths.asr_model_cache` (``$CLOUDTUNE_HOME/models/qwen3-asr/<name>-<hash>``),
+    converted on the first load and reused by every later one. The model folder itself is never written to, so a read-only or
+    shared folder (a hub snapshot) works the same; the conversion is atomic, and a load that loses a race with another process
+    converting the same checkpoint uses that process's copy."""
     if not is_original_layout(folder):
         return folder
-    cached = folder / CONVERTED
+    legacy = folder / CONVERTED
+    if (legacy / "config.json").is_file():
+        return legacy
+    cached = paths.asr_model_cache(folder)
     if (cached / "config.json").is_file():
         return cached
-    target = cached if os.access(folder, os.W_OK) else Path(tempfile.mkdtemp(prefix="qwen3-asr-")) / CONVERTED
-    log.info("qwen3-asr: %s is in the release layout (thinker_config); converting it to %s", folder, target)
-    return convert_checkpoint(folder, target)
+    log.info("qwen3-asr: %s is in the release layout (thinker_config); converting it to %s (once)", folder, cached)
+    try:
+        return convert_checkpoint(folder, cached)
+    except (OSError, ValueError):
+        if (cached / "config.json").is_file():  # another process converted it meanwhile (its rename won, ours failed)
+            return cached
+        raise
 
 
 def _hub_dir(model: str) -> Path:
@@ -124,10 +134,86 @@ def _hub_dir(model: str) -> Path:
         raise ValueError(f"qwen3-asr: {model!r} is not a local directory and cannot be fetched from the hub: {' '.join(str(exc).split())[:300]}") from None
 
 
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a transformers-layout checkpoint (the shards of its index, or model.safetensors); [] for none."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    single = folder / "model.safetensors"
+    return [single] if single.is_file() else []
+
+
+SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+CAST_CHUNK_BYTES = 16 << 20  # a tensor is read and cast in blocks of rows of about this many bytes (in the target dtype)
+
+
+class _CastSlice:
+    """A lazy tensor of a safetensors file for ``from_pretrained(state_dict=...)``: ``x[...]`` reads it in row blocks of about
+    :data:`CAST_CHUNK_BYTES` straight into one tensor of ``dtype``, so no whole copy in the checkpoint's dtype is ever made
+    (transformers would read the whole tensor, then cast it: for the 0.6B model's 151936 x 1024 embedding, 300 MB at once,
+    times its four loader threads)."""
+
+    def __init__(self, piece: Any, dtype: torch.dtype):
+        self.piece, self.dtype = piece, dtype
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        import torch
+
+        if index is not Ellipsis:
+            return self.piece[index].to(self.dtype)
+        shape = self.piece.get_shape()
+        if not shape:
+            return self.piece[...].to(self.dtype)
+        out = torch.empty(shape, dtype=self.dtype)
+        row_bytes = max(1, math.prod(shape[1:])) * out.element_size()
+        step = max(1, CAST_CHUNK_BYTES // row_bytes)
+        for start in range(0, shape[0], step):
+            stop = min(start + step, shape[0])  # a safetensors slice does not clamp its bounds
+            out[start:stop] = self.piece[start:stop]
+        return out
+
+
+def _load_model(folder: Path, dtype: torch.dtype) -> Any:
+    """``Qwen3ASRForConditionalGeneration`` of a transformers-layout ``folder`` in ``dtype``, at a peak memory of about the
+    loaded weights (bench/asr_load_memory.py).
+
+    transformers 5 builds the model on the meta device (no random initialization) and memory-maps the safetensors files. When
+    the checkpoint already holds ``dtype``, its tensors are used in place (no copy; the pages load as they are used, shared
+    with the page cache), and that path is kept. When they must be cast (the bfloat16 release loaded as float32 on the CPU),
+    transformers copies every tensor out of the map and casts it, and the mapped pages it touched stay in the process's RSS
+    until the files are closed at the end: the peak is the float32 weights plus the whole checkpoint file (0.6B: 2.9 + 1.5 GiB),
+    and each large tensor also passes through a whole copy in the file's dtype. Then this function hands the same
+    ``from_pretrained`` a state dict of :class:`_CastSlice` over files opened with safetensors' ``pread`` backend: the bytes are
+    read (the file's pages stay in the OS page cache, outside the process) and cast block by block into the final tensors."""
+    import contextlib
+
+    from safetensors import safe_open
+    from transformers import GenerationConfig, Qwen3ASRConfig, Qwen3ASRForConditionalGeneration
+
+    files = _weight_files(folder)
+    if not files:  # not safetensors (pytorch_model.bin): transformers' own loading
+        return Qwen3ASRForConditionalGeneration.from_pretrained(str(folder), dtype=dtype)
+    with contextlib.ExitStack() as stack:
+        pieces = {}
+        for path in files:
+            handle = stack.enter_context(safe_open(str(path), framework="pt", backend="pread"))
+            pieces.update({key: handle.get_slice(key) for key in handle.keys()})
+        stored = {SAFETENSORS_DTYPES.get(piece.get_dtype()) for piece in pieces.values()} - {None}
+        if stored <= {str(dtype).removeprefix("torch.")}:  # nothing to cast: transformers' zero-copy memory map
+            return Qwen3ASRForConditionalGeneration.from_pretrained(str(folder), dtype=dtype)
+        state = {key: _CastSlice(piece, dtype) if piece.get_dtype() in SAFETENSORS_DTYPES else piece for key, piece in pieces.items()}
+        net = Qwen3ASRForConditionalGeneration.from_pretrained(None, config=Qwen3ASRConfig.from_pretrained(str(folder)), state_dict=state,
+                                                               dtype=dtype)
+    net.config.name_or_path = str(folder)  # what from_pretrained(folder) records; the rest of the loading is the same
+    if (folder / "generation_config.json").is_file():
+        net.generation_config = GenerationConfig.from_pretrained(str(folder))
+    return net
+
+
 def load_qwen3_asr(model: str, settings: Qwen3AsrSettings, device: str | None = None, dtype: str | None = None) -> Qwen3AsrTranscriber:
     """The Qwen3-ASR transcriber of ``model`` (a local directory in either layout, or a hub id), on ``device`` in ``dtype``
     (None: ``settings.device`` / ``settings.dtype``). A ValueError with a one-line reason when it cannot be loaded."""
-    from transformers import Qwen3ASRForConditionalGeneration, Qwen3ASRProcessor
+    from transformers import Qwen3ASRProcessor
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -140,7 +226,7 @@ def load_qwen3_asr(model: str, settings: Qwen3AsrSettings, device: str | None = 
     t0 = time.perf_counter()
     try:
         processor = Qwen3ASRProcessor.from_pretrained(str(folder))
-        net = Qwen3ASRForConditionalGeneration.from_pretrained(str(folder), dtype=torch_dtype)
+        net = _load_model(folder, torch_dtype)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"qwen3-asr: cannot load a model from {model!r}: {' '.join(str(exc).split())[:300]}") from None
     net.to(device_name).eval()

@@ -114,7 +114,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """Add the ``asr`` group to the ``cloudtune`` parser's subparsers ``sub``: ``infer`` here, the others from their modules."""
-    group = sub.add_parser("asr", help="speech recognition: infer (transcribe audio files); docs/asr.md")
+    group = sub.add_parser("asr", help="speech recognition: infer (transcribe audio files), eval (WER/CER), convert (Qwen3-ASR checkpoints); docs/asr.md")
     asr_sub = group.add_subparsers(dest="asr_command", required=True, metavar="ASR_COMMAND")
     add_infer_command(asr_sub)
     for name in ASR_COMMAND_MODULES:
