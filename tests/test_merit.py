@@ -88,3 +88,15 @@ def test_query_set_lengths_and_settings_are_checked(monkeypatch):
     monkeypatch.setenv("CLOUDTUNE__PUBLISH__AGGREGATE", "max")
     with pytest.raises(ConfigError, match="config publish.aggregate: 'max' is not one of min, mean"):
         config.defaults(PublishSettings)
+
+
+def test_the_metric_table_shows_recall_at_1_not_a_mean_over_every_k():
+    """The table of the report and the bench: its R@1 row is the k=1 recall, beside MRR and offset hits (not averaged with R@5, R@10)."""
+    from pipeline.evaluate.report import metric_table
+
+    rows = [{"embedder": "fingerprint", "index_kind": "flat", "query_set": "5s/pink0db", "metric": metric, "k": k, "value": value}
+            for metric, k, value in (("recall", 1, 0.8), ("recall", 5, 0.9), ("recall", 10, 1.0), ("mrr", 0, 0.85), ("offset_hit", 0, 0.6))]
+    rows.append({"embedder": "fingerprint", "index_kind": "flat", "query_set": "1s/pink0db", "metric": "recall", "k": 1, "value": 0.1})
+    table = metric_table(rows, "5s")
+    assert table.loc[("fingerprint", "flat", "R@1"), "pink0db"] == 0.8
+    assert table.loc[("fingerprint", "flat", "MRR"), "pink0db"] == 0.85 and table.loc[("fingerprint", "flat", "offset hit"), "pink0db"] == 0.6

@@ -124,7 +124,7 @@ def metric_table(rows: list[dict], length: str = "5s"):
 
     df = pd.DataFrame(rows)
     df = df[df.query_set.str.startswith(f"{length}/")]
-    df = df[((df.metric == "recall") & (df.k == 1)) | df.metric.isin(list(TABLE_METRICS))]
+    df = df[((df.metric == "recall") & (df.k == 1)) | (df.metric.isin(list(TABLE_METRICS)) & (df.metric != "recall"))]  # R@1 only, not R@5/R@10
     df = df.assign(metric=df.metric.map(TABLE_METRICS), degradation=df.query_set.map(degradation_of))
     return df.pivot_table(index=["embedder", "index_kind", "metric"], columns="degradation", values="value", sort=False)
 
