@@ -40,7 +40,7 @@ def test_compose_has_every_service(compose):
 
 def test_gpu_worker_takes_queue_gpu_with_an_nvidia_device(compose):
     gpu = compose["services"]["airflow-worker-gpu"]
-    assert gpu["command"][-4:] == ["--queues", "gpu", "--concurrency", "1"]
+    assert gpu["command"][-2:] == ["--queues", "gpu"] and gpu["environment"]["AIRFLOW__CELERY__POOL"] == "solo"
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
     assert compose["services"]["airflow-worker"]["command"][-2:] == ["--queues", "default"]
