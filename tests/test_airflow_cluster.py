@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from test_airflow_dags import TINY
 from test_airflow_server import _free_port
+from test_airflow_standalone import _alive, _session_members
 
 psutil = pytest.importorskip("psutil")
 CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
@@ -57,29 +58,6 @@ def metadata_db(pg_admin):
     yield str(make_url(PG_URL).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)), name
     with pg_admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _session_members(leaders: set[int]) -> dict[int, float]:
-    found = {}
-    for pid in psutil.pids():
-        try:
-            if os.getsid(pid) in leaders:
-                found[pid] = psutil.Process(pid).create_time()
-        except (OSError, psutil.Error):
-            pass
-    return found
-
-
-def _alive(seen: dict[int, float]) -> list[str]:
-    left = []
-    for pid, created in seen.items():
-        try:
-            p = psutil.Process(pid)
-            if p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE:
-                left.append(f"{pid} {' '.join(p.cmdline())[:120]}")
-        except psutil.Error:
-            pass
-    return left
 
 
 def test_cluster_runs_audio_retrieval_on_two_queues_and_stops_everything(tmp_path, metadata_db, redis_db, pg_url):

@@ -26,10 +26,16 @@ def _tree(root: int) -> dict[int, float]:
     except psutil.Error:
         return {}
     sessions = {os.getsid(pid) for pid in list(found) if psutil.pid_exists(pid)} - {os.getsid(0)}
+    return _session_members(sessions) | found
+
+
+def _session_members(leaders: set[int]) -> dict[int, float]:
+    """pid -> create time of every process in the sessions ``leaders`` lead."""
+    found = {}
     for pid in psutil.pids():
         try:
-            if os.getsid(pid) in sessions:
-                found.setdefault(pid, psutil.Process(pid).create_time())
+            if os.getsid(pid) in leaders:
+                found[pid] = psutil.Process(pid).create_time()
         except (OSError, psutil.Error):
             pass
     return found

@@ -82,28 +82,17 @@ def _edits(ref: str, hyp: str, process) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class Corpus:
-    """Corpus-level figures of several files: the sums of their edits over the sums of their reference lengths."""
+class Corpus(Score):
+    """Corpus-level figures of ``files`` files: the sums of their edits over the sums of their reference lengths (not a mean
+    of per-file rates)."""
 
-    files: int
-    word_edits: int
-    words: int
-    char_edits: int
-    chars: int
-
-    @property
-    def wer(self) -> float | None:
-        return self.word_edits / self.words if self.words else None
-
-    @property
-    def cer(self) -> float | None:
-        return self.char_edits / self.chars if self.chars else None
+    files: int = 0
 
 
 def corpus(scores: Iterable[Score]) -> Corpus:
     scores = list(scores)
-    return Corpus(len(scores), sum(s.word_edits for s in scores), sum(s.words for s in scores), sum(s.char_edits for s in scores),
-                  sum(s.chars for s in scores))
+    return Corpus(sum(s.word_edits for s in scores), sum(s.words for s in scores), sum(s.char_edits for s in scores),
+                  sum(s.chars for s in scores), files=len(scores))
 
 
 def headline_metric(language: str | None, cer_languages: Iterable[str]) -> str:
