@@ -2,7 +2,9 @@
 
 ``$CLOUDTUNE_HOME/published.json`` names the run, its embedder and index kind, and why those. It is replaced
 atomically, and only for a run whose evaluation finished (its reports/evaluation.json exists), so a failed or
-half-done run never replaces the published one.
+half-done run never replaces the published one. Reading it checks it: a record that is not JSON or lacks a field raises
+:class:`PublishedRecordError` naming the file (a ``ValueError``: the CLI prints it as one line). Publishing over such a record
+replaces it (the record notes what it replaced).
 
 By merit: unless a caller names them (``cloudtune publish --embedder/--kind``, the nightly DAG's plan), the embedder
 and index kind are the evaluation's choice (``evaluation.json`` ``choice``, made by :mod:`pipeline.evaluate.merit`
@@ -12,12 +14,19 @@ on configs/index.yaml ``publish``), and the record carries its reason.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from pipeline import paths
 from pipeline.config import PublishSettings
 from pipeline.fsutil import write_json
 from pipeline.names import EMBEDDERS, INDEX_KINDS
 from pipeline.store import db
+
+REQUIRED = ("run_id", "embedder", "index_kind", "published_at")
+
+
+class PublishedRecordError(ValueError):
+    """published.json cannot be read, or is not a published record; the message names the file and the reason."""
 
 
 def evaluation_choice(run_id: str) -> dict | None:
@@ -63,10 +72,12 @@ def pick(run_id: str, settings: PublishSettings, embedder: str | None = None, in
     return embedder, index_kind, "; ".join([head, *filled])
 
 
-def publish_run(run_id: str, settings: PublishSettings, embedder: str | None = None, index_kind: str | None = None) -> dict:
+def publish_run(run_id: str, settings: PublishSettings, embedder: str | None = None, index_kind: str | None = None,
+                check: Callable[[str, str, str], None] | None = None) -> dict:
     """Publish an evaluated run: ``embedder``/``index_kind`` when given, else the evaluation's choice by merit (see
     :func:`pick`; ``settings``, configs/index.yaml ``publish``, orders the index kinds when the evaluation has no choice).
-    Returns the published record, with ``reason``."""
+    ``check(run_id, embedder, index_kind)`` runs before published.json is replaced and refuses broken artifacts by raising
+    (:func:`pipeline.search.check_run`), so the run published before stays published. Returns the published record, with ``reason``."""
     evaluation = paths.evaluation_json(run_id)
     if not evaluation.exists():
         raise RuntimeError(f"publish: run {run_id} has no finished evaluation ({evaluation} is missing): run `cloudtune evaluate --run-id {run_id}`")
@@ -76,16 +87,39 @@ def publish_run(run_id: str, settings: PublishSettings, embedder: str | None = N
     embedder, index_kind, reason = pick(run_id, settings, embedder, index_kind)
     if not paths.index(run_id, embedder, index_kind).manifest.exists():
         raise RuntimeError(f"publish: run {run_id} has no {index_kind} index of {embedder}")
+    if check is not None:
+        check(run_id, embedder, index_kind)
     choice = done.get("choice") or {}
     record = {"run_id": run_id, "embedder": embedder, "index_kind": index_kind, "published_at": db.utcnow().isoformat(),
               "evaluation": str(evaluation), "report": done.get("report"), "reason": reason, "criterion": choice.get("criterion")}
-    previous = published()
+    try:
+        previous = published()
+    except PublishedRecordError as exc:  # publishing a run is how an unreadable record gets repaired
+        previous, record["replaced_unreadable"] = None, str(exc)
     if previous and previous.get("run_id") != run_id:
-        record["previous"] = {k: previous[k] for k in ("run_id", "embedder", "index_kind", "published_at") if k in previous}
+        record["previous"] = {k: previous[k] for k in REQUIRED}
     write_json(paths.published_json(), record)
     return record
 
 
 def published() -> dict | None:
+    """The published record, or None when nothing is published. Raises :class:`PublishedRecordError` for a file that is not
+    JSON (truncated, say) or lacks a field of :data:`REQUIRED` or names an unknown embedder or index kind."""
     path = paths.published_json()
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        record = json.loads(data)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise PublishedRecordError(f"{path}: not a published record: not JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise PublishedRecordError(f"{path}: not a published record: a JSON {type(record).__name__}, not an object")
+    missing = [k for k in REQUIRED if not isinstance(record.get(k), str) or not record[k]]
+    if missing:
+        raise PublishedRecordError(f"{path}: not a published record: no {', '.join(missing)} (expected {', '.join(REQUIRED)})")
+    for key, known in (("embedder", EMBEDDERS), ("index_kind", INDEX_KINDS)):
+        if record[key] not in known:
+            raise PublishedRecordError(f"{path}: not a published record: {key} {record[key]!r} is not one of {', '.join(known)}")
+    return record

@@ -30,6 +30,35 @@ from pipeline.store.tables import tracks
 MIN_SECONDS = 0.5
 
 
+def check_run(run_id: str, embedder: str, index_kind: str) -> None:
+    """Cheap checks of a run's artifacts before they are published or served: the index's manifest reads, its index file has the
+    size the manifest recorded (so a truncated one is caught), and the embedder's checkpoint (fingerprint, contrastive) loads.
+    Raises a ValueError (FileNotFoundError for a missing file) whose one-line message names the file and the reason."""
+    from pipeline.index.faiss_index import check_index_file, read_manifest
+
+    files = paths.index(run_id, embedder, index_kind)
+    if not files.manifest.exists():
+        raise FileNotFoundError(f"{files.manifest}: missing: run {run_id} has no {index_kind} index of {embedder}")
+    check_index_file(files.index, read_manifest(files.manifest))
+    if embedder == "fingerprint":
+        from pipeline.models.fingerprint import load_fingerprint
+
+        load_fingerprint(paths.fingerprint_checkpoint(run_id))
+    elif embedder == "contrastive":
+        from pipeline.models.token_embedder import load_embedder
+
+        load_embedder(paths.embedder_checkpoint(run_id))
+
+
+def check_published() -> dict | None:
+    """The published record after :func:`check_run` of its run (None when nothing is published); raises like ``check_run`` or
+    :class:`pipeline.publish.PublishedRecordError`."""
+    record = published()
+    if record is not None:
+        check_run(record["run_id"], record["embedder"], record["index_kind"])
+    return record
+
+
 class Searcher:
     """A run's embedder and index, loaded once; ``search`` takes waveforms at ``sample_rate``. ``embedder_settings``: keyword
     arguments of ``get_embedder`` (``wav2vec2``, ``sample_rate``, ``moss``), read from config by the caller (needed for wav2vec2, and for

@@ -3,8 +3,8 @@
 :class:`Serving` answers each model batch with the searcher current when the batch starts, so a swap falls between two
 batches, never inside one, and every answer names the run that gave it. :func:`watch` polls the published record; when a
 run is published (`cloudtune publish`, the nightly DAG), it loads the new embedder and index in a thread while the old
-ones keep answering, then swaps them in with one assignment. A run that fails to load is logged and left: the old one
-stays in service.
+ones keep answering, then swaps them in with one assignment. A run that fails to load, or a published record that cannot be
+read, is logged and reported on /readyz (``swap_error``), and the old run stays in service.
 """
 
 from __future__ import annotations
@@ -94,7 +94,16 @@ async def watch(serving: Serving, load_searcher: Callable[[], Searcher], stamp: 
     failed: str | None = None  # a stamp that failed to load is not retried until the next publish
     while True:
         await asyncio.sleep(poll_s)
-        current = await asyncio.to_thread(stamp)
+        try:
+            current = await asyncio.to_thread(stamp)
+        except Exception as exc:  # published.json unreadable (truncated, hand-edited): keep serving, say why, keep polling
+            reason = f"published record not read: {' '.join(str(exc).split())}"
+            if reason != serving.swap_error:
+                log.error("search api: %s; still serving run %s", reason, serving.searcher.run_id)
+            serving.swap_error = reason
+            continue
+        if serving.swap_error and serving.swap_error.startswith("published record not read: "):
+            serving.swap_error = None  # readable again; a stamp that failed to load keeps its own error below
         if current is None or current in (serving.stamp, failed):
             continue
         try:

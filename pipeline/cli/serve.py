@@ -6,7 +6,7 @@ import argparse
 import os
 
 from pipeline import config
-from pipeline.cli.common import EXIT_USAGE, CommandError
+from pipeline.cli.common import EXIT_USAGE, CommandError, one_line
 
 
 def load_searcher(device: str):
@@ -77,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from pipeline.api.auth import API_KEY_ENV, check_bind
-    from pipeline.publish import published
+    from pipeline.search import check_published
 
     s = config.load_pipeline().search_api
     host, port, workers = args.host or s.host, s.port if args.port is None else args.port, args.workers or s.workers
@@ -85,7 +85,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_bind(host, os.environ.get(API_KEY_ENV) or None)
     except ValueError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
-    if published() is None:
+    try:  # refuse at once, in one line naming the file, rather than start a service that can never be ready
+        record = check_published()
+    except ValueError as exc:  # published.json unreadable, an index file truncated, a checkpoint that does not load
+        raise CommandError(f"the published run cannot be served: {one_line(exc)}", EXIT_USAGE) from None
+    if record is None:
         raise CommandError("no published run to serve (cloudtune evaluate publishes one; cloudtune publish --run-id names one)", EXIT_USAGE)
     # Requests decode on several threads and the model runs on another: OpenMP teams that spin-wait after each parallel region
     # (torch, faiss) then fight over the cores; measured on 2 cores, 5 s clips one at a time: p50 72 ms spinning, 12 ms passive.

@@ -240,6 +240,38 @@ class TrackIndex:
         return out
 
 
+def read_manifest(path) -> dict:
+    """An index's manifest.json; a ValueError naming the file when it is not a readable one."""
+    try:
+        manifest = json.loads(path.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a readable index manifest ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("embedder"), dict):
+        raise ValueError(f"{path}: not an index manifest (no embedder in it)")
+    return manifest
+
+
+def check_index_file(path, manifest: dict) -> None:
+    """Cheap: ``path`` exists and has the size its manifest recorded at build time (``bytes``); a truncated or replaced file
+    raises a ValueError naming it. What `cloudtune serve` checks before it starts and `publish` before it publishes."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing (its manifest is there: rebuild the index)")
+    size, want = path.stat().st_size, manifest.get("bytes")
+    if want is not None and size != want:
+        raise ValueError(f"{path}: {size} bytes, but its manifest says {want}: truncated or replaced (rebuild the index)")
+
+
+def read_index_file(path, manifest: dict) -> faiss.Index:
+    """faiss.read_index after :func:`check_index_file`; FAISS's own error (a corrupt file of the right size) becomes a ValueError
+    naming the file, on one line."""
+    check_index_file(path, manifest)
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ValueError(f"{path}: not a readable FAISS index ({reason})") from None
+
+
 def load_index(run_id: str, embedder_manifest: dict, kind: str, settings: SearchSettings) -> TrackIndex:
     """Load an index and check it was built from vectors of this very embedder (name, dim, version); with it the catalog's
     vectors (memory-mapped), segments and segmentation, for sequence matching. ``settings``: configs/index.yaml ``search``
@@ -248,7 +280,7 @@ def load_index(run_id: str, embedder_manifest: dict, kind: str, settings: Search
     folder, manifest_path = files.folder, files.manifest
     if not manifest_path.exists():
         raise FileNotFoundError(f"{folder}: no {kind} index (run `cloudtune index build --kind {kind} --embedder {embedder_manifest['name']}`)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
     built_for = manifest["embedder"]
     for key in ("name", "dim", "version"):
         if built_for.get(key) != embedder_manifest.get(key):
@@ -257,7 +289,7 @@ def load_index(run_id: str, embedder_manifest: dict, kind: str, settings: Search
     vectors, segments, emb_manifest = load_embeddings(emb_files)
     if manifest.get("embeddings_created_at") != emb_manifest["created_at"]:
         raise ValueError(f"{manifest_path}: built from older embeddings than {emb_files.folder} holds now: rebuild the index")
-    index = faiss.read_index(str(files.index))
+    index = read_index_file(files.index, manifest)
     if len(segments) != index.ntotal:
         raise ValueError(f"{folder}: the index has {index.ntotal} vectors but segments.csv {len(segments)}: rebuild the index")
     codes, uniques = pd.factorize(segments.track_id)
@@ -266,5 +298,5 @@ def load_index(run_id: str, embedder_manifest: dict, kind: str, settings: Search
     return TrackIndex(index, manifest, np.asarray(uniques), codes, settings, table)
 
 
-__all__ = ["INDEX_KINDS", "TrackIndex", "build_index", "collapse_to_tracks", "ivfpq_params", "load_index", "make_index", "search", "set_search_params",
-           "training_sample"]
+__all__ = ["INDEX_KINDS", "TrackIndex", "build_index", "check_index_file", "collapse_to_tracks", "ivfpq_params", "load_index", "make_index",
+           "read_index_file", "read_manifest", "search", "set_search_params", "training_sample"]

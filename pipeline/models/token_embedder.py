@@ -81,8 +81,17 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, groups: torch
 
 
 def load_embedder(checkpoint: str | Path, device: str = "cpu") -> tuple[TokenEmbedder, dict]:
-    """A trained embedder (eval mode) and its checkpoint metadata."""
-    ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
+    """A trained embedder (eval mode) and its checkpoint metadata; a clear error naming the file for one that is not a checkpoint
+    (truncated, foreign)."""
+    try:
+        ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a truncated or foreign file: torch raises many kinds
+        reason = " ".join(str(exc).split())[:200]
+        raise ValueError(f"{checkpoint}: not a readable token embedder checkpoint ({type(exc).__name__}: {reason})") from None
+    if not isinstance(ckpt, dict) or not {"num_quantizers", "codebook_size", "embedder", "model"} <= set(ckpt):
+        raise ValueError(f"{checkpoint}: not a token embedder checkpoint (no embedder settings or weights in it)")
     model = TokenEmbedder(ckpt["num_quantizers"], ckpt["codebook_size"], EmbedderSettings(**ckpt["embedder"])).to(device)
     model.load_state_dict(ckpt.get("ema_model", ckpt["model"]))  # the averaged weights when training kept them
     model.eval()

@@ -19,20 +19,25 @@ class RegressionError(RuntimeError):
 
 
 def nightly_prepare(run_id: str) -> dict:
-    """Start a nightly run from the published one: its splits (the same query tracks every night) and its embedder checkpoint."""
-    from pipeline.embed.catalog import run_catalogs
-    from pipeline.publish import published
+    """Start a nightly run from the published one: its splits (the same query tracks every night) and its embedder's checkpoint.
 
-    base = published()
+    The published run is checked first (:func:`pipeline.search.check_published`): an unreadable published.json, a truncated index
+    file or a checkpoint that does not load stops the night here with a ValueError naming the file, before anything is copied;
+    nothing is published, so the published run stays as it is."""
+    from pipeline.embed.catalog import run_catalogs
+    from pipeline.search import check_published
+
+    base = check_published()
     if not base:
         raise RuntimeError(f"nightly: nothing is published in {paths.home()} (trigger audio_retrieval first)")
     src, dst = base["run_id"], run_id
     if src != dst:
         shutil.copytree(paths.splits_dir(src), paths.splits_dir(dst), dirs_exist_ok=True)
-        checkpoint = paths.embedder_checkpoint(src)
-        if checkpoint.exists():
-            with atomic_path(paths.embedder_checkpoint(dst)) as tmp:
-                shutil.copyfile(checkpoint, tmp)
+        for checkpoint_of in (paths.embedder_checkpoint, paths.fingerprint_checkpoint):  # the learned embedders' weights
+            checkpoint = checkpoint_of(src)
+            if checkpoint.exists():
+                with atomic_path(checkpoint_of(dst)) as tmp:
+                    shutil.copyfile(checkpoint, tmp)
     plan = {"base_run_id": base["run_id"], "embedder": base["embedder"], "index_kind": base["index_kind"], "catalogs": run_catalogs(run_id)}
     write_json(paths.nightly_plan(dst), plan)
     return plan

@@ -172,13 +172,15 @@ def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: 
 def publish(run_id: str, embedder: str | None = None, index_kind: str | None = None) -> dict:
     """Make the evaluated run the published one: the evaluation's choice by merit unless ``embedder``/``index_kind`` are named;
     the published record. The reason is printed (the DAG's publish task log) and is the message of the step's `runs` row
-    (kind ``publish``, ``parent_run_id`` the run; a refused publish is a failed row)."""
+    (kind ``publish``, ``parent_run_id`` the run; a refused publish is a failed row). A run whose index file or embedder
+    checkpoint is broken is refused (:func:`pipeline.search.check_run`): the run published before stays published."""
     from pipeline.publish import publish_run
+    from pipeline.search import check_run
     from pipeline.store import db
 
     named = {"run": run_id, "embedder": embedder, "index_kind": index_kind}
     with db.connect() as conn, db.recorded_run(conn, "publish", named, parent_run_id=run_id) as step:
-        record = publish_run(run_id, config.load_index()["publish"], embedder, index_kind)
+        record = publish_run(run_id, config.load_index()["publish"], embedder, index_kind, check=check_run)
         step.message = f"published {record['embedder']}/{record['index_kind']}: {record['reason']}"
     print(f"publish: run {run_id}: {step.message}", file=sys.stderr)
     return record
