@@ -516,7 +516,8 @@ def test_a_published_run_that_cannot_load_leaves_the_old_one_serving(built, tmp_
     monkeypatch.setenv("CLOUDTUNE__SEARCH_API__DEVICE", "cpu")
     with Server(app_from_config()) as server:
         server.wait_ready()
-        paths.index("r2", "mel-stats", "flat").index.write_bytes(b"not a faiss index")  # a broken artifact, published all the same
+        index = paths.index("r2", "mel-stats", "flat").index  # a broken artifact of the right size: publish's cheap check passes it
+        index.write_bytes(b"x" * index.stat().st_size)
         publish("r2")
         for _ in range(200):
             ready = httpx.get(f"{server.url}/readyz").json()
@@ -524,6 +525,7 @@ def test_a_published_run_that_cannot_load_leaves_the_old_one_serving(built, tmp_
                 break
             time.sleep(0.05)
         assert ready["run_id"] == "r1" and ready["swap_error"].startswith("run published at ") and " not loaded: " in ready["swap_error"]
+        assert f"{index}: not a readable FAISS index" in ready["swap_error"]
         r = httpx.post(f"{server.url}/v1/search", content=built["clips"]["0.wav"].read_bytes(), headers={"Content-Type": "audio/wav"})
         assert r.status_code == 200 and r.json()["run_id"] == "r1"
         assert _metric(server.url, "cloudtune_api_swaps_total") == 0
