@@ -5,6 +5,8 @@
 - Identity is a 128-bit hash (XXH3) of the decoded PCM, so a copy of a file, or a re-run, adds nothing.
 - Files already seen with the same size and mtime are not decoded again (`ingest_sources`).
 - A bad file becomes one `ingest_errors` row and a one-line warning; the run goes on.
+- Killed outright (SIGKILL), the run leaves no decode worker behind (they die with it: :func:`pipeline.lifeline.die_with_parent`);
+  its `runs` row is marked failed, "interrupted", by the next ingest, and the next ingest redoes only the uncommitted files.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tqdm import tqdm
 from pipeline import paths
 from pipeline.audio import io as audio_io
 from pipeline.config import AudioSettings, IngestSettings
+from pipeline.lifeline import die_with_parent
 from pipeline.store import db
 from pipeline.store.tables import ingest_errors, ingest_sources, tracks
 
@@ -264,7 +267,8 @@ def _results(files: list[Path], home: Path, audio: AudioSettings, settings: Inge
     # Largest files first, so no long file is left to one worker at the end. Results come back in
     # that (deterministic) order, which also fixes which of two identical files becomes the track.
     jobs.sort(key=lambda j: (-_size(j[0]), str(j[0])))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # The workers die with this process (kill -9 included): no orphaned decoder outlives a killed ingest.
+    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         yield from pool.map(_process_star, jobs, chunksize=1)
 
 

@@ -23,6 +23,8 @@ CREATE TABLE runs (
     finished_at TIMESTAMP WITH TIME ZONE,
     message TEXT,
     parent_run_id TEXT,
+    host TEXT,
+    pid INTEGER,
     PRIMARY KEY (run_id)
 );
 CREATE INDEX ix_runs_parent_run_id ON runs (parent_run_id);
@@ -184,4 +186,4 @@ CREATE TABLE cloudtune_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT cloudtune_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO cloudtune_alembic_version (version_num) VALUES ('0003');
+INSERT INTO cloudtune_alembic_version (version_num) VALUES ('0004');

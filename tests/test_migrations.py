@@ -155,9 +155,49 @@ def test_start_run_and_recorded_run_store_the_parent(db_url):
         parents = dict(conn.execute(select(runs.c.run_id, runs.c.parent_run_id)).all())
     assert parents == {pipeline_run: None, step: pipeline_run, evaluate.run_id: pipeline_run}
     report = reports.run_report("runs", url=db_url)
-    assert list(report.columns) == ["run_id", "kind", "status", "started_at", "finished_at", "message", "parent_run_id"]
+    assert list(report.columns) == ["run_id", "kind", "status", "started_at", "finished_at", "message", "parent_run_id", "host", "pid"]
     shown = report.astype(object).where(report.notna(), None)  # pandas reads NULL as NaN
     assert dict(zip(shown["run_id"], shown["parent_run_id"], strict=True)) == parents
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.faults
+def test_a_running_run_whose_process_is_gone_is_marked_interrupted_and_no_other(db_url):
+    with db.connect(db_url) as conn:
+        dead = db.start_run(conn, "ingest", {}, pid=_dead_pid())
+        alive = db.start_run(conn, "ingest", {}, pid=os.getpid())
+        reused = db.start_run(conn, "ingest", {}, pid=os.getpid())  # its pid now belongs to a process started after the run: ours
+        conn.execute(runs.update().where(runs.c.run_id == reused).values(started_at=datetime(2020, 1, 1, tzinfo=timezone.utc)))
+        elsewhere = db.start_run(conn, "ingest", {}, pid=_dead_pid())
+        conn.execute(runs.update().where(runs.c.run_id == elsewhere).values(host="another-host"))
+        dag_run = db.start_run(conn, "pipeline", {})  # no process: its tasks come and go
+        finished = db.start_run(conn, "ingest", {}, pid=_dead_pid())
+        db.finish_run(conn, finished, "succeeded")
+        conn.commit()
+        with db.recorded_run(conn, "train", {}) as step:  # another kind: a step reaps only its own kind
+            pass
+        assert db.reap_interrupted(conn, "train") == []
+        assert sorted(db.reap_interrupted(conn)) == sorted([dead, reused])
+        assert db.reap_interrupted(conn) == []  # idempotent
+        rows = {r.run_id: r for r in conn.execute(select(runs))}
+    assert rows[step.run_id].pid == os.getpid() and rows[step.run_id].host and rows[dag_run].pid is None
+    for run_id in (dead, reused):
+        assert rows[run_id].status == "failed" and rows[run_id].message.startswith("interrupted: its process ") and rows[run_id].finished_at
+    assert {run_id: rows[run_id].status for run_id in (alive, elsewhere, dag_run, finished)} == {
+        alive: "running", elsewhere: "running", dag_run: "running", finished: "succeeded"}
+
+
+@pytest.mark.faults
+def test_the_runs_report_never_shows_a_dead_run_as_running(db_url):
+    with db.connect(db_url) as conn:
+        dead = db.start_run(conn, "tokenize", {}, pid=_dead_pid())
+    report = reports.run_report("runs", url=db_url).set_index("run_id")
+    assert report.loc[dead, "status"] == "failed" and report.loc[dead, "message"].startswith("interrupted")
 
 
 @pytest.mark.postgres

@@ -35,8 +35,17 @@ def mark_failed(context) -> None:
     finish(context_run_id(context), "failed", f"task {context['ti'].task_id} failed: {context.get('exception')}")
 
 
+def reap_interrupted() -> list[str]:
+    """Mark failed ("interrupted") every `running` run of a step whose process on this host is gone (a kill -9, a crash):
+    the cleanup a DAG runs first (:func:`start`), beside the one each step runs before it starts. Returns the run ids marked."""
+    with db.connect() as conn:
+        return db.reap_interrupted(conn)
+
+
 def start(run_id: str, kind: str, params: dict[str, Any]) -> str:
-    """The DAG run's `runs` row (status running, the params as its config); returns the run id."""
+    """The DAG run's `runs` row (status running, the params as its config), after :func:`reap_interrupted`; returns the run id.
+    The row records no process: the DAG run outlives this task."""
+    reap_interrupted()
     with db.connect() as conn:
         db.start_run(conn, kind, params, run_id)
     write_json(paths.run_params(run_id), params)

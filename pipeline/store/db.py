@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -18,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from pipeline import config
+from pipeline import config, lifeline
 from pipeline.store import migrate
 from pipeline.store.tables import metadata, runs
 
@@ -159,14 +160,18 @@ def new_run_id(kind: str) -> str:
     return f"{kind}-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def start_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None, *, parent_run_id: str | None = None) -> str:
+def start_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run_id: str | None = None, *, parent_run_id: str | None = None,
+              pid: int | None = None) -> str:
     """Record a run as running (or mark an existing run_id as running again, for resumed runs); return its run_id.
 
     ``parent_run_id``: the pipeline run this step runs for. None leaves it as it is: NULL for a new run, kept for a resumed one.
+    ``pid``: the process that runs it to the end (recorded with this host, see :func:`reap_interrupted`); None for a row that
+    outlives the process writing it (a DAG run's own row).
     """
     run_id = run_id or new_run_id(kind)
     cfg = json.loads(json.dumps(run_config, default=str))  # JSON-safe copy (paths, tuples)
-    row = {"run_id": run_id, "kind": kind, "status": "running", "config": cfg, "started_at": utcnow(), "finished_at": None, "message": None}
+    row = {"run_id": run_id, "kind": kind, "status": "running", "config": cfg, "started_at": utcnow(), "finished_at": None, "message": None,
+           "host": lifeline.host() if pid is not None else None, "pid": pid}
     if parent_run_id is not None:
         row["parent_run_id"] = parent_run_id
     upsert(conn, runs, [row])
@@ -186,6 +191,27 @@ def finish_run(conn: Connection, run_id: str, status: str = "succeeded", message
     conn.commit()
 
 
+INTERRUPTED = "interrupted"  # the message of a run whose process died: it starts with this word
+
+
+def reap_interrupted(conn: Connection, kind: str | None = None) -> list[str]:
+    """Mark failed, with the message "interrupted: ...", every `running` run (of ``kind``, or any) whose process on this host is
+    gone (killed with -9, crashed, its machine restarted): it can never finish its row itself. Rows of other hosts, and rows with
+    no process (DAG runs), are left alone. Returns the run ids marked. Idempotent; safe beside other reapers (each update names
+    the pid it found)."""
+    host = lifeline.host()
+    query = select(runs.c.run_id, runs.c.pid, runs.c.started_at).where(runs.c.status == "running", runs.c.host == host, runs.c.pid.is_not(None))
+    if kind is not None:
+        query = query.where(runs.c.kind == kind)
+    dead = [r for r in conn.execute(query).all() if not lifeline.process_alive(r.pid, r.started_at)]
+    for r in dead:
+        message = f"{INTERRUPTED}: its process {r.pid} on {host} ended without finishing the run (killed, or the machine restarted)"
+        conn.execute(update(runs).where(runs.c.run_id == r.run_id, runs.c.status == "running", runs.c.pid == r.pid)
+                     .values(status="failed", finished_at=utcnow(), message=message))
+    conn.commit()
+    return [r.run_id for r in dead]
+
+
 @dataclass
 class Run:
     """What a step sets on its run before it ends: the final status and a one-line message."""
@@ -203,9 +229,11 @@ def recorded_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run
     ``parent_run_id``: the pipeline run this step runs for (see start_run).
 
     On an exception (Ctrl-C included) the uncommitted work is rolled back, the run is marked failed
-    with the reason, and the exception propagates.
+    with the reason, and the exception propagates. A process killed outright (SIGKILL) runs no handler: its row records this
+    process (host, pid), and the next run of the same kind marks it failed, "interrupted" (:func:`reap_interrupted`), first.
     """
-    run = Run(start_run(conn, kind, run_config, run_id, parent_run_id=parent_run_id))
+    reap_interrupted(conn, kind)
+    run = Run(start_run(conn, kind, run_config, run_id, parent_run_id=parent_run_id, pid=os.getpid()))
     try:
         yield run
     except BaseException as exc:
@@ -215,5 +243,5 @@ def recorded_run(conn: Connection, kind: str, run_config: Mapping[str, Any], run
     finish_run(conn, run.run_id, run.status, run.message)
 
 
-__all__ = ["Run", "connect", "dispose_engines", "ensure_run", "finish_run", "get_engine", "init_db", "new_engine", "new_run_id", "recorded_run", "schema_sql",
-           "start_run", "upsert", "utcnow"]
+__all__ = ["INTERRUPTED", "Run", "connect", "dispose_engines", "ensure_run", "finish_run", "get_engine", "init_db", "new_engine", "new_run_id",
+           "reap_interrupted", "recorded_run", "schema_sql", "start_run", "upsert", "utcnow"]

@@ -9,7 +9,7 @@ import pandas as pd
 from sqlalchemy import text
 
 from pipeline import config
-from pipeline.store.db import get_engine
+from pipeline.store.db import get_engine, reap_interrupted
 
 FORMATS = ("table", "csv", "json")
 
@@ -50,6 +50,8 @@ def run_report(name: str, params: dict[str, str] | None = None, url: str | None 
     if missing:
         raise ValueError(f"report {name!r}: needs parameter(s) {', '.join(missing)} (pass --param {missing[0]}=VALUE)")
     with get_engine(url).connect() as conn:
+        if re.search(r"\bruns\b", sql):  # a report on runs never shows a run whose process is gone as running (db.reap_interrupted)
+            reap_interrupted(conn)
         return pd.read_sql_query(text(sql), conn, params={k: params.get(k) for k in wanted})
 
 

@@ -46,6 +46,11 @@ runs = Table(
     # The pipeline run this step ran for (a `train` or `evaluate` run has its own run_id and points here); NULL for a run of
     # its own. Last because migration 0002 appended it: fresh and upgraded databases have the same column order.
     Column("parent_run_id", Text),
+    # The process that runs the step (a `recorded_run`) and the host it runs on, so that a run whose process died (kill -9, a lost
+    # machine) is marked failed, "interrupted", by the next run of its step on that host (db.reap_interrupted). NULL for a DAG run's
+    # own row (its tasks come and go) and older rows. Migration 0004.
+    Column("host", Text),
+    Column("pid", Integer),
     Index("ix_runs_parent_run_id", "parent_run_id"),
     comment="One row per run of any step; every metric row names its run.",
 )
