@@ -1,4 +1,5 @@
-"""Training steps: track-level splits of a run, and the token embedder's training (``cloudtune train embedder`` and the DAG task).
+"""Training steps: track-level splits of a run, the token embedder's and the fingerprint's training (``cloudtune train`` and the
+DAG tasks), and the fingerprint's ONNX export (``cloudtune export onnx``).
 
 A step reads configs/train.yaml (or a partial ``--config`` file over it), builds what is missing (the splits) and calls
 :mod:`pipeline.train.token_embedder` with settings objects and paths.
@@ -98,3 +99,16 @@ def train_fingerprint(run_id: str, splits_dir: str, epochs: int | None, device: 
     """The DAG's fingerprint training task: the run's fingerprint model on the run's splits (resumes from its last checkpoint
     on a retry); returns the checkpoint path."""
     return train_fingerprint_model(splits_dir, run_id=run_id, device=device, epochs=epochs, resume=True)["checkpoint"]
+
+
+def export_fingerprint_onnx(run_id: str) -> dict:
+    """The run's fingerprint model exported for ONNX Runtime to runs/<run_id>/models/fingerprint.onnx, with the opset and the
+    check's tolerance of configs/fingerprint.yaml ``fingerprint_inference``; an export of the same checkpoint is kept. Returns
+    {"path", "opset", "max_abs_diff" (when written), "reused", "checkpoint_sha256", ...}."""
+    from pipeline.embed.fingerprint_onnx import export_checkpoint
+
+    ckpt = paths.fingerprint_checkpoint(run_id)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{ckpt}: run {run_id} has no fingerprint model (cloudtune train fingerprint --run-id {run_id})")
+    s = config.load_fingerprint().fingerprint_inference
+    return {"run_id": run_id, **export_checkpoint(ckpt, paths.fingerprint_onnx(run_id), s.opset, s.tolerance)}
