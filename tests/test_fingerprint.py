@@ -199,6 +199,16 @@ def test_evaluate_and_search_go_through_the_fingerprint_with_offsets(built, run_
     assert not result["skipped"] and result["choice"]["embedder"] == "fingerprint"
     wave, sr = sf.read(built[1] / "track_0003.flac")
     sf.write(tmp_path / "clip.wav", wave[int(1.5 * sr) : int(4.5 * sr)], sr)
-    assert main(["search", str(tmp_path / "clip.wav"), "--run-id", "r1", "--embedder", "fingerprint", "--kind", "flat", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)["results"]
+    search = ["search", str(tmp_path / "clip.wav"), "--run-id", "r1", "--embedder", "fingerprint", "--kind", "flat", "--json"]
+    assert main(search) == 0
+    out = capsys.readouterr()
+    results = json.loads(out.out)["results"]
     assert results and all(0 <= r["offset_s"] <= 6 for r in results) and {"rank", "track_id", "score", "offset_s"} <= set(results[0])
+    assert "fingerprint: torch inference: no ONNX export at" in out.err  # backend onnx (the default), not exported yet
+    # exported, the same search runs the network in ONNX Runtime and answers the same (the index was built by torch)
+    assert main(["export", "onnx", "--run-id", "r1"]) == 0 and main(search) == 0
+    out = capsys.readouterr()
+    assert "torch inference" not in out.err
+    again = json.loads(out.out.splitlines()[-1])["results"]
+    assert [(r["track_id"], r["offset_s"]) for r in again] == [(r["track_id"], r["offset_s"]) for r in results]
+    assert np.allclose([r["score"] for r in again], [r["score"] for r in results], atol=1e-4)
