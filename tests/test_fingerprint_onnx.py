@@ -109,3 +109,14 @@ def test_an_export_beyond_the_tolerance_is_refused_and_nothing_is_written(home, 
     assert sorted(p.name for p in paths.models_dir("r1").iterdir()) == ["fingerprint.onnx", "fingerprint.pt"]  # no temporary file left
     assert main(["export", "onnx", "--run-id", "r2"]) == 2
     assert "run r2 has no fingerprint model" in capsys.readouterr().err
+
+
+def test_the_service_names_the_backend_the_fingerprint_runs_on(home):
+    from types import SimpleNamespace
+
+    from pipeline.api.search_model import served
+
+    index = SimpleNamespace(track_ids=[1, 2], index=SimpleNamespace(ntotal=7))
+    emb = get_embedder("fingerprint", "r1", "cpu", **embedder_settings())
+    searcher = SimpleNamespace(run_id="r1", embedder=emb, index_kind="flat", index=index)
+    assert served(searcher) == {"run_id": "r1", "embedder": "fingerprint", "backend": "onnx", "index_kind": "flat", "tracks": 2, "vectors": 7}
