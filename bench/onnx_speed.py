@@ -65,14 +65,14 @@ class FullGraph:
     def __init__(self, model, path: Path):
         import torch
 
-        from pipeline.embed.fingerprint_onnx import _session
+        from pipeline.embed.fingerprint_onnx import ort_session
 
         with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, (torch.randn(2, model.segment_samples),), input_names=["waves"], output_names=["vectors"],
                                         opset_version=18, dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False)
         program.save(path, external_data=False)
-        self.session = _session(path, threads=1)
+        self.session = ort_session(path, threads=1)
 
     def __call__(self, waves):
         import torch

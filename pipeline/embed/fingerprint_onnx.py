@@ -98,7 +98,7 @@ def _quiet(logger: str):
 def max_difference(model: FingerprintNet, onnx_path: str | Path, seed: int = 0) -> float:
     """The largest |ONNX Runtime - PyTorch| over the vectors of random waves (noise at random levels, batch sizes
     ``CHECK_BATCHES``) through the model's front end."""
-    session = _session(onnx_path, threads=1)
+    session = ort_session(onnx_path, threads=1)
     g = torch.Generator().manual_seed(seed)
     worst = 0.0
     for n in CHECK_BATCHES:
@@ -131,7 +131,7 @@ def _props(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def _session(path: str | Path, threads: int):
+def ort_session(path: str | Path, threads: int):
     """An ONNX Runtime CPU session with ``threads`` intra-op threads (0: its default). Its pool threads spin-wait only when
     OpenMP's may (``OMP_WAIT_POLICY``; `cloudtune serve` sets it PASSIVE: spinning threads fight the request threads)."""
     import onnxruntime as ort
@@ -148,7 +148,7 @@ class OnnxFingerprint:
     """ONNX Runtime over an export: waves [B, segment samples] -> vectors [B, dim], the log-mel made by ``front`` (the model's)."""
 
     def __init__(self, path: str | Path, front: nn.Module, threads: int):
-        self.session, self.front, self.path = _session(path, threads), front, Path(path)
+        self.session, self.front, self.path = ort_session(path, threads), front, Path(path)
 
     def __call__(self, waves: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
