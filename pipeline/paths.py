@@ -16,6 +16,7 @@ No other module spells an artifact path: they ask here (Kedro's ``catalog.yml`` 
         params.json  nightly.json  train.yaml   the DAG run's params, the nightly plan, the training config it used
         splits/{train,val,test}.txt             track-level splits (summary.json beside them)
         models/embedder.pt|.json|training_curve.png
+        models/fingerprint.pt|.json|.onnx         the fingerprint model, its summary, its ONNX export
         embeddings/<embedder>/{manifest.json, vectors.npy, segments.csv}
         index/<embedder>/<kind>/{manifest.json, index.faiss}
         reports/{evaluation.html, evaluation.json, metrics.csv, catalog_vae/}
@@ -159,6 +160,12 @@ def training_curve(run_id: str) -> Path:
 def fingerprint_checkpoint(run_id: str) -> Path:
     """The fingerprint model's checkpoint (the ``fingerprint`` embedder), rewritten after every epoch."""
     return models_dir(run_id) / "fingerprint.pt"
+
+
+def fingerprint_onnx(run_id: str) -> Path:
+    """The fingerprint model's network (log-mel in, vectors out) exported for ONNX Runtime (`cloudtune export onnx`); it names the
+    checkpoint it was exported from, so a checkpoint trained further is not served by an older export."""
+    return models_dir(run_id) / "fingerprint.onnx"
 
 
 def fingerprint_summary(run_id: str) -> Path:

@@ -2,6 +2,7 @@
 and the `cloudtune train fingerprint` command, on a tiny synthesized catalog."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,13 +193,25 @@ def test_evaluate_and_search_go_through_the_fingerprint_with_offsets(built, run_
 
     from pipeline.steps.evaluation import evaluate
 
-    train_fingerprint_model(run_id="r1", config_path=built[0] / "fp.yaml", device="cpu", epochs=1, progress=False)
+    summary = train_fingerprint_model(run_id="r1", config_path=built[0] / "fp.yaml", device="cpu", epochs=1, progress=False)
+    assert Path(summary["onnx"]["path"]) == paths.fingerprint_onnx("r1")  # backend onnx (the default): trained, then exported
     result = evaluate("r1", embedders=["fingerprint"], index_kinds=["flat"], device="cpu", progress=False)
     rows = {(r["query_set"], r["metric"], r["k"]): r["value"] for r in result["rows"] if r["embedder"] == "fingerprint"}
     assert {("5s/clean", "recall", 1), ("2s/pink0db", "recall", 1), ("5s/clean", "offset_hit", 0)} <= set(rows)
     assert not result["skipped"] and result["choice"]["embedder"] == "fingerprint"
     wave, sr = sf.read(built[1] / "track_0003.flac")
     sf.write(tmp_path / "clip.wav", wave[int(1.5 * sr) : int(4.5 * sr)], sr)
-    assert main(["search", str(tmp_path / "clip.wav"), "--run-id", "r1", "--embedder", "fingerprint", "--kind", "flat", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)["results"]
+    search = ["search", str(tmp_path / "clip.wav"), "--run-id", "r1", "--embedder", "fingerprint", "--kind", "flat", "--json"]
+    assert main(search) == 0
+    out = capsys.readouterr()
+    results = json.loads(out.out)["results"]
     assert results and all(0 <= r["offset_s"] <= 6 for r in results) and {"rank", "track_id", "score", "offset_s"} <= set(results[0])
+    assert "torch inference" not in out.err  # the network ran in ONNX Runtime
+    # without the export, the same search runs the traced torch model, says so, and answers the same
+    paths.fingerprint_onnx("r1").unlink()
+    assert main(search) == 0
+    out = capsys.readouterr()
+    assert "fingerprint: torch inference: no ONNX export at" in out.err
+    again = json.loads(out.out.splitlines()[-1])["results"]
+    assert [(r["track_id"], r["offset_s"]) for r in again] == [(r["track_id"], r["offset_s"]) for r in results]
+    assert np.allclose([r["score"] for r in again], [r["score"] for r in results], atol=1e-4)

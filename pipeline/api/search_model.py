@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 
 
 def served(sr: Searcher) -> dict[str, Any]:
-    """The run in service as /readyz and /v1/models name it: run, embedder, index kind and size."""
-    return {"run_id": sr.run_id, "embedder": sr.embedder.name, "index_kind": sr.index_kind, "tracks": len(sr.index.track_ids),
+    """The run in service as /readyz and /v1/models name it: run, embedder, index kind and size, and for an embedder that has
+    a choice of backend (the fingerprint: onnx or torch) the one it runs on."""
+    backend = {"backend": sr.embedder.backend} if hasattr(sr.embedder, "backend") else {}
+    return {"run_id": sr.run_id, "embedder": sr.embedder.name, **backend, "index_kind": sr.index_kind, "tracks": len(sr.index.track_ids),
             "vectors": int(sr.index.index.ntotal)}
 
 

@@ -1,4 +1,4 @@
-"""`cloudtune` commands of retrieval: embed-catalog, index, evaluate, search, publish."""
+"""`cloudtune` commands of retrieval: embed-catalog, index, evaluate, search, publish, export."""
 
 from __future__ import annotations
 
@@ -111,6 +111,19 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.steps.training import export_fingerprint_onnx
+
+    run_id = _published_or(args.run_id)
+    r = export_fingerprint_onnx(run_id)
+    if r["reused"]:
+        print(f"export: {r['path']} is already the export of run {run_id}'s fingerprint checkpoint (opset {r['opset']})")
+    else:
+        print(f"export: fingerprint of run {run_id} -> {r['path']} (opset {r['opset']}, dynamic batch; ONNX Runtime vs PyTorch: max |diff| "
+              f"{r['max_abs_diff']:.2g} on random inputs at batch {' and '.join(map(str, r['check_batches']))}; {r['seconds']:.1f} s)")
+    return 0
+
+
 def add_commands(sub) -> None:
     """Add this module's subcommands to the ``cloudtune`` parser's subparsers ``sub``."""
     s = sub.add_parser("embed-catalog", help="embed every catalog segment (window/hop in configs/index.yaml) into runs/<run_id>/embeddings/")
@@ -156,3 +169,8 @@ def add_commands(sub) -> None:
     s.add_argument("--kind", choices=INDEX_KINDS, help="default: the evaluation's choice by merit (for a named --embedder, its best kind)")
     s.add_argument("--show", action="store_true")
     s.set_defaults(func=cmd_publish)
+
+    s = sub.add_parser("export", help="export onnx: a run's fingerprint network for ONNX Runtime (models/fingerprint.onnx), checked against PyTorch")
+    s.add_argument("format", choices=("onnx",))
+    s.add_argument("--run-id", help="the run (default: the published one)")
+    s.set_defaults(func=cmd_export)

@@ -7,7 +7,7 @@ them from ``pipeline.config``:
 
 - ``pipeline.yaml``: audio, ingest, demo_catalog, tokenize, rvq, moss, dream, catalog_vae, wav2vec2, service, search_api
 - ``train.yaml``: embedder, training, splits
-- ``fingerprint.yaml``: fingerprint, fingerprint_training, augment
+- ``fingerprint.yaml``: fingerprint, fingerprint_training, augment, fingerprint_inference
 - ``index.yaml``: segments, hnsw, ivfpq, search, publish
 - ``eval.yaml``: queries, metrics, latency, evaluation
 - ``airflow.yaml``: dag, pools, nightly, run, demo, metrics_page, processes, cluster
@@ -92,7 +92,15 @@ from pipeline.config.pipeline_settings import (
     TokenizeSettings,
     Wav2Vec2Settings,
 )
-from pipeline.config.train_settings import AugmentSettings, EmbedderSettings, FingerprintSettings, FingerprintTrainSettings, SplitSettings, TrainSettings
+from pipeline.config.train_settings import (
+    AugmentSettings,
+    EmbedderSettings,
+    FingerprintInferenceSettings,
+    FingerprintSettings,
+    FingerprintTrainSettings,
+    SplitSettings,
+    TrainSettings,
+)
 
 __all__ = [  # the package's face: every module imports from pipeline.config, never from its parts
     "ClusterSettings", "ProcessSettings",
@@ -105,5 +113,6 @@ __all__ = [  # the package's face: every module imports from pipeline.config, ne
     "AudioSettings", "CatalogVAESettings", "DemoCatalogSettings", "DreamSettings", "IngestSettings", "MossSettings", "RVQSettings",
     "SearchApiSettings", "ServiceSettings",
     "TokenizeSettings", "Wav2Vec2Settings", "AugmentSettings", "EmbedderSettings", "FingerprintSettings", "FingerprintTrainSettings", "SplitSettings",
-    "TrainSettings", "ASR_SECTIONS", "AsrConfig", "load_asr", "AsrSettings", "Qwen3AsrSettings", "PocketsphinxSettings", "AsrEvalSettings",
+    "TrainSettings", "FingerprintInferenceSettings",
+    "ASR_SECTIONS", "AsrConfig", "load_asr", "AsrSettings", "Qwen3AsrSettings", "PocketsphinxSettings", "AsrEvalSettings",
 ]

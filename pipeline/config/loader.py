@@ -38,7 +38,15 @@ from pipeline.config.pipeline_settings import (
     TokenizeSettings,
     Wav2Vec2Settings,
 )
-from pipeline.config.train_settings import AugmentSettings, EmbedderSettings, FingerprintSettings, FingerprintTrainSettings, SplitSettings, TrainSettings
+from pipeline.config.train_settings import (
+    AugmentSettings,
+    EmbedderSettings,
+    FingerprintInferenceSettings,
+    FingerprintSettings,
+    FingerprintTrainSettings,
+    SplitSettings,
+    TrainSettings,
+)
 
 # --- the registry: file -> section -> settings class -----------------------------------------------
 
@@ -56,7 +64,8 @@ SECTIONS: dict[str, type] = {
     "search_api": SearchApiSettings,
 }
 TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": TrainSettings, "splits": SplitSettings}
-FINGERPRINT_SECTIONS: dict[str, type] = {"fingerprint": FingerprintSettings, "fingerprint_training": FingerprintTrainSettings, "augment": AugmentSettings}
+FINGERPRINT_SECTIONS: dict[str, type] = {"fingerprint": FingerprintSettings, "fingerprint_training": FingerprintTrainSettings, "augment": AugmentSettings,
+                                         "fingerprint_inference": FingerprintInferenceSettings}
 INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSettings, "ivfpq": IVFPQSettings, "search": SearchSettings,
                                    "publish": PublishSettings}
 EVAL_SECTIONS: dict[str, type] = {"queries": QuerySettings, "metrics": EvalMetricSettings, "latency": LatencySettings, "evaluation": EvaluationSettings}
@@ -314,6 +323,7 @@ class FingerprintConfig(Sections):
     fingerprint: FingerprintSettings
     fingerprint_training: FingerprintTrainSettings
     augment: AugmentSettings
+    fingerprint_inference: FingerprintInferenceSettings
 
 
 class AsrConfig(Sections):

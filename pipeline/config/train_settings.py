@@ -5,6 +5,9 @@ comments are in the YAML.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+from pipeline.config.base import _Invalid
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,24 @@ class FingerprintSettings:
     channels: tuple[int, ...]
     dim: int
     head_hidden: int
+
+
+@dataclass(frozen=True)
+class FingerprintInferenceSettings:
+    """fingerprint.yaml ``fingerprint_inference``: how a trained fingerprint model runs on the CPU, and its ONNX export (never
+    part of a checkpoint: the same model runs either way)."""
+
+    backend: str
+    threads: int
+    opset: int
+    tolerance: float
+    choices: ClassVar = {"backend": ("torch", "onnx")}
+
+    def __post_init__(self):
+        if self.threads < 0:
+            raise _Invalid("threads", f"expected 0 (ONNX Runtime's default) or more, got {self.threads}")
+        if not self.tolerance > 0:
+            raise _Invalid("tolerance", f"expected a positive number, got {self.tolerance}")
 
 
 @dataclass(frozen=True)

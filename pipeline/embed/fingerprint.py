@@ -4,11 +4,14 @@ Waveforms come in at the catalog rate and are resampled to the model's (8 kHz by
 on ``segment_s`` segments, so the catalog is cut into segments of that length every ``hop_s`` (``segmentation``: what
 embed-catalog and the search's query cutter use instead of configs/index.yaml ``segments``); a longer or shorter wave is
 cropped or zero-padded to one segment. ``embed_spans`` resamples a track or a query once and cuts its overlapping segments
-after; on the CPU the model runs traced and frozen (:func:`pipeline.models.fingerprint.for_inference`).
+after. On the CPU the network runs in ONNX Runtime when an export of this very checkpoint is given and usable
+(:mod:`pipeline.embed.fingerprint_onnx`, configs/fingerprint.yaml ``fingerprint_inference``), else traced and frozen
+(:func:`pipeline.models.fingerprint.for_inference`); on a GPU the model runs as it is.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +24,10 @@ from pipeline.audio import io as audio_io
 class FingerprintEmbedder:
     name = "fingerprint"
 
-    def __init__(self, checkpoint: str | Path, device: str, batch_size: int, sample_rate: int):
+    def __init__(self, checkpoint: str | Path, device: str, batch_size: int, sample_rate: int, *, onnx: str | Path | None = None, threads: int = 0):
+        """``onnx``: an ONNX export of ``checkpoint`` to run the network with on the CPU (with ``threads`` intra-op threads, 0: ONNX
+        Runtime's default); when it is missing, stale or unloadable, the note says why and the traced torch model runs instead."""
+        from pipeline.embed.fingerprint_onnx import ExportUnusable, load_onnx
         from pipeline.models.fingerprint import for_inference, load_fingerprint
 
         self.checkpoint = Path(checkpoint)
@@ -31,7 +37,15 @@ class FingerprintEmbedder:
         self.dim, self.model_rate, self.n = s.dim, s.sample_rate, self.model.segment_samples
         self.epochs = len(ckpt.get("history", []))
         self.segmentation = {"window_s": s.segment_s, "hop_s": s.hop_s}
-        self.net = for_inference(self.model) if device == "cpu" else self.model
+        self.backend, self.net = "torch", self.model
+        if device == "cpu" and onnx is not None:
+            try:
+                self.backend, self.net = "onnx", load_onnx(onnx, self.checkpoint, self.model.front, threads)
+            except ExportUnusable as exc:
+                print(f"fingerprint: torch inference: {exc} (`cloudtune export onnx --run-id {self.checkpoint.parent.parent.name}` writes one)",
+                      file=sys.stderr)
+        if device == "cpu" and self.backend == "torch":
+            self.net = for_inference(self.model)
 
     def _fit(self, x: np.ndarray) -> np.ndarray:
         """One segment at the model's rate: the middle ``n`` samples, or zero-padded to ``n``."""

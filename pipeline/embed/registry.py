@@ -11,16 +11,18 @@ from typing import TYPE_CHECKING
 from pipeline.embed import EMBEDDERS, EmbedderUnavailable, SegmentEmbedder
 
 if TYPE_CHECKING:
-    from pipeline.config import MossSettings, Wav2Vec2Settings
+    from pipeline.config import FingerprintInferenceSettings, MossSettings, Wav2Vec2Settings
 
 
 def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", *, batch_size: int | None = None, wav2vec2: Wav2Vec2Settings | None = None,
-                 sample_rate: int | None = None, moss: MossSettings | None = None) -> SegmentEmbedder:
+                 sample_rate: int | None = None, moss: MossSettings | None = None, fingerprint: FingerprintInferenceSettings | None = None) -> SegmentEmbedder:
     """The named embedder. ``fingerprint`` is the model trained in ``run_id`` (runs/<run_id>/models/fingerprint.pt);
     ``contrastive`` is the one trained in ``run_id`` (runs/<run_id>/models/embedder.pt) behind the
     tokenizer of its training tokens: an rvq codec in this CLOUDTUNE_HOME, or the MOSS model of ``moss`` (the ``moss:``
     config section); ``wav2vec2`` is built from ``wav2vec2`` (the ``wav2vec2:`` config section) for waves at ``sample_rate``
-    (the catalog's ``audio.sample_rate``); ``batch_size``: segments per forward pass (index.yaml ``segments.batch_size``).
+    (the catalog's ``audio.sample_rate``); ``batch_size``: segments per forward pass (index.yaml ``segments.batch_size``);
+    ``fingerprint``: how the fingerprint runs on the CPU (fingerprint.yaml ``fingerprint_inference``; backend onnx: the run's
+    export runs/<run_id>/models/fingerprint.onnx when there is a current one; None: torch).
     Raises :class:`EmbedderUnavailable` when the embedder cannot be built here: no trained
     checkpoint, no wav2vec2 settings given or no model in them (skipped with that reason, never replaced by a random model)."""
     if name == "mel-stats":
@@ -48,7 +50,9 @@ def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", *, b
             raise EmbedderUnavailable(f"embedder fingerprint: no trained model at {ckpt} (run `cloudtune train fingerprint --run-id {run_id}` first)")
         if batch_size is None or sample_rate is None:
             raise ValueError("get_embedder('fingerprint'): pass batch_size (index.yaml segments.batch_size) and the catalog's audio.sample_rate")
-        return FingerprintEmbedder(ckpt, device, batch_size, sample_rate)
+        use_onnx = fingerprint is not None and fingerprint.backend == "onnx"
+        return FingerprintEmbedder(ckpt, device, batch_size, sample_rate, onnx=paths.fingerprint_onnx(run_id) if use_onnx else None,
+                                   threads=fingerprint.threads if fingerprint else 0)
     if name == "wav2vec2":
         if wav2vec2 is None:
             raise EmbedderUnavailable("embedder wav2vec2: no wav2vec2 settings were given (the caller passes the wav2vec2: config section)")

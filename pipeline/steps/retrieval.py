@@ -74,12 +74,12 @@ class StepSkipped(Exception):
 
 def embedder_settings() -> dict:
     """What building an embedder needs from configs, as keyword arguments of ``pipeline.embed.registry.get_embedder``:
-    pipeline.yaml's ``wav2vec2:`` and ``moss:`` sections and the catalog's ``audio.sample_rate``, and index.yaml's
-    ``segments.batch_size`` (segments per forward pass)."""
+    pipeline.yaml's ``wav2vec2:`` and ``moss:`` sections and the catalog's ``audio.sample_rate``, index.yaml's
+    ``segments.batch_size`` (segments per forward pass) and fingerprint.yaml's ``fingerprint_inference`` (torch or ONNX Runtime)."""
     data = config.load()
     return {"batch_size": config.load_index().segments.batch_size, "wav2vec2": config.section(config.Wav2Vec2Settings, data, "wav2vec2"),
             "sample_rate": config.section(config.AudioSettings, data, "audio").sample_rate,
-            "moss": config.section(config.MossSettings, data, "moss")}
+            "moss": config.section(config.MossSettings, data, "moss"), "fingerprint": config.load_fingerprint().fingerprint_inference}
 
 
 def _embed_one(run_id: str, name: str, device: str, catalogs: list[str] | None) -> str:

@@ -1,4 +1,5 @@
-"""Training steps: track-level splits of a run, and the token embedder's training (``cloudtune train embedder`` and the DAG task).
+"""Training steps: track-level splits of a run, the token embedder's and the fingerprint's training (``cloudtune train`` and the
+DAG tasks), and the fingerprint's ONNX export (``cloudtune export onnx``).
 
 A step reads configs/train.yaml (or a partial ``--config`` file over it), builds what is missing (the splits) and calls
 :mod:`pipeline.train.token_embedder` with settings objects and paths.
@@ -80,7 +81,9 @@ def train_fingerprint_model(splits_dir: str | Path | None = None, *, run_id: str
                             on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """Train (or, with ``resume``, continue) the fingerprint model of ``run_id`` with configs/fingerprint.yaml (or a partial
     ``config_path`` over it) on the run's track-level splits (``splits_dir``, default the run's: the same train tracks as the
-    token embedder's; only the track ids of the lists are read). Returns the training summary."""
+    token embedder's; only the track ids of the lists are read). Returns the training summary. With
+    ``fingerprint_inference.backend: onnx`` the trained model is also exported for ONNX Runtime (``onnx`` in the summary: the
+    export's record, or why there is none), so the evaluation, publish and the service run the model as it will be served."""
     from pipeline.devices import resolve_device
     from pipeline.train.fingerprint import train
 
@@ -90,11 +93,31 @@ def train_fingerprint_model(splits_dir: str | Path | None = None, *, run_id: str
     if not paths.split_list(splits_dir, "train").exists():
         raise FileNotFoundError(f"{paths.split_list(splits_dir, 'train')}: run {run_id} has no splits yet (cloudtune splits, or the "
                                 "audio_retrieval DAG's splits task, writes them; the fingerprint trains on the same tracks as the token embedder)")
-    return train(splits_dir, run_id, cfg.fingerprint, train_s, cfg.augment, device=resolve_device(device), root=config.PROJECT_ROOT, resume=resume,
-                 run_config={"config": cfg.raw}, url=url, progress=progress, on_epoch_end=on_epoch_end)
+    summary = train(splits_dir, run_id, cfg.fingerprint, train_s, cfg.augment, device=resolve_device(device), root=config.PROJECT_ROOT,
+                    resume=resume, run_config={"config": cfg.raw}, url=url, progress=progress, on_epoch_end=on_epoch_end)
+    if cfg.fingerprint_inference.backend == "onnx":
+        try:
+            summary["onnx"] = export_fingerprint_onnx(run_id)
+        except (ImportError, ValueError, RuntimeError) as exc:  # no onnxruntime, or an export that failed its check: torch serves
+            summary["onnx"] = f"not exported: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            print(f"train fingerprint: {summary['onnx']} (the traced torch model serves it)", file=sys.stderr)
+    return summary
 
 
 def train_fingerprint(run_id: str, splits_dir: str, epochs: int | None, device: str = "auto") -> str:
     """The DAG's fingerprint training task: the run's fingerprint model on the run's splits (resumes from its last checkpoint
     on a retry); returns the checkpoint path."""
     return train_fingerprint_model(splits_dir, run_id=run_id, device=device, epochs=epochs, resume=True)["checkpoint"]
+
+
+def export_fingerprint_onnx(run_id: str) -> dict:
+    """The run's fingerprint model exported for ONNX Runtime to runs/<run_id>/models/fingerprint.onnx, with the opset and the
+    check's tolerance of configs/fingerprint.yaml ``fingerprint_inference``; an export of the same checkpoint is kept. Returns
+    {"path", "opset", "max_abs_diff" (when written), "reused", "checkpoint_sha256", ...}."""
+    from pipeline.embed.fingerprint_onnx import export_checkpoint
+
+    ckpt = paths.fingerprint_checkpoint(run_id)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{ckpt}: run {run_id} has no fingerprint model (cloudtune train fingerprint --run-id {run_id})")
+    s = config.load_fingerprint().fingerprint_inference
+    return {"run_id": run_id, **export_checkpoint(ckpt, paths.fingerprint_onnx(run_id), s.opset, s.tolerance)}
