@@ -103,7 +103,7 @@ SOURCES = [
            "language (en, de, el, gl, sl, wa)", "GPL-2+",
            tuple(f"usr/share/ktuberling/sounds/{lang}/*.ogg" for lang in ("en", "de", "el", "gl", "sl", "wa")),
            upstream=("usr/share/ktuberling/", ""), pool="train", join=True),
-    Source("klettres-data", "a babble of 3 to 6 voices at once: letters and syllables spoken by a speaker per language (20 languages)",
+    Source("klettres-data", "a babble of 3 to 6 voices at once: letters and syllables spoken by a speaker per language (22 languages)",
            "GPL-2+", ("usr/share/klettres/*/syllab/*.ogg",
                       *(f"usr/share/klettres/{lang}/alpha/*.ogg" for lang in ("ar", "cs", "de", "en", "en_GB", "es", "fr", "he", "hu",
                                                                             "it", "lt", "ml", "nb", "nds", "nl", "pt_BR", "ru", "tn",
