@@ -15,8 +15,8 @@ as they were); a recording
 whose decoded audio another already has (MegaGlest ships some in several tilesets) is kept once. Each clip is scaled to -23 dBFS
 RMS (peaks at most -1 dBFS): the degradation sets its own level from the SNR. A ``join`` source's short files (spoken words,
 4 s city loops) are not left out but joined (join_clips): in a seeded order, silence trimmed, 0.1-0.5 s pauses between two, into
-clips of --clip-seconds, one voice at a time (a conversation, a TV: one speaker's words in a row) or 3 to 6 different speakers
-summed (a bar's babble: pauses alone would make it one talker, not a crowd); <out>/joined.csv lists each joined clip's members.
+clips of --clip-seconds, one voice at a time (a conversation, a TV) or 3 to 6 summed (a bar's babble: one talker alone would be
+another talker's words, not babble); <out>/joined.csv lists each joined clip's member files.
 
 Writes <out>/manifest.csv (file, package, original_path, licence, seconds, pool) and prints minutes per package and pool. The
 evaluation reads <out>/eval (configs/eval.yaml queries.background_dir); the fingerprint's training augmentation reads <out>/train
@@ -205,32 +205,20 @@ def trim(wave: np.ndarray, floor: float = 0.01) -> np.ndarray:
 def join_clips(members: list[tuple[str, np.ndarray]], seed: str, clip_seconds: float, min_seconds: float,
                voices: tuple[int, int] = (1, 1)) -> list[tuple[np.ndarray, list[str]]]:
     """Short recordings joined into clips of ``clip_seconds`` (the last one shorter; under ``min_seconds`` left out): (clip, the
-    paths of its members). A folder's members are taken as one speaker's (KTuberling and KLettres keep one language, one
-    speaker, per folder). Each clip draws how many voices sound at once from ``voices``; each voice takes a folder no other voice
-    of the clip has (while there is one) and its next members, in an order seeded by ``seed``, each trimmed of its silence, one
-    after another with a 0.1-0.5 s pause between two, until it fills the clip (moving to another folder when one runs out). The
-    voices are summed and the clip scaled like any recording (level). One voice is one talker at a time (a conversation, a TV);
-    3 to 6 make a babble of different speakers (a bar, a crowd). Every member is in one clip only."""
+    paths of its members). The members, each trimmed of its silence, come in an order seeded by ``seed``; each clip draws how
+    many voices sound at once from ``voices`` and gives each voice the next members, one after another with a 0.1-0.5 s pause
+    between two, until it fills the clip; the voices are summed and the clip scaled like any recording (level). One voice is
+    one talker at a time (a conversation, a TV); 3 to 6 make a babble (a bar, a crowd). Every member is in one clip only."""
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little"))
-    folders: dict[str, list[tuple[str, np.ndarray]]] = {}
-    for path, wave in sorted(members, key=lambda m: m[0]):
-        folders.setdefault(os.path.dirname(path), []).append((path, wave))
-    queues = [[files[i] for i in rng.permutation(len(files))] for files in (folders[k] for k in sorted(folders))]
-    queues = [queues[i] for i in rng.permutation(len(queues))]
+    queue = [members[i] for i in rng.permutation(len(members))]
     length, clips = int(clip_seconds * SR), []
-    while any(queues):
+    while queue:
         count = int(rng.integers(voices[0], voices[1] + 1))
-        tracks, names, taken = [], [], set()
+        tracks, names = [], []
         for _ in range(count):
-            parts, filled, current = [], 0, None
-            while filled < length:
-                if current is None or not queues[current]:
-                    free = [i for i, q in enumerate(queues) if q and i not in taken] or [i for i, q in enumerate(queues) if q]
-                    if not free:
-                        break
-                    current = free[0]
-                    taken.add(current)
-                path, wave = queues[current].pop(0)
+            parts, filled = [], 0
+            while queue and filled < length:
+                path, wave = queue.pop(0)
                 wave = trim(wave)
                 if len(wave) == 0:
                     continue
@@ -267,11 +255,6 @@ def decode(data: bytes) -> np.ndarray:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
-
-
-def recordings(rows: list[dict]) -> set[tuple[str, str]]:
-    """(package, path) of the recordings in these manifest rows: a joined clip's are its members."""
-    return {(r["package"], path) for r in rows for path in r.get("members", [r["original_path"]])}
 
 
 def main() -> int:
@@ -323,10 +306,10 @@ def main() -> int:
                 sf.write(out / pool / name, clip, SR, subtype="PCM_16")
                 prefix = os.path.commonpath(names) if len(names) > 1 else os.path.dirname(names[0])
                 rows.append({"file": f"{pool}/{name}", "package": source.package, "original_path": f"{prefix}/ ({len(names)} files joined)",
-                             "licence": source.licence, "seconds": round(len(clip) / SR, 2), "pool": pool, "members": names})
+                             "licence": source.licence, "seconds": round(len(clip) / SR, 2), "pool": pool})
                 joined += [{"file": f"{pool}/{name}", "member": n} for n in names]
     with open(out / "manifest.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["file", "package", "original_path", "licence", "seconds", "pool"], extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=["file", "package", "original_path", "licence", "seconds", "pool"])
         w.writeheader()
         w.writerows(rows)
     with open(out / "joined.csv", "w", newline="") as f:
@@ -340,9 +323,9 @@ def main() -> int:
         for licence in dict.fromkeys(r["licence"] for r in rows if r["package"] == package):
             mine = [r for r in rows if r["package"] == package and r["licence"] == licence]
             minutes = {p: sum(r["seconds"] for r in mine if r["pool"] == p) / 60 for p in ("eval", "train")}
-            print(f"{package:20s} {licence:14s} {len(recordings(mine)):5d} {minutes['eval']:9.1f} {minutes['train']:9.1f}")
+            print(f"{package:20s} {licence:14s} {len({r['original_path'] for r in mine}):5d} {minutes['eval']:9.1f} {minutes['train']:9.1f}")
     totals = {p: sum(r["seconds"] for r in rows if r["pool"] == p) / 60 for p in ("eval", "train")}
-    files = {p: len(recordings([r for r in rows if r["pool"] == p])) for p in ("eval", "train")}
+    files = {p: len({(r["package"], r["original_path"]) for r in rows if r["pool"] == p}) for p in ("eval", "train")}
     print(f"{'total':35s} {files['eval'] + files['train']:5d} {totals['eval']:9.1f} {totals['train']:9.1f}")
     print(f"\nfetch_background: {len(rows)} clips -> {out / 'eval'} ({files['eval']} recordings, {totals['eval']:.1f} min) and {out / 'train'} "
           f"({files['train']} recordings, {totals['train']:.1f} min); manifest {out / 'manifest.csv'}")
