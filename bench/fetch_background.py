@@ -9,14 +9,9 @@ street, a crowd, a factory, engines, aircraft; never the packages' music or synt
 against the package's /usr/share/doc/<package>/copyright (the paragraph that names the file, in a machine-readable one), and write
 each recording as mono 24 kHz FLAC clips of at most --clip-seconds (a longer one is cut into equal parts) into <out>/eval/ or
 <out>/train/. Recordings shorter than --min-seconds (5 s) are left out, none is looped. The pool is picked by a stable hash of the
-package and the file's path in it, so the same recording always lands in the same pool and the two never share one (the sources
-added later, speech and city sound, are train-only: ``Source.pool``, so that the eval pool and every figure measured with it stay
-as they were); a recording
+package and the file's path in it, so the same recording always lands in the same pool and the two never share one; a recording
 whose decoded audio another already has (MegaGlest ships some in several tilesets) is kept once. Each clip is scaled to -23 dBFS
-RMS (peaks at most -1 dBFS): the degradation sets its own level from the SNR. A ``join`` source's short files (spoken words,
-4 s city loops) are not left out but joined (join_clips): in a seeded order, silence trimmed, 0.1-0.5 s pauses between two, into
-clips of --clip-seconds, one voice at a time (a conversation, a TV) or 3 to 6 summed (a bar's babble: one talker alone would be
-another talker's words, not babble); <out>/joined.csv lists each joined clip's member files.
+RMS (peaks at most -1 dBFS): the degradation sets its own level from the SNR.
 
 Writes <out>/manifest.csv (file, package, original_path, licence, seconds, pool) and prints minutes per package and pool. The
 evaluation reads <out>/eval (configs/eval.yaml queries.background_dir); the fingerprint's training augmentation reads <out>/train
