@@ -26,7 +26,6 @@ import csv
 import fnmatch
 import hashlib
 import io
-import os
 import re
 import shutil
 import subprocess
@@ -57,9 +56,6 @@ class Source:
     files: tuple[str, ...]
     upstream: tuple[str, str] = ("", "")  # (installed prefix, upstream prefix)
     evidence: str = ""
-    pool: str | None = None  # "train": train-only (see TRAIN_ONLY); None: the hash rule (pool_of)
-    join: bool = False  # its files are short (spoken words, 4 s loops): joined into clips (join_clips), not left out
-    voices: tuple[int, int] = (1, 1)  # with join: how many of its files sound at once, at least and at most (drawn per clip)
 
 
 TILESETS = "usr/share/games/megaglest/tilesets/*/sounds/"
@@ -92,25 +88,6 @@ SOURCES = [
            tuple("usr/share/games/wesnoth/1.16/data/core/sounds/ambient/" + f for f in ("campfire.ogg", "ship.ogg", "night.ogg", "birds2.ogg",
                                                                                       "birds3.ogg")),
            evidence="GNU General Public License version 2 or at your option any later version"),
-    # TRAIN_ONLY: the sources below came later (2026-11) and go to the train pool only, so the eval pool, and every figure
-    # measured with it, stays exactly as it was. Their files are short, so they are joined (join_clips).
-    Source("ktuberling-data", "people talking, one at a time: spoken words, a child's toy's vocabulary, by a different speaker per "
-           "language (en, de, el, gl, sl, wa)", "GPL-2+",
-           tuple(f"usr/share/ktuberling/sounds/{lang}/*.ogg" for lang in ("en", "de", "el", "gl", "sl", "wa")),
-           upstream=("usr/share/ktuberling/", ""), pool="train", join=True),
-    Source("klettres-data", "a babble of 3 to 6 voices at once: letters and syllables spoken by a speaker per language (22 languages)",
-           "GPL-2+", ("usr/share/klettres/*/syllab/*.ogg",
-                      *(f"usr/share/klettres/{lang}/alpha/*.ogg" for lang in ("ar", "cs", "de", "en", "en_GB", "es", "fr", "he", "hu",
-                                                                            "it", "lt", "ml", "nb", "nds", "nl", "pt_BR", "ru", "tn",
-                                                                            "uk"))),
-           upstream=("usr/share/klettres/", ""), pool="train", join=True, voices=(3, 6)),
-    Source("lincity-ng-data", "a city's 4 s ambience loops: traffic, a sports crowd, a market, streets, a school, industry, mines, a "
-           "harbour, a power station, farms", "GPL-2+",
-           tuple(f"usr/share/games/lincity-ng/sounds/{n}*.wav" for n in (
-               "TraficHigh", "TraficLow", "SportsCroud", "Market", "Residential", "School", "University", "Shanty", "IndustryHigh",
-               "IndustryLight", "CoalMine", "OreMine", "Harbor", "PowerCoal", "Commune", "Farm", "OrganicFarm", "Mill", "Recycle", "Tip",
-               "Water", "DirtTrack", "FireStation", "Blacksmith")),
-           upstream=("usr/share/games/lincity-ng/", "data/"), pool="train", join=True),
 ]
 
 
@@ -186,66 +163,14 @@ def pool_of(package: str, path: str) -> str:
     return "eval" if hashlib.sha256(f"{package}/{path}".encode()).digest()[0] < 128 else "train"
 
 
-def pool_for(source: Source, path: str) -> str:
-    """The source's forced pool, else pool_of."""
-    return source.pool or pool_of(source.package, path)
-
-
-def trim(wave: np.ndarray, floor: float = 0.01) -> np.ndarray:
-    """Without the leading and trailing samples under ``floor`` times the peak (a spoken word's silence around it)."""
-    loud = np.flatnonzero(np.abs(wave) >= floor * float(np.max(np.abs(wave), initial=0)))
-    return wave[loud[0]:loud[-1] + 1] if len(loud) else wave[:0]
-
-
-def join_clips(members: list[tuple[str, np.ndarray]], seed: str, clip_seconds: float, min_seconds: float,
-               voices: tuple[int, int] = (1, 1)) -> list[tuple[np.ndarray, list[str]]]:
-    """Short recordings joined into clips of ``clip_seconds`` (the last one shorter; under ``min_seconds`` left out): (clip, the
-    paths of its members). The members, each trimmed of its silence, come in an order seeded by ``seed``; each clip draws how
-    many voices sound at once from ``voices`` and gives each voice the next members, one after another with a 0.1-0.5 s pause
-    between two, until it fills the clip; the voices are summed and the clip scaled like any recording (level). One voice is
-    one talker at a time (a conversation, a TV); 3 to 6 make a babble (a bar, a crowd). Every member is in one clip only."""
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little"))
-    queue = [members[i] for i in rng.permutation(len(members))]
-    length, clips = int(clip_seconds * SR), []
-    while queue:
-        count = int(rng.integers(voices[0], voices[1] + 1))
-        tracks, names = [], []
-        for _ in range(count):
-            parts, filled = [], 0
-            while queue and filled < length:
-                path, wave = queue.pop(0)
-                wave = trim(wave)
-                if len(wave) == 0:
-                    continue
-                gap = np.zeros(int(rng.uniform(0.1, 0.5) * SR), np.float32) if parts else np.zeros(0, np.float32)
-                parts += [gap, wave]
-                filled += len(gap) + len(wave)
-                names.append(path)
-            if parts:
-                tracks.append(np.concatenate(parts)[:length])
-        if not tracks:
-            break
-        mix = np.zeros(max(len(t) for t in tracks), np.float32)
-        for t in tracks:
-            mix[:len(t)] += t
-        if len(mix) >= min_seconds * SR:
-            clips.append((level(mix), names))
-    return clips
-
-
-def level(mono: np.ndarray) -> np.ndarray:
-    """Scaled to -23 dBFS RMS with peaks at most -1 dBFS."""
-    rms, peak = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2))), float(np.max(np.abs(mono), initial=0))
-    return (mono * min(TARGET_RMS / max(rms, 1e-9), PEAK / max(peak, 1e-9))).astype(np.float32)
-
-
 def decode(data: bytes) -> np.ndarray:
     """Mono float32 at 24 kHz, scaled to -23 dBFS RMS with peaks at most -1 dBFS."""
     wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     mono = wave.mean(axis=1)
     if rate != SR:
         mono = soxr.resample(mono, rate, SR, quality="HQ")
-    return level(mono)
+    rms, peak = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2))), float(np.max(np.abs(mono), initial=0))
+    return (mono * min(TARGET_RMS / max(rms, 1e-9), PEAK / max(peak, 1e-9))).astype(np.float32)
 
 
 def slug(text: str) -> str:
@@ -264,14 +189,13 @@ def main() -> int:
     for pool in ("eval", "train"):
         shutil.rmtree(out / pool, ignore_errors=True)
         (out / pool).mkdir(parents=True)
-    rows, seen, left_out, joined, joined_count = [], {}, [], [], {}
+    rows, seen, left_out = [], {}, []
     for source in sources:
         tree = unpack(source.package, out)
         text = copyright_text(source.package, tree)
         chosen = files_of(source, tree)
         if not chosen:
             raise SystemExit(f"fetch_background: {source.package}: none of {', '.join(source.files)} is in the package")
-        short: dict[str, list[tuple[str, np.ndarray]]] = {}  # pool: the short files a join source joins
         for path, data in chosen:
             check_licence(source, text, path)
             wave = decode(data)
@@ -281,36 +205,20 @@ def main() -> int:
                 left_out.append(f"{source.package} {path}: the same audio as {seen[digest]}")
                 continue
             seen[digest] = f"{source.package} {path}"
-            pool = pool_for(source, path)
-            if seconds < args.min_seconds and source.join:
-                short.setdefault(pool, []).append((path, wave))
-                continue
             if seconds < args.min_seconds:
                 left_out.append(f"{source.package} {path}: {seconds:.2f} s, under {args.min_seconds:g} s")
                 continue
+            pool = pool_of(source.package, path)
             parts = int(np.ceil(seconds / args.clip_seconds))
             for k, piece in enumerate(np.array_split(wave, parts)):
                 name = f"{source.package}__{slug(path.split('/', 3)[-1].rsplit('.', 1)[0])}__{k:02d}.flac"
                 sf.write(out / pool / name, piece, SR, subtype="PCM_16")
                 rows.append({"file": f"{pool}/{name}", "package": source.package, "original_path": path, "licence": source.licence,
                              "seconds": round(len(piece) / SR, 2), "pool": pool})
-        for pool, members in short.items():
-            for clip, names in join_clips(members, f"{source.package}/{source.files}", args.clip_seconds, args.min_seconds, source.voices):
-                joined_count[source.package] = joined_count.get(source.package, 0) + 1
-                name = f"{source.package}__joined__{joined_count[source.package]:03d}.flac"
-                sf.write(out / pool / name, clip, SR, subtype="PCM_16")
-                prefix = os.path.commonpath(names) if len(names) > 1 else os.path.dirname(names[0])
-                rows.append({"file": f"{pool}/{name}", "package": source.package, "original_path": f"{prefix}/ ({len(names)} files joined)",
-                             "licence": source.licence, "seconds": round(len(clip) / SR, 2), "pool": pool})
-                joined += [{"file": f"{pool}/{name}", "member": n} for n in names]
     with open(out / "manifest.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["file", "package", "original_path", "licence", "seconds", "pool"])
         w.writeheader()
         w.writerows(rows)
-    with open(out / "joined.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["file", "member"])
-        w.writeheader()
-        w.writerows(joined)
     for line in left_out:
         print(f"left out: {line}")
     print(f"\n{'package':20s} {'licence':14s} {'files':>5s} {'eval min':>9s} {'train min':>9s}")
