@@ -6,6 +6,7 @@ worker, and the run's metric rows in the metrics DB (PostgreSQL); then `down` mu
 Needs PostgreSQL (CLOUDTUNE_TEST_PG_URL) and Redis (CLOUDTUNE_TEST_REDIS_URL, default DB 13 on 127.0.0.1:6379). Slow: marked
 `cluster` (and `slow`)."""
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -37,7 +38,9 @@ def _cloudtune(env, *args, timeout=120):
 @pytest.fixture
 def redis_db():
     try:
-        pytest.importorskip("airflow.providers.celery")
+        # installed? Asked of the package metadata, never by importing it: importing airflow in this process would fix its
+        # configuration (AIRFLOW_HOME, the DAGs folder) before the in-process DAG runs of other test files set it
+        importlib.metadata.version("apache-airflow-providers-celery")
         import redis
 
         client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)

@@ -223,7 +223,6 @@ SENTENCES = {"call.wav": "Please call me tomorrow morning.", "weather.wav": "The
 
 def speech_manifest(folder: Path) -> Path:
     """espeak-ng speech of SENTENCES (US English, slow) and a manifest of them plus a missing file (relative paths, no language)."""
-    pytest.importorskip("pipeline.asr.transcribe", reason="transcribe_files comes with branch asr-core")
     pytest.importorskip("pocketsphinx")
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
