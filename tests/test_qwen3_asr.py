@@ -16,7 +16,7 @@ from qwen3_asr_tiny import save_tiny_native, save_tiny_original
 
 from pipeline import paths
 from pipeline.asr.base import Transcriber
-from pipeline.asr.qwen3 import CONVERTED, load_qwen3_asr, loop_cut
+from pipeline.asr.qwen3 import load_qwen3_asr, loop_cut
 from pipeline.asr.qwen3_convert import convert_checkpoint, is_original_layout
 from pipeline.config.asr_settings import Qwen3AsrSettings
 
@@ -156,10 +156,11 @@ def test_missing_or_empty_directory_is_one_clear_line(tmp_path):
 def test_original_layout_converts_on_load_and_matches_native(dirs, asr):
     original = dirs["original"]
     assert is_original_layout(original) and not is_original_layout(dirs["native"])
+    before = sorted(p.relative_to(original) for p in original.rglob("*"))
     tr = load_qwen3_asr(str(original), SETTINGS)
     tr.max_new_tokens = N
     converted = paths.asr_model_cache(original)
-    assert not (original / CONVERTED).exists()  # the model folder is not written to
+    assert sorted(p.relative_to(original) for p in original.rglob("*")) == before  # the model folder is not written to
     assert "thinker_config" not in json.loads((converted / "config.json").read_text())
     assert [t.text for t in tr.transcribe(WAVES, language="English")] == [t.text for t in asr.transcribe(WAVES, language="English")]
     assert [t.text for t in tr.transcribe(WAVES[:2])] == [t.text for t in asr.transcribe(WAVES[:2])]

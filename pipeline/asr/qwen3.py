@@ -59,7 +59,6 @@ SAMPLE_RATE = 16000
 MAX_BATCH = 4
 MARKER = "<asr_text>"
 MAX_LOOP = 64  # longest loop (in tokens) the repetition guard looks for
-CONVERTED = "transformers-layout"  # where earlier versions put the converted copy, inside the checkpoint's folder (still used if there)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -103,16 +102,12 @@ def _local_dir(model: str) -> Path | None:
 
 
 def _native_dir(folder: Path) -> Path:
-    """``folder`` itself in transformers' layout, or its converted copy: ``folder/transformers-layout`` when an earlier version
-    made one there, else the cache :func:`pipeline.paths.asr_model_cache` (``$CLOUDTUNE_HOME/models/qwen3-asr/<name>-<hash>``),
-    converted on the first load and reused by every later one. The model folder itself is never written to, so a read-only or
-    shared folder (a hub snapshot) works the same; the conversion is atomic, and a load that loses a race with another process
-    converting the same checkpoint uses that process's copy."""
+    """``folder`` itself in transformers' layout, or its converted copy in the cache :func:`pipeline.paths.asr_model_cache`
+    (``$CLOUDTUNE_HOME/models/qwen3-asr/<name>-<hash>``), converted on the first load and reused by every later one. The model
+    folder itself is never written to, so a read-only or shared folder (a hub snapshot) works the same; the conversion is
+    atomic, and a load that loses a race with another process converting the same checkpoint uses that process's copy."""
     if not is_original_layout(folder):
         return folder
-    legacy = folder / CONVERTED
-    if (legacy / "config.json").is_file():
-        return legacy
     cached = paths.asr_model_cache(folder)
     if (cached / "config.json").is_file():
         return cached
