@@ -45,14 +45,10 @@ def _results_local(cfg, asr, args):
 def _results_isolated(cfg, asr, args):
     """The same results from a model-service worker process (retries, circuit breaker), ``batch_size`` files per request."""
     from pipeline.asr.base import FileResult
-    from pipeline.service import handlers
     from pipeline.service.bridge import RemoteError
-    from pipeline.service.handlers.asr import SECTIONS
-    from pipeline.service.model_service import ModelService
+    from pipeline.service.handlers.asr import model_service
 
-    service_settings = config.section(config.ServiceSettings, config.load(), "service")
-    init = {"settings": {name: cfg.raw[name] for name in SECTIONS}}
-    service = ModelService(handlers.ASR, init, service_settings, isolated=True, name="asr-worker")
+    service = model_service(cfg, config.section(config.ServiceSettings, config.load(), "service"))
     try:
         service.initialize()
         files = [str(f) for f in args.audio]

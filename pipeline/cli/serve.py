@@ -52,21 +52,16 @@ def transcribe_model(settings: config.SearchApiSettings):
     """/v1/transcribe's model, as `cloudtune asr infer --isolated` builds its model service (configs/asr.yaml ``asr``,
     ``qwen3_asr``, ``pocketsphinx`` and configs/pipeline.yaml ``service``), with the ``search_api.transcribe_*`` limits; not
     started here. Not configured (501) when ``search_api.transcribe`` is false or the backend cannot start from the config."""
-    from dataclasses import asdict
-
     from pipeline.api import transcribe
     from pipeline.api.worker_models import WorkerModel
     from pipeline.asr.registry import unconfigured
-    from pipeline.service import handlers
-    from pipeline.service.handlers.asr import SECTIONS
-    from pipeline.service.model_service import ModelService
+    from pipeline.service.handlers.asr import model_service
 
     asr = config.load_asr()
     service = config.section(config.ServiceSettings, config.load(), "service")
     backend = asr.asr.backend
     reason = "off: search_api.transcribe is false" if not settings.transcribe else unconfigured(backend, asr)
-    init = {"settings": {name: asdict(asr[name]) for name in SECTIONS}}
-    make = (lambda: ModelService(handlers.ASR, init, service, isolated=True, name="asr-worker")) if reason is None else None
+    make = (lambda: model_service(asr, service)) if reason is None else None
     return WorkerModel(backend, "transcribe", "/v1/transcribe", make, reason or "",
                        transcribe.accepts(settings.transcribe_max_s, asr.asr.min_seconds, asr.asr.sample_rate),
                        concurrency=settings.transcribe_concurrency, queue_size=settings.transcribe_queue_size,

@@ -11,8 +11,19 @@ from typing import Any
 
 from pipeline.asr.registry import get_transcriber
 from pipeline.asr.transcribe import transcribe_files
+from pipeline.config import AsrConfig, ServiceSettings
+from pipeline.service.model_service import ModelService
 
 SECTIONS = ("asr", "qwen3_asr", "pocketsphinx")  # what the handler needs of configs/asr.yaml (asr_eval is the evaluation's)
+
+
+def model_service(cfg: AsrConfig, settings: ServiceSettings) -> ModelService:
+    """This handler in a worker process (`cloudtune asr infer --isolated`, the search service's /v1/transcribe): a
+    :class:`~pipeline.service.model_service.ModelService` over the sections of ``cfg`` (a configs/asr.yaml
+    :class:`~pipeline.config.AsrConfig`, flags applied) with configs/pipeline.yaml ``service`` ``settings``; not started."""
+    from pipeline.service import handlers
+
+    return ModelService(handlers.ASR, {"settings": {name: cfg.raw[name] for name in SECTIONS}}, settings, isolated=True, name="asr-worker")
 
 
 class AsrHandler:
