@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from pipeline import airflow_local, config, paths, proctree
+from pipeline.fsutil import write_json
 
 DEFAULT_QUEUE = "default"
 
@@ -132,11 +133,6 @@ def read_state() -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _write_state(state: dict) -> None:
-    path = paths.airflow_cluster_state()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(path)
 
 
 def status() -> list[dict]:
@@ -198,7 +194,7 @@ def up() -> tuple[bool, list[dict]]:
             proc = proctree.start([sys.executable, "-m", "airflow", *p["args"]], penv, logs / f"{name}.log")
             started.append({"role": p["role"], "queue": p["queue"], "pid": proc.pid, "started": proctree.create_time(proc.pid),
                             "log": str(logs / f"{name}.log")})
-            _write_state({"url": f"http://{s.host}:{s.port}", "processes": started})
+            write_json(paths.airflow_cluster_state(), {"url": f"http://{s.host}:{s.port}", "processes": started})
         _wait_healthy(f"http://{s.host}:{s.port}/api/v2/monitor/health", s.start_timeout_s)
     except BaseException:
         down()
