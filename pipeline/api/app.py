@@ -24,6 +24,7 @@ from pipeline.api.serving import Serving, watch
 from pipeline.api.uploads import ApiError
 from pipeline.api.worker_models import WorkerModel
 from pipeline.config import SearchApiSettings
+from pipeline.errors import one_line
 from pipeline.search import Searcher
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ async def _load(service: Service, load_searcher: Callable[[], Searcher], stamp: 
         loaded_for = await asyncio.to_thread(stamp) if stamp else None
         searcher = await asyncio.to_thread(load_searcher)
     except Exception as exc:
-        service.error = f"loading the published run failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        service.error = f"loading the published run failed: {type(exc).__name__}: {one_line(exc)}"
         log.error("search api: %s", service.error)
         return
     s, m = service.settings, service.metrics

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pipeline.api.uploads import ApiError, max_bytes, media_type, read_body
 from pipeline.api.worker_models import Accepts
 from pipeline.audio.contract import parse_request
+from pipeline.errors import one_line
 
 JSON_TYPES = ("application/json", "application/octet-stream")
 
@@ -53,7 +54,7 @@ async def embed(request: Request) -> dict:
         wave, sr = parse_request(text, model.accepts.max_duration_s, limit_name=model.accepts.max_key)
         vector = await model.call(lambda service: service.process(wave, sr), audio_s=len(wave) / sr)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(422, " ".join(str(exc).split())) from None
+        raise ApiError(422, one_line(exc)) from None
     except TimeoutError:
         raise ApiError(504, f"not answered within {svc.settings.request_timeout_s:g} s (search_api.request_timeout_s)") from None
     return {"embedding": vector.astype(float).tolist()}

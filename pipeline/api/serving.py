@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.audio import io as audio_io
+from pipeline.errors import one_line
 from pipeline.search import Searcher
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ async def watch(serving: Serving, load_searcher: Callable[[], Searcher], stamp: 
         try:
             current = await asyncio.to_thread(stamp)
         except Exception as exc:  # published.json unreadable (truncated, hand-edited): keep serving, say why, keep polling
-            reason = f"published record not read: {' '.join(str(exc).split())}"
+            reason = f"published record not read: {one_line(exc)}"
             if reason != serving.swap_error:
                 log.error("search api: %s; still serving run %s", reason, serving.searcher.run_id)
             serving.swap_error = reason
@@ -110,7 +111,7 @@ async def watch(serving: Serving, load_searcher: Callable[[], Searcher], stamp: 
             searcher = await asyncio.to_thread(load_searcher)
         except Exception as exc:
             failed = current
-            serving.swap_error = f"run published at {current} not loaded: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            serving.swap_error = f"run published at {current} not loaded: {type(exc).__name__}: {one_line(exc)}"
             log.error("search api: %s; still serving run %s", serving.swap_error, serving.searcher.run_id)
             continue
         old = serving.searcher

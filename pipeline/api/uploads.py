@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from pipeline.audio import io as audio_io
 from pipeline.config import SearchApiSettings
+from pipeline.errors import one_line
 
 # Content types of a raw clip body; anything soundfile reads (wav, flac, ogg, mp3, aiff) is accepted under each of them.
 AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "audio/flac", "audio/x-flac", "audio/ogg", "audio/mpeg", "audio/mp3",
@@ -113,7 +114,7 @@ def probe(data: bytes) -> tuple[str, float]:
 
 
 def _unreadable(exc: Exception) -> ApiError:
-    return ApiError(422, f"not a readable audio file ({' '.join(str(exc).split()) or type(exc).__name__})")
+    return ApiError(422, f"not a readable audio file ({one_line(exc) or type(exc).__name__})")
 
 
 def decode(data: bytes, sample_rate: int, settings: SearchApiSettings) -> np.ndarray:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from pipeline.api.serving import Observed
 from pipeline.api.uploads import ApiError
+from pipeline.errors import one_line
 from pipeline.service.breaker import CircuitOpen
 from pipeline.service.bridge import RemoteError, WorkerError
 from pipeline.service.model_service import ModelService
@@ -49,10 +50,6 @@ class Accepts:
     def as_dict(self) -> dict[str, Any]:
         return {"content_types": list(self.content_types), "formats": list(self.formats), "sample_rates": self.sample_rates,
                 "min_duration_s": self.min_duration_s, "max_duration_s": self.max_duration_s}
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 class WorkerModel:

@@ -47,6 +47,7 @@ from pipeline import paths
 from pipeline.asr.base import Transcript
 from pipeline.asr.qwen3_convert import convert_checkpoint, is_original_layout
 from pipeline.devices import resolve_device, resolve_dtype
+from pipeline.errors import one_line
 
 if TYPE_CHECKING:
     import torch
@@ -126,7 +127,7 @@ def _hub_dir(model: str) -> Path:
     try:
         return Path(snapshot_download(model))
     except Exception as exc:  # offline, unknown id, gated: one line for the caller
-        raise ValueError(f"qwen3-asr: {model!r} is not a local directory and cannot be fetched from the hub: {' '.join(str(exc).split())[:300]}") from None
+        raise ValueError(f"qwen3-asr: {model!r} is not a local directory and cannot be fetched from the hub: {one_line(exc)[:300]}") from None
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -223,7 +224,7 @@ def load_qwen3_asr(model: str, settings: Qwen3AsrSettings, device: str | None = 
         processor = Qwen3ASRProcessor.from_pretrained(str(folder))
         net = _load_model(folder, torch_dtype)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"qwen3-asr: cannot load a model from {model!r}: {' '.join(str(exc).split())[:300]}") from None
+        raise ValueError(f"qwen3-asr: cannot load a model from {model!r}: {one_line(exc)[:300]}") from None
     net.to(device_name).eval()
     log.info("qwen3-asr: %s on %s (%s) loaded in %.2f s", folder, device_name, str(torch_dtype).removeprefix("torch."), time.perf_counter() - t0)
     return Qwen3AsrTranscriber(net, processor, model_id=model, settings=settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pipeline.errors import one_line  # noqa: F401 - the commands import it from here
+
 EXIT_FAILED = 1  # the command ran but its work failed
 EXIT_USAGE = 2  # bad input: arguments, config, files
 
@@ -12,8 +14,3 @@ class CommandError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED):
         super().__init__(message)
         self.code = code
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (a command's error is one line)."""
-    return " ".join(str(exc).split())

@@ -30,6 +30,7 @@ import pandas as pd
 from pipeline import paths
 from pipeline.embed.catalog import load_embeddings
 from pipeline.embed.segments import QuerySegments, Segmentation
+from pipeline.errors import one_line
 from pipeline.fsutil import atomic_path, write_json
 from pipeline.index.match import SegmentTable, best_of, candidates_per_segment, match_query
 from pipeline.names import INDEX_KINDS
@@ -268,7 +269,7 @@ def read_index_file(path, manifest: dict) -> faiss.Index:
     try:
         return faiss.read_index(str(path))
     except RuntimeError as exc:
-        reason = " ".join(str(exc).split())[:200]
+        reason = one_line(exc)[:200]
         raise ValueError(f"{path}: not a readable FAISS index ({reason})") from None
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import EmbedderSettings
+from pipeline.errors import one_line
 from pipeline.tokenize import pad_id, vocab_size
 
 
@@ -88,7 +89,7 @@ def load_embedder(checkpoint: str | Path, device: str = "cpu") -> tuple[TokenEmb
     except FileNotFoundError:
         raise
     except Exception as exc:  # a truncated or foreign file: torch raises many kinds
-        reason = " ".join(str(exc).split())[:200]
+        reason = one_line(exc)[:200]
         raise ValueError(f"{checkpoint}: not a readable token embedder checkpoint ({type(exc).__name__}: {reason})") from None
     if not isinstance(ckpt, dict) or not {"num_quantizers", "codebook_size", "embedder", "model"} <= set(ckpt):
         raise ValueError(f"{checkpoint}: not a token embedder checkpoint (no embedder settings or weights in it)")

@@ -31,6 +31,7 @@ import torch
 
 from pipeline.audio import io as audio_io
 from pipeline.devices import resolve_device, resolve_dtype, torch_threads
+from pipeline.errors import one_line
 
 if TYPE_CHECKING:
     from pipeline.config import Wav2Vec2Settings
@@ -72,7 +73,7 @@ def load_model(model: str | None, device: str = "auto", dtype: str = "auto", all
         fe = Wav2Vec2FeatureExtractor.from_pretrained(source, local_files_only=not allow_download)
         net = Wav2Vec2Model.from_pretrained(source, local_files_only=not allow_download)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"wav2vec2: cannot load a model from {model!r}: {' '.join(str(exc).split())[:300]}") from None
+        raise ValueError(f"wav2vec2: cannot load a model from {model!r}: {one_line(exc)[:300]}") from None
     if fe.sampling_rate != MODEL_RATE:
         log.warning("wav2vec2: the feature extractor expects %d Hz; audio is resampled to that", fe.sampling_rate)
     torch_dtype = resolve_dtype(dtype, device_name, "wav2vec2.dtype")
@@ -82,7 +83,7 @@ def load_model(model: str | None, device: str = "auto", dtype: str = "auto", all
     except RuntimeError as exc:  # e.g. CUDA out of memory
         if device != "auto" or device_name == "cpu":
             raise
-        log.warning("wav2vec2: cannot place the model on %s (%s); falling back to the CPU", device_name, " ".join(str(exc).split())[:200])
+        log.warning("wav2vec2: cannot place the model on %s (%s); falling back to the CPU", device_name, one_line(exc)[:200])
         device_name, torch_dtype = "cpu", resolve_dtype(dtype, "cpu", "wav2vec2.dtype")
         net.to(device="cpu", dtype=torch_dtype)
     return Loaded(fe, net, device_name, torch_dtype, source)

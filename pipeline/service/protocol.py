@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import one_line
+
 # Errors caused by the request itself: retrying cannot help, and they say nothing about the worker's health.
 BAD_INPUT_TYPES = ("ValueError", "TypeError", "KeyError", "Wav2Vec2NotConfigured", "UnknownMethod")
 
@@ -50,4 +52,4 @@ def loads(line: str | bytes) -> dict:
 def error_reply(request_id: str | None, exc: BaseException) -> dict:
     kind = type(exc).__name__
     retryable = kind not in BAD_INPUT_TYPES and not isinstance(exc, (ValueError, TypeError, KeyError))
-    return {"id": request_id, "ok": False, "error": {"type": kind, "message": " ".join(str(exc).split()), "retryable": retryable}}
+    return {"id": request_id, "ok": False, "error": {"type": kind, "message": one_line(exc), "retryable": retryable}}

@@ -7,6 +7,8 @@ import random
 import time
 from typing import Callable, TypeVar
 
+from pipeline.errors import one_line
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ def retry(fn: Callable[[], T], retries: int, retryable: Callable[[BaseException]
             if attempt > retries or not retryable(exc):
                 raise
             delay = backoff_delay(attempt, base_delay, max_delay, rand)
-            log.warning("retry %d/%d in %.2f s after %s: %s", attempt, retries, delay, type(exc).__name__, " ".join(str(exc).split())[:200])
+            log.warning("retry %d/%d in %.2f s after %s: %s", attempt, retries, delay, type(exc).__name__, one_line(exc)[:200])
             if on_retry is not None:
                 on_retry(attempt, exc, delay)
             sleep(delay)

@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from pipeline.errors import one_line
 from pipeline.service import protocol
 
 log = logging.getLogger("pipeline.service.worker")
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = load_handler(args.handler, json.loads(args.init))
     except Exception as exc:  # noqa: BLE001 - reported to the bridge as a start failure
-        print(f"worker: cannot start {args.handler}: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"worker: cannot start {args.handler}: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
         protocol_out.write(protocol.dumps({"event": "start_failed", "error": protocol.error_reply(None, exc)["error"]}) + "\n")
         protocol_out.flush()
         return 3

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import config, paths
+from pipeline.errors import one_line
 from pipeline.fsutil import write_text
 from pipeline.store import db
 
@@ -99,7 +100,7 @@ def train_fingerprint_model(splits_dir: str | Path | None = None, *, run_id: str
         try:
             summary["onnx"] = export_fingerprint_onnx(run_id)
         except (ImportError, ValueError, RuntimeError) as exc:  # no onnxruntime, or an export that failed its check: torch serves
-            summary["onnx"] = f"not exported: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            summary["onnx"] = f"not exported: {type(exc).__name__}: {one_line(exc)}"
             print(f"train fingerprint: {summary['onnx']} (the traced torch model serves it)", file=sys.stderr)
     return summary
 

@@ -18,6 +18,7 @@ import torch
 
 from pipeline.audio import io as audio_io
 from pipeline.devices import resolve_device, resolve_dtype
+from pipeline.errors import one_line
 
 
 def _quantizer_setting(cfg, names: tuple[str, ...], default: int) -> int:
@@ -45,7 +46,7 @@ class MossTokenizer:
         try:
             self.model = AutoModel.from_pretrained(model, trust_remote_code=True, dtype=self.dtype)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"moss: cannot load a model from {model!r}: {' '.join(str(exc).split())[:400]}") from None
+            raise ValueError(f"moss: cannot load a model from {model!r}: {one_line(exc)[:400]}") from None
         self.model.to(self.device).eval()
         cfg = self.model.config
         self.sample_rate = int(getattr(cfg, "sampling_rate", 24000))

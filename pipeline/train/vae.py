@@ -25,6 +25,7 @@ from tqdm import tqdm
 from pipeline.config import DreamSettings
 from pipeline.data.mnist import IdxError, MnistNotFound, load_images
 from pipeline.devices import DEVICES, resolve_device, torch_threads
+from pipeline.errors import one_line
 from pipeline.fsutil import atomic_path
 from pipeline.models.vae import VAE, loss_function
 
@@ -217,4 +218,4 @@ def run_dream(settings: DreamSettings, progress: bool = True) -> tuple[dict, int
         return {"success": False, "files": [], "message": str(exc)}, exc.code
     except Exception as exc:  # noqa: BLE001 - any failure of the work becomes the contract's failure result
         logging.getLogger(__name__).debug("dream: training failed", exc_info=True)  # the traceback, with cloudtune -v
-        return {"success": False, "files": [], "message": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}, EXIT_FAILED
+        return {"success": False, "files": [], "message": f"{type(exc).__name__}: {one_line(exc)}"}, EXIT_FAILED
