@@ -21,7 +21,7 @@ from conftest import IN_CI, PG_URL
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from test_airflow_dags import TINY
-from test_airflow_server import _free_port
+from test_airflow_server import _free_port, run_audio_retrieval
 from test_airflow_standalone import _alive, _session_members
 
 psutil = pytest.importorskip("psutil")
@@ -114,10 +114,6 @@ def test_cluster_runs_audio_retrieval_on_two_queues_and_stops_everything(tmp_pat
 
 
 def _run_audio_retrieval(tmp_path, env, port, home, url, pg_url, state):
-    src = tmp_path / "catalog"
-    made = subprocess.run([CLOUDTUNE, "demo-catalog", "--out", str(src), "--tracks", "8", "--seconds", "6", "--seed", "3"],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert made.returncode == 0, made.stderr
     base = f"http://127.0.0.1:{port}"
     password = json.loads((home / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
     assert httpx.get(f"{base}/api/v2/dags", timeout=30).status_code in (401, 403)  # a real login: nobody is admin by default
@@ -136,19 +132,7 @@ def _run_audio_retrieval(tmp_path, env, port, home, url, pg_url, state):
         logs = "\n".join(f"--- {p['role']} {p['queue']}: {Path(p['log']).read_text()[-1500:]}" for p in state["processes"])
         pytest.fail(f"timed out after {timeout} s waiting for {what}\n{logs}")
 
-    wait("the DAG to be parsed", lambda: client.get("/api/v2/dags/audio_retrieval").status_code == 200, 240)
-    assert client.patch("/api/v2/dags/audio_retrieval", json={"is_paused": False}).status_code == 200
-    conf = {"catalog": "cluster", "catalog_roots": [str(src)], "epochs": 1, "embedding_dim": 32, "embedders": ["mel-stats", "contrastive", "wav2vec2"],
-            "index_kinds": ["flat", "hnsw"], "device": "cpu", "run_id": "cluster-run"}
-    created = client.post("/api/v2/dags/audio_retrieval/dagRuns", json={"logical_date": None, "conf": conf})
-    assert created.status_code == 200, created.text
-    dag_run_id = created.json()["dag_run_id"]
-
-    def finished():
-        s = client.get(f"/api/v2/dags/audio_retrieval/dagRuns/{dag_run_id}").json()["state"]
-        return s if s in ("success", "failed") else None
-
-    run_state = wait("the DAG run to finish", finished, 900)
+    dag_run_id, run_state = run_audio_retrieval(client, env, tmp_path, "cluster", "cluster-run", wait, parse_s=240, run_s=900)
     engine = create_engine(url)
     try:
         with engine.connect() as conn:

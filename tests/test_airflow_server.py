@@ -86,17 +86,18 @@ def airflow_server(tmp_path):
                 proc.wait(timeout=10)
 
 
-def test_trigger_audio_retrieval_through_the_rest_api(airflow_server, tmp_path):
-    client, procs, logs = airflow_server["client"], airflow_server["procs"], airflow_server["logs"]
-    src = tmp_path / "catalog"
+def run_audio_retrieval(client: httpx.Client, env: dict, folder: Path, catalog: str, run_id: str, wait, parse_s: float, run_s: float):
+    """A tiny demo catalog made in ``folder``, then the ``audio_retrieval`` DAG, once parsed (``parse_s``), unpaused and triggered
+    through the REST API with the UI form's params on it, waited for (``run_s``). ``wait(what, check, timeout_s)`` polls ``check``
+    until it returns something true. Returns (dag_run_id, final state)."""
+    src = folder / "catalog"
     made = subprocess.run([CLOUDTUNE, "demo-catalog", "--out", str(src), "--tracks", "8", "--seconds", "6", "--seed", "3"],
-                          env=airflow_server["env"], capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
-
-    _wait("the DAG to be parsed", lambda: client.get("/api/v2/dags/audio_retrieval").status_code == 200, 180, procs, logs)
+    wait("the DAG to be parsed", lambda: client.get("/api/v2/dags/audio_retrieval").status_code == 200, parse_s)
     assert client.patch("/api/v2/dags/audio_retrieval", json={"is_paused": False}).status_code == 200
-    conf = {"catalog": "rest", "catalog_roots": [str(src)], "epochs": 1, "embedding_dim": 32, "embedders": ["mel-stats", "contrastive", "wav2vec2"],
-            "index_kinds": ["flat", "hnsw"], "device": "cpu", "run_id": "rest-api-run"}
+    conf = {"catalog": catalog, "catalog_roots": [str(src)], "epochs": 1, "embedding_dim": 32, "embedders": ["mel-stats", "contrastive", "wav2vec2"],
+            "index_kinds": ["flat", "hnsw"], "device": "cpu", "run_id": run_id}
     created = client.post("/api/v2/dags/audio_retrieval/dagRuns", json={"logical_date": None, "conf": conf})
     assert created.status_code == 200, created.text
     dag_run_id = created.json()["dag_run_id"]
@@ -105,7 +106,13 @@ def test_trigger_audio_retrieval_through_the_rest_api(airflow_server, tmp_path):
         state = client.get(f"/api/v2/dags/audio_retrieval/dagRuns/{dag_run_id}").json()["state"]
         return state if state in ("success", "failed") else None
 
-    state = _wait("the DAG run to finish", finished, 480, procs, logs)
+    return dag_run_id, wait("the DAG run to finish", finished, run_s)
+
+
+def test_trigger_audio_retrieval_through_the_rest_api(airflow_server, tmp_path):
+    client, procs, logs = airflow_server["client"], airflow_server["procs"], airflow_server["logs"]
+    dag_run_id, state = run_audio_retrieval(client, airflow_server["env"], tmp_path, "rest", "rest-api-run",
+                                            lambda what, check, timeout: _wait(what, check, timeout, procs, logs), parse_s=180, run_s=480)
     tis = client.get(f"/api/v2/dags/audio_retrieval/dagRuns/{dag_run_id}/taskInstances").json()["task_instances"]
     assert state == "success", {t["task_id"]: t["state"] for t in tis}
     assert {t["task_id"] for t in tis} >= {"tokenize", "train_embedder", "evaluate", "publish", "report"}
