@@ -1,7 +1,9 @@
-"""Training curves as PNGs (matplotlib's object API, no pyplot state), written atomically."""
+"""Training curves as PNGs (matplotlib's object API, no pyplot state), written atomically; figures inlined in HTML reports."""
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +21,15 @@ def draw_loss(ax, epoch_losses: Sequence[float], batch_losses: Sequence[Sequence
     ax.set(xlabel="epoch", ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
+
+
+def inline_png(fig, alt: str | None = None, **savefig) -> str:
+    """``fig`` as an ``<img>`` tag holding its PNG (a self-contained HTML report needs no image files); ``savefig``: keyword
+    arguments of ``fig.savefig`` (dpi, bbox_inches)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig)
+    alt_attr = f' alt="{alt}"' if alt is not None else ""
+    return f'<img{alt_attr} src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
 def save_figure(fig, path: str | Path) -> Path:

@@ -6,9 +6,7 @@ the worst files by their headline metric, hypothesis beside reference; the files
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pandas as pd
 
 from pipeline.asr.evaluation import headline_of
 from pipeline.fsutil import write_text
+from pipeline.plots import inline_png
 
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;margin:1em 0} "
          "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top} th{background:#f4f4f4}")
@@ -36,9 +35,7 @@ def error_histogram(rows: Sequence[dict]) -> str:
         ax.set(xlabel=f"per-file {metric.upper()} (1 = 100 % or more)", ylabel="files", xlim=(0, 1), title=f"{metric.upper()} of {len(values)} files")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return f'<img alt="per-file WER and CER histograms" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return inline_png(fig, alt="per-file WER and CER histograms")
 
 
 def _figures_table(summary: dict) -> str:

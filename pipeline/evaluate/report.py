@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 import matplotlib
@@ -16,13 +15,13 @@ import pandas as pd  # noqa: E402
 from pipeline import paths  # noqa: E402
 from pipeline.evaluate.sets import degradation_of, length_of  # noqa: E402
 from pipeline.fsutil import write_text  # noqa: E402
+from pipeline.plots import inline_png  # noqa: E402
 
 
 def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    img = inline_png(fig, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return img
 
 
 def recall_plot(df: pd.DataFrame, length: str) -> str:
