@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
 import re
 import threading
@@ -143,30 +144,51 @@ SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 CAST_CHUNK_BYTES = 16 << 20  # a tensor is read and cast in blocks of rows of about this many bytes (in the target dtype)
 
 
-class _CastSlice:
-    """A lazy tensor of a safetensors file for ``from_pretrained(state_dict=...)``: ``x[...]`` reads it in row blocks of about
-    :data:`CAST_CHUNK_BYTES` straight into one tensor of ``dtype``, so no whole copy in the checkpoint's dtype is ever made
-    (transformers would read the whole tensor, then cast it: for the 0.6B model's 151936 x 1024 embedding, 300 MB at once,
-    times its four loader threads)."""
+def _tensor_places(path: Path) -> dict[str, tuple[str, list[int], int]]:
+    """Each tensor of a safetensors file: (its dtype as the file names it, its shape, the file offset of its first byte), from
+    the file's header (8 bytes of little-endian header length, the JSON header, then the data)."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    return {key: (info["dtype"], info["shape"], 8 + size + info["data_offsets"][0]) for key, info in header.items()}
 
-    def __init__(self, piece: Any, dtype: torch.dtype):
-        self.piece, self.dtype = piece, dtype
+
+def _read_into(fd: int, buffer: memoryview, offset: int) -> None:
+    """Fill ``buffer`` with the bytes of ``fd`` from ``offset`` (``pread``, so threads can share the descriptor)."""
+    done = 0
+    while done < len(buffer):
+        got = os.preadv(fd, [buffer[done:]], offset + done)
+        if got <= 0:
+            raise OSError(f"safetensors file ends inside a tensor (offset {offset + done})")
+        done += got
+
+
+class _CastSlice:
+    """A lazy tensor of a safetensors file for ``from_pretrained(state_dict=...)``: ``x[...]`` reads it with ``pread`` in row
+    blocks of about :data:`CAST_CHUNK_BYTES` (in ``dtype``), casting each block into one tensor of ``dtype``, so no whole copy
+    in the checkpoint's dtype is ever made (transformers would read the whole tensor, then cast it: for the 0.6B model's
+    151936 x 1024 embedding, 300 MB at once, times its four loader threads). The reads are our own: a slice of safetensors'
+    ``pread`` backend reads the whole tensor every time (0.15 s per block of the 0.6B embedding: 6 s of a 14 s load)."""
+
+    def __init__(self, fd: int, offset: int, shape: list[int], stored: torch.dtype, dtype: torch.dtype):
+        self.fd, self.offset, self.shape, self.stored, self.dtype = fd, offset, shape, stored, dtype
 
     def __getitem__(self, index: Any) -> torch.Tensor:
         import torch
 
-        if index is not Ellipsis:
-            return self.piece[index].to(self.dtype)
-        shape = self.piece.get_shape()
-        if not shape:
-            return self.piece[...].to(self.dtype)
-        out = torch.empty(shape, dtype=self.dtype)
-        row_bytes = max(1, math.prod(shape[1:])) * out.element_size()
-        step = max(1, CAST_CHUNK_BYTES // row_bytes)
-        for start in range(0, shape[0], step):
-            stop = min(start + step, shape[0])  # a safetensors slice does not clamp its bounds
-            out[start:stop] = self.piece[start:stop]
-        return out
+        out = torch.empty(self.shape, dtype=self.dtype)
+        rows = self.shape[0] if self.shape else 1
+        row = math.prod(self.shape[1:])  # elements per row (1 for a 1-d tensor or a scalar)
+        rows_out = out.view(rows, row)
+        row_bytes = row * self.stored.itemsize
+        step = max(1, CAST_CHUNK_BYTES // max(1, row * out.element_size()))
+        stage = bytearray(min(step, rows) * row_bytes)
+        for start in range(0, rows, step):
+            n = min(step, rows - start)
+            _read_into(self.fd, memoryview(stage)[:n * row_bytes], self.offset + start * row_bytes)
+            rows_out[start:start + n] = torch.frombuffer(stage, dtype=self.stored, count=n * row).view(n, row)
+        return out if index is Ellipsis else out[index]
 
 
 def _load_model(folder: Path, dtype: torch.dtype) -> Any:
@@ -179,25 +201,30 @@ def _load_model(folder: Path, dtype: torch.dtype) -> Any:
     transformers copies every tensor out of the map and casts it, and the mapped pages it touched stay in the process's RSS
     until the files are closed at the end: the peak is the float32 weights plus the whole checkpoint file (0.6B: 2.9 + 1.5 GiB),
     and each large tensor also passes through a whole copy in the file's dtype. Then this function hands the same
-    ``from_pretrained`` a state dict of :class:`_CastSlice` over files opened with safetensors' ``pread`` backend: the bytes are
-    read (the file's pages stay in the OS page cache, outside the process) and cast block by block into the final tensors."""
+    ``from_pretrained`` a state dict of :class:`_CastSlice`, each tensor read with ``pread`` at the offset the file's header
+    gives (the file's pages stay in the OS page cache, outside the process) and cast block by block into its final tensor."""
     import contextlib
 
+    import torch
     from safetensors import safe_open
     from transformers import GenerationConfig, Qwen3ASRConfig, Qwen3ASRForConditionalGeneration
 
     files = _weight_files(folder)
     if not files:  # not safetensors (pytorch_model.bin): transformers' own loading
         return Qwen3ASRForConditionalGeneration.from_pretrained(str(folder), dtype=dtype)
+    places = {path: _tensor_places(path) for path in files}
+    stored = {SAFETENSORS_DTYPES.get(kind) for tensors in places.values() for kind, _, _ in tensors.values()} - {None}
+    if stored <= {str(dtype).removeprefix("torch.")}:  # nothing to cast: transformers' zero-copy memory map
+        return Qwen3ASRForConditionalGeneration.from_pretrained(str(folder), dtype=dtype)
     with contextlib.ExitStack() as stack:
-        pieces = {}
-        for path in files:
-            handle = stack.enter_context(safe_open(str(path), framework="pt", backend="pread"))
-            pieces.update({key: handle.get_slice(key) for key in handle.keys()})
-        stored = {SAFETENSORS_DTYPES.get(piece.get_dtype()) for piece in pieces.values()} - {None}
-        if stored <= {str(dtype).removeprefix("torch.")}:  # nothing to cast: transformers' zero-copy memory map
-            return Qwen3ASRForConditionalGeneration.from_pretrained(str(folder), dtype=dtype)
-        state = {key: _CastSlice(piece, dtype) if piece.get_dtype() in SAFETENSORS_DTYPES else piece for key, piece in pieces.items()}
+        state: dict[str, Any] = {}
+        for path, tensors in places.items():
+            fd = os.open(path, os.O_RDONLY)
+            stack.callback(os.close, fd)
+            handle = stack.enter_context(safe_open(str(path), framework="pt", backend="pread"))  # for tensors other than floats
+            for key, (kind, shape, offset) in tensors.items():
+                state[key] = (_CastSlice(fd, offset, shape, getattr(torch, SAFETENSORS_DTYPES[kind]), dtype) if kind in SAFETENSORS_DTYPES
+                              else handle.get_slice(key))
         net = Qwen3ASRForConditionalGeneration.from_pretrained(None, config=Qwen3ASRConfig.from_pretrained(str(folder)), state_dict=state,
                                                                dtype=dtype)
     net.config.name_or_path = str(folder)  # what from_pretrained(folder) records; the rest of the loading is the same
