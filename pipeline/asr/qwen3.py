@@ -233,6 +233,41 @@ def _load_model(folder: Path, dtype: torch.dtype) -> Any:
     return net
 
 
+def _encode_by_window(encoder: Any) -> None:
+    """Make ``encoder`` (the model's AuT audio tower) run each clip's features one attention window (``n_window_infer`` mel
+    frames, 8 s) at a time, and concatenate the results: the same output, since its convolutions see one 1 s chunk at a
+    time, its positions restart in each chunk and its attention stays within a window. transformers runs the convolution stack
+    over all the chunks of the batch at once: 480 channels x 64 x 50 per 1 s chunk, twice (the convolution and its GELU),
+    about 6 MiB per second of audio in bfloat16 and 12 in float32, so a 5 min clip (``asr.window_s``) needed 1.9 GiB more
+    in bfloat16 (bench/asr_memory.py) for this first layer alone; by window, 8 chunks at a time, 50 MiB. A clip's features
+    are now the same alone or in a batch, to the bit; against transformers' whole-batch forward they differ by float rounding
+    (up to 1e-6 in float32: a matrix product over fewer rows may sum in another order), as its own batch and one-clip
+    results already did."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    chunk = 2 * encoder.n_window
+    window = encoder.n_window_infer // chunk * chunk
+    forward = encoder.forward
+    if window <= 0 or encoder.n_window_infer % chunk:  # windows that are not whole chunks: transformers' own way
+        return
+
+    def by_window(input_features: torch.Tensor, input_features_mask: torch.Tensor, **kwargs: Any) -> Any:
+        import torch
+
+        pieces = []
+        for row in range(input_features.shape[0]):  # the packed output holds each clip's tokens in turn
+            valid = int(input_features_mask[row].sum())  # the mel frames of a clip come first, its padding after them
+            end = min(-(-valid // chunk) * chunk, input_features.shape[2])  # up to its last chunk: the same alone or in a batch
+            for start in range(0, valid, window):
+                stop = min(start + window, end)
+                out = forward(input_features=input_features[row:row + 1, :, start:stop].contiguous(),
+                              input_features_mask=input_features_mask[row:row + 1, start:stop].contiguous(), **kwargs)
+                pieces.append(out[0])
+        return BaseModelOutputWithPooling(last_hidden_state=torch.cat(pieces))
+
+    encoder.forward = by_window
+
+
 def load_qwen3_asr(model: str, settings: Qwen3AsrSettings, device: str | None = None, dtype: str | None = None) -> Qwen3AsrTranscriber:
     """The Qwen3-ASR transcriber of ``model`` (a local directory in either layout, or a hub id), on ``device`` in ``dtype``
     (None: ``settings.device`` / ``settings.dtype``). A ValueError with a one-line reason when it cannot be loaded."""
@@ -253,6 +288,7 @@ def load_qwen3_asr(model: str, settings: Qwen3AsrSettings, device: str | None = 
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"qwen3-asr: cannot load a model from {model!r}: {one_line(exc)[:300]}") from None
     net.to(device_name).eval()
+    _encode_by_window(net.model.audio_tower)
     log.info("qwen3-asr: %s on %s (%s) loaded in %.2f s", folder, device_name, str(torch_dtype).removeprefix("torch."), time.perf_counter() - t0)
     return Qwen3AsrTranscriber(net, processor, model_id=model, settings=settings)
 
