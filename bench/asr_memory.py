@@ -7,7 +7,7 @@ The phases, in one fresh process (started with a small RSS: run it from a shell,
 ``bench/asr_speed.py`` on ru_maxrss): imports (torch, transformers, ``pipeline.asr.qwen3``), the load (``load_qwen3_asr``:
 processor and model), the inputs (the processor: prompt and log-mel features of a random clip), the first token (encoder,
 prefill and one decode step: ``generate`` with a budget of 1), then a whole generation (``--tokens-per-second`` x
-``--seconds`` new tokens; left out with ``--first-token-only``, for long clips). Before each phase the peak-RSS mark is
+``--seconds`` new tokens; with ``--first-token-only``, for long clips, the first token again instead). Before each phase the peak-RSS mark is
 reset (``/proc/self/clear_refs``); after it, the phase's time, RSS before, its peak (``VmHWM``), the split of its highest
 sampled RSS (every 3 ms) into anonymous memory and file pages (``RssAnon``, ``RssFile``: the memory-mapped checkpoint, which
 bfloat16 uses in place, shows here, as do the shared libraries), and RSS after. Tensors are not seen by tracemalloc, hence
@@ -92,7 +92,9 @@ def main() -> None:
     wave = (0.1 * np.random.default_rng(0).standard_normal(int(args.seconds * 16000))).astype(np.float32)
     inputs = phase("inputs", lambda: tr.inputs([wave], "English"))
     phase("first token", lambda: tr._generate(inputs, [1]))
-    if not args.first_token_only:
+    if args.first_token_only:  # again, with the weights' pages already in (the first time, they come in as the layers run)
+        phase("again", lambda: tr._generate(inputs, [1]))
+    else:
         phase("generate", lambda: tr._generate(inputs, [tr.budget(args.seconds)]))
     weights = sum(p.numel() * p.element_size() for p in tr.model.parameters())
     print(f"# weights {weights / MIB:.0f} MiB ({str(tr.model.dtype).removeprefix('torch.')}); prompt {inputs['input_ids'].shape[1]} tokens, "
