@@ -12,7 +12,7 @@ loaders are compared:
   (cast to the dtype), and the mapped pages it touched count in the process's RSS until the files are closed at the end, so
   the peak is the loaded weights plus the whole checkpoint file;
 - ``ours``: :func:`pipeline.asr.qwen3.load_qwen3_asr`'s ``_load_model``: when the weights must be cast, the same
-  ``from_pretrained`` given a state dict of lazy tensors over files opened with safetensors' ``pread`` backend, each read and
+  ``from_pretrained`` given a state dict of lazy tensors, each read with ``pread`` at the offset the file's header gives and
   cast in blocks of rows straight into its final tensor (the file's pages stay in the OS page cache, outside the process);
   when they need no cast, transformers' own zero-copy memory map (``--dtype bfloat16`` shows it).
 
