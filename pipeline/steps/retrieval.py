@@ -135,16 +135,20 @@ def embedded(run_id: str, embedders: list[str]) -> list[str]:
 
 
 def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> list[str]:
-    """Every index kind (flat always, the exact reference) over each embedder's vectors; the index folders."""
-    from pipeline.index.faiss_index import build_index
+    """Every index kind (flat always, the exact reference) over each embedder's vectors; the index folders. An index that is
+    there and current (:func:`pipeline.index.faiss_index.built_index`) is kept."""
+    from pipeline.index.faiss_index import build_index, built_index
 
     kinds = list(dict.fromkeys(["flat", *index_kinds]))
     settings = config.load_index()
     out = []
     for name in embedders:
         for kind in kinds:
-            m = build_index(run_id, name, kind, settings)
-            print(f"index: {name}/{kind}: {m['count']} vectors in {m['build_seconds']:.2f} s", file=sys.stderr)
+            if m := built_index(run_id, name, kind, settings):
+                print(f"index: {name}/{kind}: already built ({m['count']} vectors, at {m['built_at']}); skipped", file=sys.stderr)
+            else:
+                m = build_index(run_id, name, kind, settings)
+                print(f"index: {name}/{kind}: {m['count']} vectors in {m['build_seconds']:.2f} s", file=sys.stderr)
             out.append(str(paths.index(run_id, name, kind).folder))
     return out
 
@@ -165,7 +169,8 @@ def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: 
 
     result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, distractors=distractors,
                             device=resolve_device(device), plan=query_plan)
-    print(f"evaluate: {len(result['rows'])} metric rows for run {run_id}; report {result['report']}", file=sys.stderr)
+    if not result.get("reused"):  # a reused evaluation said so itself
+        print(f"evaluate: {len(result['rows'])} metric rows for run {run_id}; report {result['report']}", file=sys.stderr)
     return result["report"]
 
 
