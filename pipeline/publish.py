@@ -72,6 +72,24 @@ def pick(run_id: str, settings: PublishSettings, embedder: str | None = None, in
     return embedder, index_kind, "; ".join([head, *filled])
 
 
+def already_published(run_id: str, settings: PublishSettings, embedder: str | None = None, index_kind: str | None = None) -> dict | None:
+    """The published record when it names ``run_id`` already with what publishing it now would pick (embedder, index kind, reason)
+    from the same evaluation report, else None: publishing again would only move its ``published_at``."""
+    evaluation = paths.evaluation_json(run_id)
+    try:
+        current = published()
+    except PublishedRecordError:
+        return None
+    if not current or current["run_id"] != run_id or not evaluation.exists():
+        return None
+    try:
+        picked = pick(run_id, settings, embedder, index_kind)
+    except RuntimeError:
+        return None
+    same = (current["embedder"], current["index_kind"], current.get("reason")) == picked
+    return current if same and current.get("report") == json.loads(evaluation.read_text()).get("report") else None
+
+
 def publish_run(run_id: str, settings: PublishSettings, embedder: str | None = None, index_kind: str | None = None,
                 check: Callable[[str, str, str], None] | None = None) -> dict:
     """Publish an evaluated run: ``embedder``/``index_kind`` when given, else the evaluation's choice by merit (see
