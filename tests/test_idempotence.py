@@ -145,7 +145,7 @@ def runs_twice(pg_admin, tmp_path_factory):
     second = _cloudtune(env, "run", "--conf", conf)
     for name, proc in (("first", first), ("second", second)):  # kept for reading when a check fails
         (root / f"{name}.log").write_text(proc.stdout + proc.stderr)
-    yield {"first": first, "second": second, "before": before, "after": (_files(home), _rows(url))}
+    yield {"home": home, "first": first, "second": second, "before": before, "after": (_files(home), _rows(url))}
     db.dispose_engines()
     with pg_admin.connect() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -179,13 +179,18 @@ def test_no_task_adds_or_rewrites_a_row(runs_twice):
 
 def test_the_second_run_says_each_task_found_its_work_done(runs_twice):
     logs = runs_twice["second"].stdout + runs_twice["second"].stderr
-    for line in ("ingest: 8 files already ingested (unchanged); skipped",
-                 "tokenize: shard 0 of 2 already tokenized (4 files); skipped",
-                 "splits: run idem-1 already split",
-                 "already trained",
-                 "embed-catalog: contrastive: already embedded",
-                 "index: contrastive/flat: already built",
-                 "evaluate: run idem-1 already evaluated",
-                 "publish: run idem-1: already published",
-                 ):
-        assert line in logs, line
+    run = runs_twice["home"] / "runs" / RUN
+    for task, line in (("ingest", "ingest: 8 files already ingested (8 unchanged); skipped"),
+                       ("train_tokenizer", "already trained for idem and current"),
+                       ("tokenize", "tokenize: shard 0 of 2 already tokenized (4 tracks"),
+                       ("tokenize", "tokenize: shard 1 of 2 already tokenized (4 tracks"),
+                       ("splits", f"splits: {run / 'splits'} already made ("),
+                       ("train_embedder", f"train: {RUN}: embedder: already trained (1 epochs"),
+                       ("train_fingerprint", f"fingerprint: {RUN}: already trained (1 epochs"),
+                       ("wav2vec2_features", f"embed-catalog: {run / 'embeddings' / 'wav2vec2'} is up to date"),
+                       ("embed_catalog", f"embed-catalog: {run / 'embeddings' / 'contrastive'} is up to date"),
+                       ("build_indexes", "index: fingerprint/ivfpq: already built ("),
+                       ("evaluate", f"evaluate: run {RUN} already evaluated ("),
+                       ("publish", f"publish: run {RUN}: already published "),
+                       ("report", f"report: {run / 'reports' / 'metrics.csv'} already holds this table")):
+        assert line in logs, f"{task}: no line {line!r} in the second run's log"
