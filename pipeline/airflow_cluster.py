@@ -22,6 +22,9 @@ from pipeline import airflow_local, config, paths, proctree
 from pipeline.fsutil import write_json
 
 DEFAULT_QUEUE = "default"
+# what `up` waits for on the api-server's /api/v2/monitor/health (each from its heartbeat in the metadata DB); docker-compose.yml's
+# api-server health check asks the same endpoint
+HEALTHY = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 
 
 def worker_hostname() -> str:
@@ -53,6 +56,9 @@ def cluster_env(secret: str) -> dict[str, str]:
         # decoders, DataLoader workers) then fail with "daemonic processes are not allowed to have children". solo runs each
         # task from the worker's main process, one at a time: one worker per queue is one task slot per queue
         "AIRFLOW__CELERY__POOL": "solo",
+        # each worker would fork a "stale bundle cleanup" process that sleeps between checks and outlives a worker killed with -9;
+        # the only bundle here is the local, unversioned dags folder, so it has nothing to clean
+        "AIRFLOW__DAG_PROCESSOR__STALE_BUNDLE_CLEANUP_INTERVAL": "0",
         "AIRFLOW__API__HOST": s.host,
         "AIRFLOW__API__PORT": str(s.port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{s.host}:{s.port}/execution/",
@@ -168,13 +174,20 @@ def down() -> list[dict]:
     return state["processes"]
 
 
-def up() -> tuple[bool, list[dict]]:
-    """Start the cluster unless it is up. Returns (started, status()): started False when it was already up. Waits up to
+def up() -> tuple[str, list[dict]]:
+    """Start the cluster, or what of it has died. Returns (what happened, status()): ``"up"`` after a fresh start, ``"already up"``,
+    or ``"restarted <role> [<queue>], ..."`` when some recorded processes were dead (a killed worker, a crashed scheduler): those
+    are started again with the same settings and secret, the living ones are left alone. A fresh start waits up to
     ``cluster.start_timeout_s`` for the api-server's health endpoint; a process that exits meanwhile stops all of them."""
     state = read_state()
     if state is not None:
-        if any(p["alive"] for p in status()):
-            return False, status()
+        current = status()
+        dead = [p for p in current if not p["alive"]]
+        if not dead:
+            return "already up", current
+        if len(dead) < len(current):
+            _restart(state, dead)
+            return "restarted " + ", ".join(_name(p) for p in dead), status()
         down()  # a stale state: whatever is left of it goes, then a fresh start
     s = _settings()
     if not _port_free(s.host, s.port):
@@ -182,27 +195,64 @@ def up() -> tuple[bool, list[dict]]:
     _check_broker(s.broker_url)
     if ensure_database(s.metadata_db_url):
         print(f"cluster: created the metadata database {s.metadata_db_url.rsplit('/', 1)[-1]}", file=sys.stderr)
-    env = cluster_env(secrets.token_urlsafe(32))
+    env = cluster_env(_secret())
     os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW")})  # the migration below, in this process
     airflow_local.ensure_pools()
-    logs = paths.airflow_cluster_logs()
     started = []
     try:
         for p in processes():
-            name = p["role"] if p["queue"] is None else f"worker-{p['queue']}"
-            penv = {**env, "CLOUDTUNE_WORKER_QUEUE": p["queue"], "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname"} if p["queue"] else env
-            proc = proctree.start([sys.executable, "-m", "airflow", *p["args"]], penv, logs / f"{name}.log")
-            started.append({"role": p["role"], "queue": p["queue"], "pid": proc.pid, "started": proctree.create_time(proc.pid),
-                            "log": str(logs / f"{name}.log")})
+            started.append(_start(p, env))
             write_json(paths.airflow_cluster_state(), {"url": f"http://{s.host}:{s.port}", "processes": started})
         _wait_healthy(f"http://{s.host}:{s.port}/api/v2/monitor/health", s.start_timeout_s)
     except BaseException:
         down()
         raise
-    return True, status()
+    return "up", status()
+
+
+def _name(p: dict) -> str:
+    return p["role"] if p["queue"] is None else f"worker-{p['queue']}"
+
+
+def _start(p: dict, env: dict[str, str]) -> dict:
+    """Start one process of :func:`processes` (``p``: role, queue, args) as a session leader; its state record."""
+    log = paths.airflow_cluster_logs() / f"{_name(p)}.log"
+    if p["queue"]:
+        env = {**env, "CLOUDTUNE_WORKER_QUEUE": p["queue"], "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname"}
+    proc = proctree.start([sys.executable, "-m", "airflow", *p["args"]], env, log)
+    return {"role": p["role"], "queue": p["queue"], "pid": proc.pid, "started": proctree.create_time(proc.pid), "log": str(log)}
+
+
+def _restart(state: dict, dead: list[dict]) -> None:
+    """Start ``dead`` processes again in place of their records. What is left of a dead leader's session (a task process that
+    outlived its worker) is stopped first, so a retried task never runs beside its orphan."""
+    grace = config.load_airflow()["processes"].stop_grace_s
+    specs = {(p["role"], p["queue"]): p for p in processes()}
+    env = cluster_env(_secret())
+    records = state["processes"]
+    for p in dead:
+        proctree.stop(_leaders({"processes": [p]}), grace)
+        i = next(i for i, r in enumerate(records) if r["pid"] == p["pid"])
+        records[i] = _start(specs[(p["role"], p["queue"])], env)
+        print(f"cluster: restarted {_name(p)} (pid {records[i]['pid']}; it was pid {p['pid']})", file=sys.stderr)
+        write_json(paths.airflow_cluster_state(), state)
+
+
+def _secret() -> str:
+    """The cluster's signing secret (:func:`pipeline.paths.airflow_cluster_secret`), made once: a process restarted by `up` must
+    accept the task tokens the api-server issued before (``[api_auth] jwt_secret``) and the UI's sessions."""
+    path = paths.airflow_cluster_secret()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+        os.replace(path.with_suffix(".tmp"), path)
+    return path.read_text().strip()
 
 
 def _wait_healthy(url: str, timeout_s: float) -> None:
+    """Until the api-server answers and reports every part of :data:`HEALTHY` healthy."""
     import urllib.error
     import urllib.request
 
@@ -215,9 +265,10 @@ def _wait_healthy(url: str, timeout_s: float) -> None:
                                + " | ".join(Path(p["log"]).read_text(errors="replace").strip().splitlines()[-3:]))
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
+                health = json.loads(resp.read())
+            if all((health.get(part) or {}).get("status") == "healthy" for part in HEALTHY):
+                return
+        except (urllib.error.URLError, OSError, ValueError):
             pass
         time.sleep(2)
     raise RuntimeError(f"cluster: no healthy api-server at {url} after {timeout_s:.0f} s (configs/airflow.yaml cluster.start_timeout_s); "

@@ -91,6 +91,12 @@ def airflow_cluster_state() -> Path:
     return airflow_home() / "cluster.json"
 
 
+def airflow_cluster_secret() -> Path:
+    """The secret the cluster's api-server signs task and UI tokens with (mode 0600): made by the first `up`, kept by `down`, so
+    that a process `up` restarts trusts the tokens of those still running."""
+    return airflow_home() / "cluster_secret"
+
+
 def airflow_cluster_logs() -> Path:
     """The log of each process `cloudtune airflow cluster up` starts (`<role>.log`, `worker-<queue>.log`)."""
     return airflow_home() / "logs"

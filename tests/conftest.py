@@ -29,6 +29,7 @@ def pytest_configure(config):
 SLOW = (
     "test_airflow_standalone.py",  # `cloudtune airflow standalone` started, then stopped with SIGTERM (~70 s)
     "test_airflow_cluster.py",  # `cloudtune airflow cluster up`, an audio_retrieval run on Celery workers, `down` (PostgreSQL, Redis)
+    "test_cluster_faults.py",  # two audio_retrieval runs on the cluster, the second with a killed worker, scheduler and metrics DB
     "test_airflow_server.py",  # a real api-server, scheduler and dag-processor, a DAG run through the REST API (~110 s)
     "test_airflow_dags.py::test_demo_",  # the `chain` fixture: `cloudtune demo` + two nightly_reindex DAG runs (~80 s, PostgreSQL)
     "test_airflow_dags.py::test_nightly_",  # the same chain

@@ -137,6 +137,7 @@ def _run_audio_retrieval(tmp_path, env, port, home, url, pg_url, state):
     try:
         with engine.connect() as conn:
             tis = conn.execute(text("SELECT task_id, state, pool, queue, hostname FROM task_instance WHERE run_id = :r"), {"r": dag_run_id}).all()
+            xcoms = conn.execute(text("SELECT task_id, value FROM xcom WHERE run_id = :r"), {"r": dag_run_id}).all()
     finally:
         engine.dispose()
     assert run_state == "success", [tuple(t) for t in tis]
@@ -145,6 +146,13 @@ def _run_audio_retrieval(tmp_path, env, port, home, url, pg_url, state):
     for t in ran:  # worker_hostname(): the machine's name with the worker's queue
         queue = "gpu" if t.task_id in GPU_TASKS else "default"
         assert (t.pool == "gpu") == (queue == "gpu") and t.queue == queue and t.hostname.endswith(f"-{queue}"), tuple(t)
+    # what one task hands the next (XComs) is a path under CLOUDTUNE_HOME or a plain value, never /tmp nor data: a worker on another
+    # machine with the same shared home can pick it up
+    assert {t.task_id for t in xcoms} >= {"ingest", "splits", "train_embedder", "build_indexes", "evaluate"}
+    for t in xcoms:
+        for found in _strings(t.value):  # the column is JSON: psycopg gives it decoded
+            assert not found.startswith("/") or found.startswith(f"{home}/"), (t.task_id, found)
+        assert len(json.dumps(t.value)) < 4096, (t.task_id, "an XCom this large carries data, not a path")
     metrics = create_engine(pg_url)
     try:
         with metrics.connect() as conn:
@@ -152,3 +160,14 @@ def _run_audio_retrieval(tmp_path, env, port, home, url, pg_url, state):
     finally:
         metrics.dispose()
     assert rows > 0
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)

@@ -86,21 +86,24 @@ def airflow_server(tmp_path):
                 proc.wait(timeout=10)
 
 
-def run_audio_retrieval(client: httpx.Client, env: dict, folder: Path, catalog: str, run_id: str, wait, parse_s: float, run_s: float):
+def run_audio_retrieval(client: httpx.Client, env: dict, folder: Path, catalog: str, run_id: str, wait, parse_s: float, run_s: float | None,
+                        epochs: int = 1):
     """A tiny demo catalog made in ``folder``, then the ``audio_retrieval`` DAG, once parsed (``parse_s``), unpaused and triggered
-    through the REST API with the UI form's params on it, waited for (``run_s``). ``wait(what, check, timeout_s)`` polls ``check``
-    until it returns something true. Returns (dag_run_id, final state)."""
+    through the REST API with the UI form's params on it, waited for (``run_s``; None: not waited for). ``wait(what, check,
+    timeout_s)`` polls ``check`` until it returns something true. Returns (dag_run_id, final state or None)."""
     src = folder / "catalog"
     made = subprocess.run([CLOUDTUNE, "demo-catalog", "--out", str(src), "--tracks", "8", "--seconds", "6", "--seed", "3"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
     wait("the DAG to be parsed", lambda: client.get("/api/v2/dags/audio_retrieval").status_code == 200, parse_s)
     assert client.patch("/api/v2/dags/audio_retrieval", json={"is_paused": False}).status_code == 200
-    conf = {"catalog": catalog, "catalog_roots": [str(src)], "epochs": 1, "embedding_dim": 32, "embedders": ["mel-stats", "contrastive", "wav2vec2"],
+    conf = {"catalog": catalog, "catalog_roots": [str(src)], "epochs": epochs, "embedding_dim": 32, "embedders": ["mel-stats", "contrastive", "wav2vec2"],
             "index_kinds": ["flat", "hnsw"], "device": "cpu", "run_id": run_id}
     created = client.post("/api/v2/dags/audio_retrieval/dagRuns", json={"logical_date": None, "conf": conf})
     assert created.status_code == 200, created.text
     dag_run_id = created.json()["dag_run_id"]
+    if run_s is None:
+        return dag_run_id, None
 
     def finished():
         state = client.get(f"/api/v2/dags/audio_retrieval/dagRuns/{dag_run_id}").json()["state"]

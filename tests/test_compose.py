@@ -72,3 +72,25 @@ def test_dockerfile_installs_the_airflow_extra_at_the_pinned_version():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "'.[airflow]'" in dockerfile and "apache-airflow[celery,postgres,redis]==3.3.2" in dockerfile
     assert '"apache-airflow==3.3.2"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_compose_runs_what_the_cluster_test_runs(compose):
+    """docker-compose.yml is the multi-machine shape of `cloudtune airflow cluster` (tests/test_airflow_cluster.py runs that one):
+    the same executor, pool, queues, settings and roles, health checks on each long-running role, and real logins."""
+    from pipeline.airflow_cluster import cluster_env, processes
+
+    ours = cluster_env("secret")
+    services = compose["services"]
+    for key in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CELERY__POOL", "AIRFLOW__CELERY__DEFAULT_QUEUE", "AIRFLOW__CORE__LOAD_EXAMPLES",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "AIRFLOW__DAG_PROCESSOR__STALE_BUNDLE_CLEANUP_INTERVAL"):
+        assert {name: s["environment"].get(key) for name, s in services.items() if name.startswith("airflow")} == \
+            {name: ours[key] for name in services if name.startswith("airflow")}, key
+    assert ours["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False" and services["airflow-apiserver"]["environment"][
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    roles = sorted((p["args"][0], p["queue"]) if p["role"] != "worker" else ("celery worker", p["queue"]) for p in processes())
+    compose_roles = sorted(("celery worker", s["command"][-1]) if s["command"][1] == "celery" else (s["command"][1], None)
+                           for name, s in services.items() if name.startswith("airflow-") and name != "airflow-init")
+    assert compose_roles == roles
+    for name, s in services.items():
+        if name.startswith("airflow-") and name != "airflow-init":
+            assert s["healthcheck"]["test"], f"{name} has no health check"

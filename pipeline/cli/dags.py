@@ -83,8 +83,8 @@ def _cluster(action: str | None) -> int:
         raise CommandError("airflow cluster: say up, down or status", EXIT_USAGE)
     try:
         if action == "up":
-            started, procs = airflow_cluster.up()
-            print(f"cluster: {'up' if started else 'already up'}; UI and REST API on {airflow_cluster.read_state()['url']}")
+            outcome, procs = airflow_cluster.up()
+            print(f"cluster: {outcome}; UI and REST API on {airflow_cluster.read_state()['url']}")
         elif action == "down":
             procs = airflow_cluster.down()
             print(f"cluster: stopped {len(procs)} processes" if procs else "cluster: not up")
