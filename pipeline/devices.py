@@ -1,9 +1,12 @@
 """Hardware facts: `--device auto|cpu|cuda` everywhere (auto picks CUDA when torch sees a GPU), the dtype a model runs in,
-torch's CPU thread count."""
+torch's CPU thread count, the C allocator's arenas of a many-threaded process."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,3 +69,24 @@ def resolve_dtype(dtype: str, device: str, setting: str = "dtype", cpu_bfloat16:
     if dtype not in DTYPES:
         raise ValueError(f"{setting} {dtype!r}: expected one of {', '.join(DTYPES)}")
     return getattr(torch, dtype)
+
+
+M_ARENA_MAX = -8  # <malloc.h>
+
+
+def limit_malloc_arenas(arenas: int) -> int | None:
+    """Cap glibc's malloc arenas for this process (``mallopt(M_ARENA_MAX)``, arenas made from now on) and for the processes it
+    starts (``MALLOC_ARENA_MAX``). Each thread that allocates gets an arena of its own up to 8 per core, and memory freed in one
+    is not reused by another: a service that decodes on many threads grows by fragmentation. A ``MALLOC_ARENA_MAX`` already in
+    the environment wins. Returns the cap in force, or None where there is no glibc (then nothing changes)."""
+    arenas = int(os.environ.get("MALLOC_ARENA_MAX") or arenas)
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        if not libc.mallopt(M_ARENA_MAX, arenas):  # returns 1 on success; musl has no mallopt
+            return None
+    except (OSError, AttributeError):
+        return None
+    os.environ["MALLOC_ARENA_MAX"] = str(arenas)
+    return arenas

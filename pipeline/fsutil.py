@@ -37,5 +37,27 @@ def write_text(target: str | os.PathLike, content: str) -> Path:
     return Path(target)
 
 
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def write_json(target: str | os.PathLike, obj: Any) -> Path:
-    return write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return write_text(target, _json_text(obj))
+
+
+def write_text_if_changed(target: str | os.PathLike, content: str) -> bool:
+    """:func:`write_text` unless ``target`` already holds exactly ``content`` (a re-run leaves a finished file, and its mtime,
+    alone); True when it wrote."""
+    target = Path(target)
+    try:
+        if target.read_text() == content:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    write_text(target, content)
+    return True
+
+
+def write_json_if_changed(target: str | os.PathLike, obj: Any) -> bool:
+    """:func:`write_json` unless ``target`` already holds the same JSON text; True when it wrote."""
+    return write_text_if_changed(target, _json_text(obj))

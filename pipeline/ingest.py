@@ -73,7 +73,7 @@ class FileResult:
 
 @dataclass
 class IngestSummary:
-    run_id: str
+    run_id: str | None  # None: every file was ingested before and is unchanged, so no run was recorded
     added: int = 0
     duplicates: int = 0
     unchanged: int = 0
@@ -93,6 +93,9 @@ class IngestSummary:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     def line(self) -> str:
+        if self.run_id is None:
+            known = f", {self.known_errors} known bad" if self.known_errors else ""
+            return f"ingest: {self.unchanged + self.known_errors} files already ingested ({self.unchanged} unchanged{known}); skipped"
         skipped = self.duplicates + self.unchanged
         errs = f"{self.errors} errors" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.error_kinds.items()))})" if self.error_kinds else "")
         known = f", {self.known_errors} known bad unchanged" if self.known_errors else ""
@@ -290,6 +293,27 @@ def _known_sources(conn: Connection, uris: list[str]) -> dict[str, tuple]:
     return known
 
 
+def _todo(conn: Connection, files: list[Path], summary: IngestSummary) -> list[Path]:
+    """The files to decode: new or changed (size or mtime) since ingest last saw them; counts the others in ``summary``."""
+    known = _known_sources(conn, [f.as_uri() for f in files])
+    todo = []
+    for f in files:
+        prev = known.get(f.as_uri())
+        try:
+            st = f.stat()
+        except OSError:  # vanished since the walk: the worker records it as io_error
+            todo.append(f)
+            continue
+        if prev and prev[0] == st.st_size and prev[1] == st.st_mtime_ns:
+            if prev[2] == "error":
+                summary.known_errors += 1
+            else:
+                summary.unchanged += 1
+        else:
+            todo.append(f)
+    return todo
+
+
 def _record(conn: Connection, r: FileResult, catalog: str, run_id: str, summary: IngestSummary) -> None:
     now = db.utcnow()
     source_row = {"source_uri": r.source_uri, "size_bytes": r.size_bytes, "mtime_ns": r.mtime_ns, "seen_at": now, "track_id": None, "error_kind": None}
@@ -335,7 +359,8 @@ def ingest(
     progress: bool = True,
 ) -> IngestSummary:
     """Ingest files and folders into the catalog with the ``audio:`` and ``ingest:`` settings (``workers``: None takes
-    ``settings.workers``; 0 or less, one per core). Returns the run's summary; bad files never raise."""
+    ``settings.workers``; 0 or less, one per core). Returns the run's summary; bad files never raise. When every file was seen
+    before and is unchanged there is nothing to do: no `runs` row is recorded (the summary's ``run_id`` is None)."""
     workers = workers if workers is not None else settings.workers
     workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
     sources = [str(s) for s in sources]
@@ -344,24 +369,15 @@ def ingest(
     started = time.perf_counter()
     engine = db.get_engine(url)
     run_config = {"sources": sources, "catalog": catalog, "workers": workers, "audio": asdict(audio), "ingest": asdict(settings)}
+    if files:
+        with engine.connect() as conn:
+            summary = IngestSummary(run_id=None)
+            if not _todo(conn, files, summary):  # every file seen before, unchanged: nothing to decode, no run to record
+                summary.wall_seconds = time.perf_counter() - started
+                return summary
     with engine.connect() as conn, db.recorded_run(conn, "ingest", run_config, run_id) as run:
         summary = IngestSummary(run_id=run.run_id)
-        known = _known_sources(conn, [f.as_uri() for f in files])
-        todo = []
-        for f in files:
-            prev = known.get(f.as_uri())
-            try:
-                st = f.stat()
-            except OSError:  # vanished since the walk: the worker records it as io_error
-                todo.append(f)
-                continue
-            if prev and prev[0] == st.st_size and prev[1] == st.st_mtime_ns:
-                if prev[2] == "error":
-                    summary.known_errors += 1
-                else:
-                    summary.unchanged += 1
-            else:
-                todo.append(f)
+        todo = _todo(conn, files, summary)
         bar = tqdm(total=len(todo), desc="ingest", unit="file", disable=not progress or not todo)
         for i, result in enumerate(_results(todo, home, audio, settings, workers), 1):
             _record(conn, result, catalog, run.run_id, summary)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 
 from pipeline import paths
 from pipeline.config import PublishSettings
@@ -70,6 +71,29 @@ def pick(run_id: str, settings: PublishSettings, embedder: str | None = None, in
         filled.append(f"index kind {index_kind}: the first of publish.index_kinds ({', '.join(settings.index_kinds)}), else flat, the run has")
     head = f"named by the caller ({', '.join(named)})" if named else "the run's evaluation has no choice by merit"
     return embedder, index_kind, "; ".join([head, *filled])
+
+
+def already_published(run_id: str, settings: PublishSettings, embedder: str | None = None, index_kind: str | None = None) -> dict | None:
+    """The published record when it names ``run_id`` already with what publishing it now would pick (embedder, index kind, reason)
+    and was published after the run's evaluation finished, else None: publishing again would only move its ``published_at``."""
+    evaluation = paths.evaluation_json(run_id)
+    try:
+        current = published()
+    except PublishedRecordError:
+        return None
+    if not current or current["run_id"] != run_id or not evaluation.exists():
+        return None
+    try:
+        picked = pick(run_id, settings, embedder, index_kind)
+    except RuntimeError:
+        return None
+    if (current["embedder"], current["index_kind"], current.get("reason")) != picked:
+        return None
+    try:  # an evaluation redone since (the run retrained in place, say) is published again: a new stamp reloads the service
+        newer = datetime.fromisoformat(json.loads(evaluation.read_text())["finished_at"]) > datetime.fromisoformat(current["published_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None if newer else current
 
 
 def publish_run(run_id: str, settings: PublishSettings, embedder: str | None = None, index_kind: str | None = None,

@@ -37,6 +37,7 @@ SLOW = (
     "test_airflow_dags.py::test_asr_evaluation_dag_",  # two asr_evaluation DAG runs through dag.test() with pocketsphinx
     "test_faults_artifacts.py",  # a tiny published fingerprint run broken file by file: search, serve, hot swap, nightly (~35 s)
     "test_faults_ingest.py",  # `cloudtune ingest` killed with -9 mid-run, then run again (~10 s)
+    "test_idempotence.py",  # audio_retrieval run twice with one run id through dag.test(): nothing redone, no row added (~40 s, PostgreSQL)
     "test_train.py::test_training_learns_and_a_killed_run_resumes_",  # 4 training runs with a kill and a resume (8 s; 30 s with PostgreSQL)
 )
 

@@ -2,6 +2,7 @@
 and the `cloudtune train fingerprint` command, on a tiny synthesized catalog."""
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,12 @@ def test_the_catalog_is_cut_into_the_models_segments(built, run_home):
     assert (seg["window_s"], seg["hop_s"]) == (1.0, 0.5)  # the model's, not index.yaml's 5 s / 1 s
     assert manifest["dim"] == 32 and manifest["tracks"] == 8
     assert manifest["count"] == 8 * (int((6 - 1.0) / 0.5) + 1)  # 6 s tracks: a 1 s segment every 0.5 s
+
+    # fingerprint_inference.hop_s: a finer grid than the checkpoint's, for the catalog (re-embedded: its manifest differs) and queries
+    finer = get_embedder("fingerprint", "r1", "cpu", **(embedder_settings() | {"fingerprint": replace(config.load_fingerprint().fingerprint_inference,
+                                                                                                       hop_s=0.25)}))
+    manifest = embed_catalog("r1", finer, settings=config.load_index().segments, progress=False)
+    assert manifest["segmentation"]["hop_s"] == 0.25 and manifest["count"] == 8 * (int((6 - 1.0) / 0.25) + 1)
 
 
 def test_train_fingerprint_command(built, run_home, capsys):

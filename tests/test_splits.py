@@ -109,3 +109,19 @@ def test_splits_cli_takes_its_defaults_from_the_config(tmp_path, monkeypatch):
     assert (summary["seed"], summary["val_ratio"], summary["test_ratio"]) == (5, 0.3, 0.1)
     assert main(["splits", "--tokens-root", str(tokens), "--output-root", str(tmp_path / "flag-wins"), "--seed", "6"]) == 0
     assert json.loads((tmp_path / "flag-wins" / "summary.json").read_text())["seed"] == 6
+
+
+def test_finished_splits_are_kept_and_redone_when_the_token_files_or_settings_change(tmp_path):
+    tokens = write_tracks(tmp_path / "tok", 6)
+    out = tmp_path / "splits"
+    first = build_splits(tokens, out, 0.2, 0.2, seed=7, group_by=None, progress=False)
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = build_splits(tokens, out, 0.2, 0.2, seed=7, group_by=None, progress=False)
+    assert again.reused and again.run_id == first.run_id and again.tracks == first.tracks
+    assert again.line().endswith("; skipped") and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    with db.connect() as conn:
+        assert len(conn.execute(select(splits)).all()) == 6  # no second run's rows
+    assert not build_splits(tokens, out, 0.2, 0.2, seed=8, group_by=None, progress=False).reused  # other settings
+    write_tracks(tokens, 8)  # two more tracks tokenized
+    grown = build_splits(tokens, out, 0.2, 0.2, seed=8, group_by=None, progress=False)
+    assert not grown.reused and sum(grown.tracks.values()) == 8

@@ -72,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from pipeline.api.auth import API_KEY_ENV, check_bind
+    from pipeline.devices import limit_malloc_arenas
     from pipeline.search import check_published
 
     s = config.load_pipeline().search_api
@@ -90,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # (torch, faiss) then fight over the cores; measured on 2 cores, 5 s clips one at a time: p50 72 ms spinning, 12 ms passive.
     # Set before torch or faiss loads (the worker processes inherit it); a value already in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    limit_malloc_arenas(s.malloc_arenas)  # before the threads start; uvicorn's worker processes inherit it through the environment
     uvicorn.run("pipeline.cli.serve:app_from_config", factory=True, host=host, port=port, workers=workers, log_level="info")
     return 0
 

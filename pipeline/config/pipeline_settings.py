@@ -169,9 +169,10 @@ class SearchApiSettings:
     transcribe_queue_size: int
     transcribe_timeout_s: float
     transcribe_max_s: float
+    malloc_arenas: int
 
     def __post_init__(self):
-        for key in ("workers", "max_batch", "queue_size", "max_files", "embed_concurrency", "transcribe_concurrency"):
+        for key in ("workers", "max_batch", "queue_size", "max_files", "embed_concurrency", "transcribe_concurrency", "malloc_arenas"):
             if getattr(self, key) < 1:
                 raise _Invalid(key, f"expected at least 1, got {getattr(self, key)}")
         if not 0 <= self.port < 65536:

@@ -78,9 +78,12 @@ class FingerprintInferenceSettings:
     threads: int
     opset: int
     tolerance: float
+    hop_s: float | None = None
     choices: ClassVar = {"backend": ("torch", "onnx")}
 
     def __post_init__(self):
+        if self.hop_s is not None and not self.hop_s > 0:
+            raise _Invalid("hop_s", f"expected null (the checkpoint's hop) or a positive number of seconds, got {self.hop_s}")
         if self.threads < 0:
             raise _Invalid("threads", f"expected 0 (ONNX Runtime's default) or more, got {self.threads}")
         if not self.tolerance > 0:

@@ -7,6 +7,7 @@ only on the set of groups and the seed, not on file order.
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from collections import defaultdict
@@ -15,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import numpy as np
+from sqlalchemy import func, select
 from tqdm import tqdm
 
 from pipeline import paths
@@ -47,8 +49,12 @@ class SplitSummary:
     tracks: dict[str, int]
     files: dict[str, int]
     skipped_files: int
+    reused: bool = False  # made before from the same token files and settings (see existing_splits)
 
     def line(self) -> str:
+        if self.reused:
+            counts = ", ".join(f"{s} {self.tracks[s]}" for s in SPLITS)
+            return f"splits: {self.output_root} already made ({counts} tracks) [run {self.run_id}]; skipped"
         parts = ", ".join(f"{s} {self.tracks[s]} tracks/{self.files[s]} files" for s in SPLITS)
         return f"splits: {parts} ({sum(self.groups.values())} groups by {self.group_by or 'track'}) -> {self.output_root} [run {self.run_id}]"
 
@@ -82,16 +88,40 @@ def assign(groups: list[str], val_ratio: float, test_ratio: float, seed: int) ->
     return out
 
 
+def existing_splits(token_files: list[Path], tokens_root: Path, output_root: Path, val_ratio: float, test_ratio: float, seed: int,
+                    group_by: str | None, url: str | None = None) -> SplitSummary | None:
+    """The splits in ``output_root`` when they are finished and current: summary.json (written after the lists) made from the same
+    tokens root and settings, over as many token files as there are now, with its `splits` rows; else None."""
+    path = output_root / "summary.json"
+    if not path.exists() or not all(paths.split_list(output_root, s).exists() for s in SPLITS):
+        return None
+    old = json.loads(path.read_text())
+    if (old.get("tokens_root"), old.get("val_ratio"), old.get("test_ratio"), old.get("seed"), old.get("group_by")) != (
+            str(tokens_root), val_ratio, test_ratio, seed, group_by):
+        return None
+    if sum(old["files"].values()) + old["skipped_files"] != len(token_files):
+        return None
+    with db.connect(url) as conn:
+        rows = conn.execute(select(func.count()).select_from(splits).where(splits.c.run_id == old["run_id"])).scalar()
+    if rows != sum(old["tracks"].values()):
+        return None
+    return SplitSummary(**{f: old[f] for f in SplitSummary.__dataclass_fields__ if f != "reused"}, reused=True)
+
+
 def build_splits(tokens_root: str | Path, output_root: str | Path, val_ratio: float, test_ratio: float, seed: int, group_by: str | None,
                  url: str | None = None, run_id: str | None = None, progress: bool = True, parent_run_id: str | None = None) -> SplitSummary:
     """Write train.txt / val.txt / test.txt (token file paths relative to ``tokens_root``) and summary.json. The ratios, seed
     and ``group_by`` are configs/train.yaml ``splits`` (the caller reads them: the CLI, the steps); ``parent_run_id``: the pipeline
-    run the splits are made for (their `runs` row points to it)."""
+    run the splits are made for (their `runs` row points to it). Splits made before from the same token files and settings
+    are kept (:func:`existing_splits`): nothing is written or recorded, and the summary says ``reused``."""
     root = Path(tokens_root)
     files = sorted(p for p in root.rglob("*") if p.suffix in TOKEN_SUFFIXES and not p.name.startswith("."))
     if not files:
         raise FileNotFoundError(f"--tokens-root {tokens_root}: no token files (.npz/.pt)")
     out = Path(output_root)
+    done = existing_splits(files, root, out, val_ratio, test_ratio, seed, group_by, url)
+    if done is not None:
+        return done
     run_config = {"tokens_root": str(root), "output_root": str(out), "val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed, "group_by": group_by}
     with db.connect(url) as conn, db.recorded_run(conn, "splits", run_config, run_id, parent_run_id=parent_run_id) as run:
         track_files: dict[str, list[str]] = defaultdict(list)

@@ -114,7 +114,7 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
         vectors, segments, old = load_embeddings(files)
         if old["embedder"] == info and old["segmentation"] == segmentation:
             if old["track_ids"] == track_ids:
-                print(f"embed-catalog: {out} is up to date ({old['count']} segments of {len(track_ids)} tracks)", file=sys.stderr)
+                print(f"embed-catalog: {out} is up to date ({old['count']} segments of {len(track_ids)} tracks); skipped", file=sys.stderr)
                 return old
             for tid, rows in segments.groupby("track_id").indices.items():
                 previous[tid] = rows  # rows of tracks embedded before: reused

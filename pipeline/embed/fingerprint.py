@@ -24,9 +24,11 @@ from pipeline.audio import io as audio_io
 class FingerprintEmbedder:
     name = "fingerprint"
 
-    def __init__(self, checkpoint: str | Path, device: str, batch_size: int, sample_rate: int, *, onnx: str | Path | None = None, threads: int = 0):
+    def __init__(self, checkpoint: str | Path, device: str, batch_size: int, sample_rate: int, *, onnx: str | Path | None = None, threads: int = 0,
+                 hop_s: float | None = None):
         """``onnx``: an ONNX export of ``checkpoint`` to run the network with on the CPU (with ``threads`` intra-op threads, 0: ONNX
-        Runtime's default); when it is missing, stale or unloadable, the note says why and the traced torch model runs instead."""
+        Runtime's default); when it is missing, stale or unloadable, the note says why and the traced torch model runs instead.
+        ``hop_s``: the grid catalog and queries are cut on, None: the checkpoint's."""
         from pipeline.embed.fingerprint_onnx import ExportUnusable, load_onnx
         from pipeline.models.fingerprint import for_inference, load_fingerprint
 
@@ -36,7 +38,7 @@ class FingerprintEmbedder:
         s = self.model.settings
         self.dim, self.model_rate, self.n = s.dim, s.sample_rate, self.model.segment_samples
         self.epochs = len(ckpt.get("history", []))
-        self.segmentation = {"window_s": s.segment_s, "hop_s": s.hop_s}
+        self.segmentation = {"window_s": s.segment_s, "hop_s": hop_s or s.hop_s}
         self.backend, self.net = "torch", self.model
         if device == "cpu" and onnx is not None:
             try:

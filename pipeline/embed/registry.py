@@ -52,7 +52,7 @@ def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", *, b
             raise ValueError("get_embedder('fingerprint'): pass batch_size (index.yaml segments.batch_size) and the catalog's audio.sample_rate")
         use_onnx = fingerprint is not None and fingerprint.backend == "onnx"
         return FingerprintEmbedder(ckpt, device, batch_size, sample_rate, onnx=paths.fingerprint_onnx(run_id) if use_onnx else None,
-                                   threads=fingerprint.threads if fingerprint else 0)
+                                   threads=fingerprint.threads if fingerprint else 0, hop_s=fingerprint.hop_s if fingerprint else None)
     if name == "wav2vec2":
         if wav2vec2 is None:
             raise EmbedderUnavailable("embedder wav2vec2: no wav2vec2 settings were given (the caller passes the wav2vec2: config section)")

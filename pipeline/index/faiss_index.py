@@ -71,17 +71,28 @@ def training_sample(vectors: np.ndarray, size: int, seed: int = 0) -> np.ndarray
     return np.ascontiguousarray(vectors[rows], dtype=np.float32)
 
 
+def index_params(kind: str, n: int, dim: int, settings: dict) -> dict:
+    """The parameters an index of ``kind`` over ``n`` vectors of ``dim`` gets from ``settings`` (what its manifest records)."""
+    if kind == "flat":
+        return {}
+    if kind == "hnsw":
+        s = settings["hnsw"]
+        return {"m": s.m, "ef_construction": s.ef_construction, "ef_search": s.ef_search}
+    if kind == "ivfpq":
+        return ivfpq_params(n, dim, settings["ivfpq"])
+    raise ValueError(f"--kind {kind!r}: expected one of {', '.join(INDEX_KINDS)}")
+
+
 def make_index(kind: str, vectors: np.ndarray, settings: dict, seed: int = 0) -> tuple[faiss.Index, dict]:
     """A trained, filled FAISS index of ``kind`` and its parameters. ``vectors`` [N, dim] float32, in memory or memory-mapped."""
     n, dim = vectors.shape
     if kind == "flat":
         index, params = faiss.IndexFlatIP(dim), {}
     elif kind == "hnsw":
-        s = settings["hnsw"]
-        index = faiss.IndexHNSWFlat(dim, s.m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = s.ef_construction
-        index.hnsw.efSearch = s.ef_search
-        params = {"m": s.m, "ef_construction": s.ef_construction, "ef_search": s.ef_search}
+        params = index_params(kind, n, dim, settings)
+        index = faiss.IndexHNSWFlat(dim, params["m"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params["ef_construction"]
+        index.hnsw.efSearch = params["ef_search"]
     elif kind == "ivfpq":
         index, params = _ivfpq(vectors, settings["ivfpq"], seed)
     else:
@@ -129,6 +140,21 @@ def set_search_params(index: faiss.Index, params: dict) -> None:
         base.nprobe = int(params["nprobe"])
     if params.get("ef_search") is not None and isinstance(base, faiss.IndexHNSW):
         base.hnsw.efSearch = int(params["ef_search"])
+
+
+def built_index(run_id: str, embedder: str, kind: str, settings: dict) -> dict | None:
+    """The manifest of the run's ``kind`` index of ``embedder`` when it is finished and current, else None: built from the
+    embeddings there now (their ``created_at`` and count), with the parameters ``settings`` give now, and its index file of
+    the size the manifest recorded."""
+    files = paths.index(run_id, embedder, kind)
+    emb = paths.embeddings(run_id, embedder).manifest
+    if not (files.manifest.exists() and files.index.exists() and emb.exists()):
+        return None
+    manifest, emb_manifest = json.loads(files.manifest.read_text()), json.loads(emb.read_text())
+    current = (manifest.get("embeddings_created_at") == emb_manifest["created_at"] and manifest.get("count") == emb_manifest["count"]
+               and manifest.get("params") == index_params(kind, emb_manifest["count"], emb_manifest["dim"], settings)
+               and manifest.get("bytes") == files.index.stat().st_size)
+    return manifest if current else None
 
 
 def build_index(run_id: str, embedder: str, kind: str, settings: dict, *, url: str | None = None) -> dict:

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from pipeline import paths
-from pipeline.fsutil import write_json
+from pipeline.fsutil import write_json_if_changed
 from pipeline.store import db
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -44,11 +44,12 @@ def reap_interrupted() -> list[str]:
 
 def start(run_id: str, kind: str, params: dict[str, Any]) -> str:
     """The DAG run's `runs` row (status running, the params as its config), after :func:`reap_interrupted`; returns the run id.
-    The row records no process: the DAG run outlives this task."""
+    The row records no process: the DAG run outlives this task. A re-run of the same run id marks the row running again and
+    leaves params.json alone when the params are the same."""
     reap_interrupted()
     with db.connect() as conn:
         db.start_run(conn, kind, params, run_id)
-    write_json(paths.run_params(run_id), params)
+    write_json_if_changed(paths.run_params(run_id), params)
     return run_id
 
 

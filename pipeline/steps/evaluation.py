@@ -3,7 +3,8 @@
 1. candidates: each embedder of the run with its indexes (the catalog is embedded and the indexes built first when missing
    or stale, so a trained run needs nothing else); an embedder that cannot be built here is skipped with its reason;
 2. the query sets scored (:mod:`pipeline.evaluate.retrieval`) and timed (:mod:`pipeline.evaluate.latency`);
-3. the rows upserted into ``retrieval_metrics`` under the run id (re-evaluating replaces them);
+3. the rows written to ``retrieval_metrics`` under the run id (re-evaluating replaces those of its embedders, in one transaction;
+   a finished, current evaluation is not redone: :func:`finished_evaluation`);
 4. the choice to publish, by merit (:mod:`pipeline.evaluate.merit`, configs/index.yaml ``publish``);
 5. the catalog map (the catalog VAE on the track vectors of the chosen embedder);
 6. ``reports/evaluation.html`` and, last, ``reports/evaluation.json`` (with the choice): the mark of a finished evaluation that publishing requires.
@@ -22,8 +23,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import delete, select
 
 from pipeline import config, paths
+from pipeline.audio.degrade import split_plan
 from pipeline.embed import EmbedderUnavailable
 from pipeline.embed.catalog import Track, catalog_tracks, embed_catalog, load_embeddings, run_catalogs, split_track_ids
 from pipeline.evaluate.latency import latency_waves, measure_latency
@@ -75,6 +78,42 @@ def catalog_map(run_id: str, name: str, gallery: list[Track], device: str, url: 
     for o in summary["outliers"]:
         o["source_uri"] = uri_of.get(o["track_id"])
     return {"embedder": name, **summary}
+
+
+def _inputs(run_id: str, embedders: list[str], kinds: list[str]) -> dict[str, str | None]:
+    """What an evaluation scored: each embedder's catalog embeddings (their ``created_at``) and indexes (their ``built_at``)."""
+    def stamp(manifest: Path, key: str) -> str | None:
+        return json.loads(manifest.read_text()).get(key) if manifest.exists() else None
+
+    out = {}
+    for name in embedders:
+        out[name] = stamp(paths.embeddings(run_id, name).manifest, "created_at")
+        out.update({f"{name}/{kind}": stamp(paths.index(run_id, name, kind).manifest, "built_at") for kind in kinds})
+    return out
+
+
+def finished_evaluation(run_id: str, run_config: dict, qs: config.QuerySettings, background_dir: Path,
+                        url: str | None = None) -> tuple[dict, list[dict]] | None:
+    """(evaluation.json, the metric rows) of a finished evaluation of the run that is current, else None: evaluation.json (written
+    last) was made with the same ``run_config`` (embedders, index kinds, catalogs, queries, track counts), from the embeddings and
+    indexes there now; no embedder it skipped has embeddings now, no query set it skipped could run now (its background sound
+    has arrived), and the metrics DB holds as many of its rows as it wrote."""
+    path = paths.evaluation_json(run_id)
+    if not path.exists():
+        return None
+    done = json.loads(path.read_text())
+    if done.get("config") != json.loads(json.dumps(run_config, default=str)) or "metric_rows" not in done:
+        return None
+    if done.get("inputs") != _inputs(run_id, done["embedders"], done["index_kinds"]):
+        return None
+    if any(paths.embeddings(run_id, name).manifest.exists() for name in done["skipped"]):
+        return None
+    if set(split_plan(qs.query_plan.sets, background_dir, done["sample_rate"])[1]) != set(done["skipped_sets"]):
+        return None
+    with db.connect(url) as conn:
+        rows = [dict(r) for r in conn.execute(select(retrieval_metrics).where(retrieval_metrics.c.run_id == run_id,
+                                                                              retrieval_metrics.c.embedder.in_(done["embedders"]))).mappings()]
+    return (done, rows) if len(rows) == done["metric_rows"] else None
 
 
 @contextmanager
@@ -132,7 +171,8 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
              plan: str | None = None) -> dict:
     """Evaluate the run against its catalogs (default: those of its split tracks) plus ``distractors`` (catalogs indexed but never
     queried; default configs/eval.yaml ``evaluation.distractors``) under query plan ``plan`` (default eval.yaml queries.plan); returns
-    {"run_id", "rows", "report", "skipped", "skipped_sets": {query set name: reason}, "seconds", "choice"}."""
+    {"run_id", "rows", "report", "skipped", "skipped_sets": {query set name: reason}, "seconds", "choice"}. A finished evaluation
+    that is current (:func:`finished_evaluation`) is not redone: its rows are read back and ``reused`` is True."""
     eval_s = config.load_eval()
     qs, background_dir, level = query_settings(plan, eval_s)
     run_s, lat_s = eval_s["evaluation"], eval_s["latency"]
@@ -144,6 +184,13 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
     queries = {**{k: v for k, v in asdict(qs).items() if k != "plans"}, **asdict(qs.query_plan)}  # the plan run, not every plan
     run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "distractors": distractors,
                   "queries": queries, "query_tracks": len(query_tracks), "gallery_tracks": len(gallery)}
+    reused = finished_evaluation(run_id, run_config, qs, background_dir, url)
+    if reused:
+        done, rows = reused
+        print(f"evaluate: run {run_id} already evaluated ({len(rows)} metric rows, {done['finished_at']}; report {done['report']}); skipped",
+              file=sys.stderr)
+        return {"run_id": run_id, "rows": rows, "report": done["report"], "skipped": done["skipped"], "skipped_sets": done["skipped_sets"],
+                "seconds": done["seconds"], "choice": done["choice"], "reused": True}
     rows: list[dict] = []
     seconds: dict[str, float] = {}
 
@@ -179,11 +226,13 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
             measure_latency(candidates, latency_waves(clips_of[length], plan, qs.seed, lat_s.single_queries, sr, level), lat_s, max(recall_k),
                             f"latency/{length:g}s", row)
         _gallery_rows(candidates, gallery, distractors, fallbacks, row)
+        names = [c.name for c in candidates]
+        # the rows of these embedders replaced in one transaction: none left over from an earlier evaluation of other query sets
+        conn.execute(delete(retrieval_metrics).where(retrieval_metrics.c.run_id == run_id, retrieval_metrics.c.embedder.in_(names)))
         db.upsert(conn, retrieval_metrics, rows)
         conn.commit()
         choice = choose(rows, config.load_index()["publish"])
         print(f"evaluate: choice {choice['embedder']}/{choice['index_kind']}: {choice['reason']}", file=sys.stderr)
-        names = [c.name for c in candidates]
         with _stage("catalog map", seconds):
             cmap = catalog_map(run_id, choice["embedder"], gallery, device, url, progress) if run_s.catalog_vae else None
         with _stage("report", seconds):
@@ -195,7 +244,8 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         write_json(paths.evaluation_json(run_id), {"run_id": run_id, "evaluate_run_id": step.run_id, "finished_at": db.utcnow().isoformat(),
                                                    "embedders": names, "index_kinds": kinds, "catalogs": catalogs, "distractors": distractors,
                                                    "skipped": skipped, "skipped_sets": plan.skipped, "seconds": seconds, "report": str(report),
-                                                   "choice": choice})
+                                                   "choice": choice, "config": run_config, "metric_rows": len(rows), "sample_rate": sr,
+                                                   "inputs": _inputs(run_id, names, kinds)})
         step.message = (f"{len(rows)} metric rows for run {run_id} ({len(gallery)} gallery tracks); choice {choice['embedder']}/"
                         f"{choice['index_kind']}; report {report}")
     return {"run_id": run_id, "rows": rows, "report": str(report), "skipped": skipped, "skipped_sets": plan.skipped, "seconds": seconds,

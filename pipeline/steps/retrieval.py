@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline import config, paths
-from pipeline.fsutil import atomic_path
+from pipeline.fsutil import write_text_if_changed
 
 
 def ingest_roots(catalog: str, roots: list[str]) -> dict:
@@ -135,16 +135,20 @@ def embedded(run_id: str, embedders: list[str]) -> list[str]:
 
 
 def build_indexes(run_id: str, embedders: list[str], index_kinds: list[str]) -> list[str]:
-    """Every index kind (flat always, the exact reference) over each embedder's vectors; the index folders."""
-    from pipeline.index.faiss_index import build_index
+    """Every index kind (flat always, the exact reference) over each embedder's vectors; the index folders. An index that is
+    there and current (:func:`pipeline.index.faiss_index.built_index`) is kept."""
+    from pipeline.index.faiss_index import build_index, built_index
 
     kinds = list(dict.fromkeys(["flat", *index_kinds]))
     settings = config.load_index()
     out = []
     for name in embedders:
         for kind in kinds:
-            m = build_index(run_id, name, kind, settings)
-            print(f"index: {name}/{kind}: {m['count']} vectors in {m['build_seconds']:.2f} s", file=sys.stderr)
+            if m := built_index(run_id, name, kind, settings):
+                print(f"index: {name}/{kind}: already built ({m['count']} vectors, at {m['built_at']}); skipped", file=sys.stderr)
+            else:
+                m = build_index(run_id, name, kind, settings)
+                print(f"index: {name}/{kind}: {m['count']} vectors in {m['build_seconds']:.2f} s", file=sys.stderr)
             out.append(str(paths.index(run_id, name, kind).folder))
     return out
 
@@ -165,7 +169,8 @@ def evaluate(run_id: str, embedders: list[str], index_kinds: list[str], device: 
 
     result = run_evaluation(run_id, embedders=embedders, index_kinds=index_kinds, catalogs=catalogs, distractors=distractors,
                             device=resolve_device(device), plan=query_plan)
-    print(f"evaluate: {len(result['rows'])} metric rows for run {run_id}; report {result['report']}", file=sys.stderr)
+    if not result.get("reused"):  # a reused evaluation said so itself
+        print(f"evaluate: {len(result['rows'])} metric rows for run {run_id}; report {result['report']}", file=sys.stderr)
     return result["report"]
 
 
@@ -173,14 +178,22 @@ def publish(run_id: str, embedder: str | None = None, index_kind: str | None = N
     """Make the evaluated run the published one: the evaluation's choice by merit unless ``embedder``/``index_kind`` are named;
     the published record. The reason is printed (the DAG's publish task log) and is the message of the step's `runs` row
     (kind ``publish``, ``parent_run_id`` the run; a refused publish is a failed row). A run whose index file or embedder
-    checkpoint is broken is refused (:func:`pipeline.search.check_run`): the run published before stays published."""
-    from pipeline.publish import publish_run
+    checkpoint is broken is refused (:func:`pipeline.search.check_run`): the run published before stays published. When
+    published.json names the run with the same choice already (a re-run), it is checked and left as it is, and no row is added."""
+    from pipeline.publish import already_published, publish_run
     from pipeline.search import check_run
     from pipeline.store import db
 
+    settings = config.load_index()["publish"]
+    record = already_published(run_id, settings, embedder, index_kind)
+    if record:
+        check_run(run_id, record["embedder"], record["index_kind"])
+        print(f"publish: run {run_id}: already published {record['embedder']}/{record['index_kind']} (at {record['published_at']}); skipped",
+              file=sys.stderr)
+        return record
     named = {"run": run_id, "embedder": embedder, "index_kind": index_kind}
     with db.connect() as conn, db.recorded_run(conn, "publish", named, parent_run_id=run_id) as step:
-        record = publish_run(run_id, config.load_index()["publish"], embedder, index_kind, check=check_run)
+        record = publish_run(run_id, settings, embedder, index_kind, check=check_run)
         step.message = f"published {record['embedder']}/{record['index_kind']}: {record['reason']}"
     print(f"publish: run {run_id}: {step.message}", file=sys.stderr)
     return record
@@ -194,7 +207,8 @@ def metric_summary(run_id: str):
 
 
 def report(run_id: str) -> str:
-    """Print the run's metric table (from the metrics DB) and write it to runs/<run_id>/reports/metrics.csv; returns that path."""
+    """Print the run's metric table (from the metrics DB) and write it to runs/<run_id>/reports/metrics.csv; returns that path.
+    The table is one SQL query, so it is always read again; the file is rewritten only when its content changed."""
     from pipeline.store import reports
 
     table = metric_summary(run_id)
@@ -203,6 +217,6 @@ def report(run_id: str) -> str:
     print(f"Retrieval metrics of run {run_id} (cloudtune report retrieval_run --param run_id={run_id}):")
     print(reports.format_frame(table))
     path = paths.metrics_csv(run_id)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+    if not write_text_if_changed(path, table.to_csv(index=False)):
+        print(f"report: {path} already holds this table; left as it is", file=sys.stderr)
     return str(path)

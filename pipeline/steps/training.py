@@ -16,7 +16,7 @@ import yaml
 
 from pipeline import config, paths
 from pipeline.errors import one_line
-from pipeline.fsutil import write_text
+from pipeline.fsutil import write_text_if_changed
 from pipeline.store import db
 
 
@@ -34,7 +34,8 @@ def make_splits(run_id: str, tokens_roots: list[str]) -> str:
 
 
 def train_config(run_id: str, embedding_dim: int | None) -> Path:
-    """configs/train.yaml (with its env overrides) and the run's embedding_dim, written to runs/<run_id>/train.yaml."""
+    """configs/train.yaml (with its env overrides) and the run's embedding_dim, written to runs/<run_id>/train.yaml (left as it
+    is when a re-run finds the same config there)."""
     data = config.load("train")
     if embedding_dim is not None:
         heads = int(data["embedder"]["heads"])
@@ -42,7 +43,7 @@ def train_config(run_id: str, embedding_dim: int | None) -> Path:
             raise ValueError(f"embedding_dim {embedding_dim}: must be a positive multiple of configs/train.yaml embedder.heads ({heads})")
         data["embedder"]["embedding_dim"] = int(embedding_dim)
     path = paths.train_config(run_id)
-    write_text(path, yaml.safe_dump(data, sort_keys=False))
+    write_text_if_changed(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
 

@@ -125,7 +125,8 @@ def train_tokenizer(settings: PipelineConfig, catalog: str | None = None, input_
     """Train the rvq codec (``settings.rvq``, at ``settings.audio.sample_rate``) on a catalog's tracks (minus a held-out set
     used to measure mel SNR per level).
 
-    Idempotent: the same settings and tracks give the same codec version, which is not trained twice.
+    Idempotent: the same settings and tracks give the same codec version, which is not trained twice; when it is the scope's
+    current codec already, nothing is written or recorded (the report's ``run_id`` is None).
     Returns (codec folder, report).
     """
     rvq, sample_rate = settings.rvq, settings.audio.sample_rate
@@ -134,6 +135,9 @@ def train_tokenizer(settings: PipelineConfig, catalog: str | None = None, input_
     train_ids, hold_ids = holdout_split([i.track_id for i in items], rvq.holdout_ratio, rvq.seed)
     version = codec_version(rvq, sample_rate, train_ids)
     folder = paths.codec_dir(scope, version)
+    if current_rvq(scope) == folder:  # trained, and the scope's current codec already: nothing to do, no run to record
+        print(f"tokenizer: {version} already trained for {scope} and current ({folder}); skipped", file=sys.stderr)
+        return folder, {**RVQCodec.load(folder).info, "version": version, "run_id": None, "path": str(folder)}
     run_config = {"scope": scope, "version": version, "rvq": asdict(rvq), "train_tracks": len(train_ids), "holdout_tracks": len(hold_ids)}
     with db.connect(url) as conn, db.recorded_run(conn, "tokenizer_train", run_config, run_id) as run:
         if (folder / "codec.json").exists():
@@ -199,7 +203,7 @@ def load_tokenizer(backend: str, settings: PipelineConfig, scope: str, device: s
 
 @dataclass
 class TokenizeSummary:
-    run_id: str
+    run_id: str | None  # None: every track was tokenized before, so nothing was done or recorded
     output_root: str
     backend: str
     codec_version: str
@@ -210,12 +214,17 @@ class TokenizeSummary:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    shard: tuple[int, int] | None = None
 
     @property
     def realtime_factor(self) -> float:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     def line(self) -> str:
+        if self.run_id is None:
+            what = f"shard {self.shard[0]} of {self.shard[1]}" if self.shard else "every track"
+            return (f"tokenize: {what} already tokenized ({self.skipped} tracks, {self.backend} {self.codec_version} -> {self.output_root}); "
+                    "skipped")
         return (f"tokenize: {self.written} tracks tokenized ({self.files} files), {self.skipped} already done, {self.failed} failed; "
                 f"{self.audio_seconds / 3600:.3f} h in {self.wall_seconds:.1f} s ({self.realtime_factor:.0f}x realtime) "
                 f"with {self.backend} {self.codec_version} -> {self.output_root} [run {self.run_id}]")
@@ -251,7 +260,8 @@ def tokenize(settings: PipelineConfig, catalog: str | None = None, input_root: s
     """Tokenize every track of a catalog (or every audio file under a folder) into token files, with the backend, format
     and chunking of ``settings.tokenize`` (the tokenizer from ``settings.rvq`` or ``settings.moss``).
 
-    Re-runs skip tracks whose files exist (unless ``overwrite``); a track that fails is recorded in
+    Re-runs skip tracks whose files exist (unless ``overwrite``); when every track is done, nothing is written or recorded (the
+    summary's ``run_id`` is None and its line says so). A track that fails is recorded in
     `run_errors` and the run goes on (unless ``fail_fast``). ``shard=(i, n)`` tokenizes only every n-th track
     (by track id) starting at the i-th, so n workers can share a catalog (the rvq codec must exist already);
     the shard's summary goes to ``summary.shard-<i>-of-<n>.json``.
@@ -277,10 +287,13 @@ def tokenize(settings: PipelineConfig, catalog: str | None = None, input_root: s
     if s.chunk_seconds and chunk_frames < 1:
         raise ValueError(f"--chunk-seconds {s.chunk_seconds:g}: shorter than one token frame ({1 / tok.frame_rate:g} s)")
     started = time.perf_counter()
+    done = [] if overwrite else [i for i in items if _done_marker(out, i.track_id, s.save_format, bool(chunk_frames)).exists()]
+    if items and len(done) == len(items):  # a re-run: nothing to do, no run to record, the shard's summary left as it is
+        return TokenizeSummary(None, str(out), tok.name, tok.version, skipped=len(items), shard=shard)
     run_config = {"scope": scope, "backend": tok.name, "codec_version": tok.version, "output_root": str(out), "device": device, **asdict(s)}
     with db.connect(url) as conn, db.recorded_run(conn, "tokenize", run_config, run_id) as run:
         run_id = run.run_id
-        summary = TokenizeSummary(run_id, str(out), tok.name, tok.version)
+        summary = TokenizeSummary(run_id, str(out), tok.name, tok.version, shard=shard)
         todo = [i for i in items if overwrite or not _done_marker(out, i.track_id, s.save_format, bool(chunk_frames)).exists()]
         summary.skipped = len(items) - len(todo)
 

@@ -38,7 +38,7 @@ from pipeline.fsutil import atomic_path
 from pipeline.models.fingerprint import FingerprintNet, save_fingerprint
 from pipeline.plots import plot_contrastive_training
 from pipeline.store import db
-from pipeline.train.loop import end_epoch, finish, lr_lambda, resume_from, seed_epoch
+from pipeline.train.loop import end_epoch, finish, finished, lr_lambda, resume_from, seed_epoch
 
 
 def nt_xent(a: torch.Tensor, p: torch.Tensor, temperature: float, same: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,7 +131,11 @@ def train(splits_dir: Path, run_id: str, model_s: FingerprintSettings, s: Finger
           root: Path, resume: bool = False, run_config: dict | None = None, url: str | None = None, progress: bool = True,
           on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """Train (or, with ``resume``, continue from its last checkpoint) the fingerprint model of ``run_id`` on the train split of
-    ``splits_dir``; returns the summary. ``root``: what a relative ``augment.background_dir`` is relative to."""
+    ``splits_dir``; returns the summary. ``root``: what a relative ``augment.background_dir`` is relative to. A resumed run whose
+    last epoch is done already returns its summary (:func:`pipeline.train.loop.finished`)."""
+    done = finished(paths.fingerprint_checkpoint(run_id), paths.fingerprint_summary(run_id), s.epochs, f"fingerprint: {run_id}") if resume else None
+    if done:
+        return done
     sr = model_s.sample_rate
     n, hop = round(model_s.segment_s * sr), round(model_s.hop_s * sr)
     train_ids, train_waves = load_split_audio(splits_dir, "train", sr, max_hours=s.max_train_hours, seed=s.seed, url=url, progress=progress)

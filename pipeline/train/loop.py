@@ -6,6 +6,7 @@ Used by :mod:`pipeline.train.token_embedder` and :mod:`pipeline.train.fingerprin
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections.abc import Callable
@@ -45,6 +46,21 @@ def resume_from(ckpt_path: Path, trainer, resume: bool, device: str, label: str)
     if resume:
         print(f"{label}: --resume but no checkpoint at {ckpt_path}: starting from scratch", file=sys.stderr)
     return [], 0
+
+
+def finished(ckpt_path: Path, summary_path: Path, epochs: int, label: str) -> dict | None:
+    """The summary of a training that ran all ``epochs`` already, or None when something is left to train (or to write): the
+    summary (written after the last checkpoint, so newer than it) lists ``epochs`` epochs and the checkpoint is of the last one.
+    A resumed run that finds it done says so (``label`` starts the line) and trains, writes and records nothing."""
+    if not (ckpt_path.exists() and summary_path.exists()) or summary_path.stat().st_mtime_ns < ckpt_path.stat().st_mtime_ns:
+        return None
+    summary = json.loads(summary_path.read_text())
+    if summary.get("epochs") != epochs or len(summary.get("history", [])) != epochs:
+        return None
+    if torch.load(ckpt_path, map_location="cpu", weights_only=False).get("epoch") != epochs - 1:
+        return None
+    print(f"{label}: already trained ({epochs} epochs, {ckpt_path}); skipped", file=sys.stderr)
+    return summary
 
 
 def record_epoch(conn, run_id: str, model: str, row: dict) -> None:

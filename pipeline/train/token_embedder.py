@@ -37,7 +37,7 @@ from pipeline.store import db
 from pipeline.store.tables import tracks
 from pipeline.tokenize.catalog import find_codec
 from pipeline.tokenize.files import load_tokens
-from pipeline.train.loop import end_epoch, finish, lr_lambda, resume_from, seed_epoch
+from pipeline.train.loop import end_epoch, finish, finished, lr_lambda, resume_from, seed_epoch
 
 
 def read_split(splits_dir: Path, split: str, tokens_root: Path, url: str | None = None) -> list[TrackSource]:
@@ -187,7 +187,11 @@ def train(tokens_root: Path, splits_dir: Path, run_id: str, emb_s: EmbedderSetti
           run_config: dict | None = None, url: str | None = None, progress: bool = True, on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """Train (or, with ``resume``, continue from its last checkpoint) the token embedder of ``run_id``; returns the summary.
 
-    The step's `runs` row (kind ``train``) points to ``run_id`` as its parent; metric rows are keyed by ``run_id``."""
+    The step's `runs` row (kind ``train``) points to ``run_id`` as its parent; metric rows are keyed by ``run_id``. A resumed run
+    whose last epoch is done already returns its summary (:func:`pipeline.train.loop.finished`)."""
+    done = finished(paths.embedder_checkpoint(run_id), paths.embedder_summary(run_id), s.epochs, f"train: {run_id}: embedder") if resume else None
+    if done:
+        return done
     data = load_data(tokens_root, splits_dir, s, emb_s.max_frames, url)
     t = build_trainer(data, emb_s, s, device)
     ckpt_path = paths.embedder_checkpoint(run_id)
