@@ -23,9 +23,9 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -m "not cluster"
 
-# every test, as CI runs it (.ci/run)
+# every test, as CI runs it (.ci/run); the slowest are listed at the end (what `make test` leaves out shows there)
 test-all: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=12
 
 # under a minute: leaves out the tests marked slow in tests/conftest.py (Airflow runs, the Airflow server, long training)
 test-fast: install
