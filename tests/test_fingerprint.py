@@ -170,17 +170,20 @@ def test_training_writes_checkpoints_and_epoch_rows_and_a_resumed_run_ends_with_
 
 def test_the_catalog_is_cut_into_the_models_segments(built, run_home):
     train_fingerprint_model(run_id="r1", config_path=built[0] / "fp.yaml", device="cpu", epochs=1, progress=False)
-    embedder = get_embedder("fingerprint", "r1", "cpu", **embedder_settings())
-    manifest = embed_catalog("r1", embedder, settings=config.load_index().segments, progress=False)
+    inference = config.load_fingerprint().fingerprint_inference
+    assert inference.hop_s == 0.25  # configs/fingerprint.yaml: half the trained hop
+
+    # hop_s null: the checkpoint's own grid, the one it was trained on
+    own = get_embedder("fingerprint", "r1", "cpu", **(embedder_settings() | {"fingerprint": replace(inference, hop_s=None)}))
+    manifest = embed_catalog("r1", own, settings=config.load_index().segments, progress=False)
     seg = manifest["segmentation"]
     assert (seg["window_s"], seg["hop_s"]) == (1.0, 0.5)  # the model's, not index.yaml's 5 s / 1 s
     assert manifest["dim"] == 32 and manifest["tracks"] == 8
     assert manifest["count"] == 8 * (int((6 - 1.0) / 0.5) + 1)  # 6 s tracks: a 1 s segment every 0.5 s
 
-    # fingerprint_inference.hop_s: a finer grid than the checkpoint's, for the catalog (re-embedded: its manifest differs) and queries
-    finer = get_embedder("fingerprint", "r1", "cpu", **(embedder_settings() | {"fingerprint": replace(config.load_fingerprint().fingerprint_inference,
-                                                                                                       hop_s=0.25)}))
-    manifest = embed_catalog("r1", finer, settings=config.load_index().segments, progress=False)
+    # the default: a finer grid than the checkpoint's, for the catalog (re-embedded: its manifest differs) and the queries
+    embedder = get_embedder("fingerprint", "r1", "cpu", **embedder_settings())
+    manifest = embed_catalog("r1", embedder, settings=config.load_index().segments, progress=False)
     assert manifest["segmentation"]["hop_s"] == 0.25 and manifest["count"] == 8 * (int((6 - 1.0) / 0.25) + 1)
 
 
