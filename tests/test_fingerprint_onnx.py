@@ -5,6 +5,7 @@ it (``embedder_settings``), against the traced torch model."""
 import contextlib
 import io
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -75,7 +76,7 @@ def test_onnx_runtime_gives_the_torch_vectors_through_the_embedder_search_and_se
     settings = embedder_settings()
     assert settings["fingerprint"].backend == "onnx"  # the shipped default: the faster backend (bench/RESULTS.md)
     onnx = get_embedder("fingerprint", "r1", "cpu", **settings)
-    torch_ = get_embedder("fingerprint", "r1", "cpu", **{**settings, "fingerprint": None})
+    torch_ = get_embedder("fingerprint", "r1", "cpu", **{**settings, "fingerprint": replace(settings["fingerprint"], backend="torch")})
     assert (onnx.backend, torch_.backend) == ("onnx", "torch")
     waves = [audio(5.0, 1), audio(2.3, 2), audio(0.6, 3)]  # 5 s: 9 segments at 1 s every 0.5 s; the last one padded
     spans = [[(a, a + SR) for a in range(0, len(w) - SR + 1, SR // 2)] or [(0, len(w))] for w in waves]

@@ -78,7 +78,7 @@ class FingerprintInferenceSettings:
     threads: int
     opset: int
     tolerance: float
-    hop_s: float | None = None
+    hop_s: float | None
     choices: ClassVar = {"backend": ("torch", "onnx")}
 
     def __post_init__(self):
