@@ -287,14 +287,13 @@ def tokenize(settings: PipelineConfig, catalog: str | None = None, input_root: s
     if s.chunk_seconds and chunk_frames < 1:
         raise ValueError(f"--chunk-seconds {s.chunk_seconds:g}: shorter than one token frame ({1 / tok.frame_rate:g} s)")
     started = time.perf_counter()
-    done = [] if overwrite else [i for i in items if _done_marker(out, i.track_id, s.save_format, bool(chunk_frames)).exists()]
-    if items and len(done) == len(items):  # a re-run: nothing to do, no run to record, the shard's summary left as it is
+    todo = [i for i in items if overwrite or not _done_marker(out, i.track_id, s.save_format, bool(chunk_frames)).exists()]
+    if items and not todo:  # a re-run: nothing to do, no run to record, the shard's summary left as it is
         return TokenizeSummary(None, str(out), tok.name, tok.version, skipped=len(items), shard=shard)
     run_config = {"scope": scope, "backend": tok.name, "codec_version": tok.version, "output_root": str(out), "device": device, **asdict(s)}
     with db.connect(url) as conn, db.recorded_run(conn, "tokenize", run_config, run_id) as run:
         run_id = run.run_id
         summary = TokenizeSummary(run_id, str(out), tok.name, tok.version, shard=shard)
-        todo = [i for i in items if overwrite or not _done_marker(out, i.track_id, s.save_format, bool(chunk_frames)).exists()]
         summary.skipped = len(items) - len(todo)
 
         def fail(item: Item, kind: str, exc: BaseException) -> None:
