@@ -369,15 +369,14 @@ def ingest(
     started = time.perf_counter()
     engine = db.get_engine(url)
     run_config = {"sources": sources, "catalog": catalog, "workers": workers, "audio": asdict(audio), "ingest": asdict(settings)}
-    if files:
-        with engine.connect() as conn:
-            summary = IngestSummary(run_id=None)
-            if not _todo(conn, files, summary):  # every file seen before, unchanged: nothing to decode, no run to record
-                summary.wall_seconds = time.perf_counter() - started
-                return summary
-    with engine.connect() as conn, db.recorded_run(conn, "ingest", run_config, run_id) as run:
-        summary = IngestSummary(run_id=run.run_id)
+    summary = IngestSummary(run_id=None)
+    with engine.connect() as conn:
         todo = _todo(conn, files, summary)
+    if files and not todo:  # every file seen before, unchanged: nothing to decode, no run to record
+        summary.wall_seconds = time.perf_counter() - started
+        return summary
+    with engine.connect() as conn, db.recorded_run(conn, "ingest", run_config, run_id) as run:
+        summary.run_id = run.run_id
         bar = tqdm(total=len(todo), desc="ingest", unit="file", disable=not progress or not todo)
         for i, result in enumerate(_results(todo, home, audio, settings, workers), 1):
             _record(conn, result, catalog, run.run_id, summary)
