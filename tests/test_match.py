@@ -26,7 +26,7 @@ def _catalog(tracks=30, segments=40, seed=0):
 def _index(vectors, track, start, drift=1, match_k=20, segments_k=200) -> TrackIndex:
     index, _ = make_index("flat", np.ascontiguousarray(vectors), {})
     table = SegmentTable.build(vectors, track, start, Segmentation(WINDOW, HOP, HOP))
-    settings = config.SearchSettings(segments_k=segments_k, match_k=match_k, match_drift=drift, rates=(1.0,), min_query_segments=1, top_k=10)
+    settings = config.SearchSettings(segments_k=segments_k, match_k=match_k, match_drift=drift, rates=(1.0,), min_query_segments=1, query_hop_steps=1, top_k=10)
     return TrackIndex(index, {}, np.array([f"t{i}" for i in range(track.max() + 1)]), track, settings, table)
 
 
@@ -125,6 +125,21 @@ def test_queries_are_cut_like_the_catalog_and_embedded_in_one_call():
     assert [q.starts_s.tolist() for q in got] == [[0.0, 0.5], [0.0], [0.0]]  # the tail window ends at the end; shorter: one segment
     assert [q.vectors[:, 0].tolist() for q in got] == [[50, 50], [7], [30]]  # below min_s and below a window: the whole query
     assert Segmentation.of({"window_s": 1, "hop_s": 0.5, "min_s": 0.5, "batch_size": 64, "sample_rate": 24000}) == Segmentation(1.0, 0.5, 0.5)
+
+
+def test_a_query_cut_every_other_catalog_hop_stays_on_its_grid_and_finds_the_offset():
+    emb = _Lengths()
+    (every,), (other,) = [embed_queries(emb, [np.zeros(50, np.float32)], window_s=1.0, hop_s=0.5, min_s=0.5, hop_steps=h) for h in (1, 2)]
+    assert every.starts_s.tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # 5 s at 10 Hz: the catalog's grid
+    assert other.starts_s.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0] and emb.calls == [9, 5]  # every other of its starts
+    with pytest.raises(ValueError, match="query_hop_steps"):
+        embed_queries(emb, [np.zeros(50, np.float32)], window_s=1.0, hop_s=0.5, min_s=0.5, hop_steps=0)
+    vectors, track, start = _catalog()  # a catalog on the 0.5 s grid; a query of every other segment (1 s apart) from 5.5 s on
+    idx = _index(vectors, track, start, drift=0)
+    rng = np.random.default_rng(4)
+    clip = vectors[_rows(track, start, 11, range(11, 21, 2))] + 0.2 * rng.normal(size=(5, DIM))
+    (t, score, offset), *rest = idx.match([QuerySegments(_unit(clip), np.arange(5) * 2 * HOP)], top_k=3)[0]
+    assert (t, offset) == (11, 5.5) and score > rest[0][1] + 0.2
 
 
 def test_a_short_query_is_cut_more_densely_until_it_has_enough_segments():

@@ -38,7 +38,7 @@ ENV = {
     "CLOUDTUNE__EVALUATION__EMBEDDERS": "[mel-stats, contrastive]",  # the fingerprint's own run is in test_fingerprint.py
 }
 SETS = [f"{length}/{d}" for length in ("2s", "5s") for d in ("clean", "pink0db", "telephone")]
-SEARCH = config.SearchSettings(segments_k=1000, match_k=100, match_drift=1, rates=(1.0,), min_query_segments=1, top_k=10)
+SEARCH = config.SearchSettings(segments_k=1000, match_k=100, match_drift=1, rates=(1.0,), min_query_segments=1, query_hop_steps=1, top_k=10)
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +131,18 @@ def test_query_sets_without_their_background_sound_are_skipped_with_the_reason(b
     assert not result["skipped_sets"] and {"2s/clean", "2s/bg5"} <= {r["query_set"] for r in result["rows"]}
 
 
+def test_an_evaluation_is_reused_only_while_queries_are_cut_and_matched_the_same_way(built, run_env, monkeypatch):
+    monkeypatch.setenv("CLOUDTUNE__QUERIES__PLANS", "{tiny: {lengths_s: [2], sets: {clean: clean}}}")
+    monkeypatch.setenv("CLOUDTUNE__EVALUATION__CATALOG_VAE", "false")
+    first = evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
+    again = evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
+    assert not first.get("reused") and again["reused"]
+    monkeypatch.setenv("CLOUDTUNE__SEARCH__QUERY_HOP_STEPS", "2")  # another way of cutting queries: other figures
+    redone = evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
+    assert not redone.get("reused")
+    assert json.loads(paths.evaluation_json("r1").read_text())["config"]["search"]["query_hop_steps"] == 2
+
+
 def test_segments_cover_the_track_and_its_tail():
     class S:
         window_s, hop_s, min_s = 5.0, 1.0, 1.0
@@ -147,7 +159,7 @@ def test_flat_index_ranks_tracks_like_brute_force():
     segment_track = rng.integers(0, 40, 300)
     queries = vectors[:25] + 0.3 * rng.normal(size=(25, 16)).astype(np.float32)
     index, _ = make_index("flat", vectors, {})
-    settings = config.SearchSettings(segments_k=300, match_k=100, match_drift=1, rates=(1.0,), min_query_segments=1, top_k=10)
+    settings = config.SearchSettings(segments_k=300, match_k=100, match_drift=1, rates=(1.0,), min_query_segments=1, query_hop_steps=1, top_k=10)
     idx = TrackIndex(index, {}, np.array([f"t{i}" for i in range(40)]), segment_track, settings)
     results = idx.search(queries, top_k=5)
     scores = queries @ vectors.T

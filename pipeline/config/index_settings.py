@@ -56,10 +56,11 @@ class SearchSettings:
     match_drift: int
     rates: tuple[float, ...]
     min_query_segments: int
+    query_hop_steps: int
     top_k: int
 
     def __post_init__(self):
-        for key in ("segments_k", "match_k", "top_k", "min_query_segments"):
+        for key in ("segments_k", "match_k", "top_k", "min_query_segments", "query_hop_steps"):
             if getattr(self, key) < 1:
                 raise _Invalid(key, f"expected at least 1, got {getattr(self, key)}")
         if self.match_drift < 0:

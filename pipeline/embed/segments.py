@@ -5,8 +5,9 @@ The catalog (:mod:`pipeline.embed.catalog`) cuts every track with it and records
 manifest (``manifest["segmentation"]``: window_s, hop_s, min_s, batch_size, sample_rate). A query is cut with the values of
 the catalog it is searched in, read from that manifest (never from the config: every embedder may segment its own way), so
 query segments and catalog segments have the same length and the same grid. A query shorter than one window (or than
-``min_s``) is one segment of the whole query; a short query may be cut at a finer hop, for more segments
-(``search.min_query_segments``). :func:`embed_query_rates` also plays each query at a few rates, for clips played slightly
+``min_s``) is one segment of the whole query. A query may be cut on a coarser grid than the catalog, every few of its hops
+(``search.query_hop_steps``: a catalog cut finely meets a query's segments nearer their own alignment, while the query's
+fewer segments cost less to embed), and a short query at a finer hop, for more segments (``search.min_query_segments``). :func:`embed_query_rates` also plays each query at a few rates, for clips played slightly
 fast or slow.
 """
 
@@ -79,10 +80,13 @@ def query_spans(n_samples: int, sr: int, s, min_segments: int = 1) -> list[tuple
 
 
 def embed_queries(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window_s: float, hop_s: float, min_s: float,
-                  min_segments: int = 1) -> list[QuerySegments]:
-    """Cut every query (mono at ``embedder.sample_rate``) like the catalog was cut (:func:`query_spans`) and embed all their
-    segments in one ``embedder.embed`` call; per query its vectors and segment start times, in the order given."""
-    s, sr = Segmentation(window_s, hop_s, min_s), embedder.sample_rate
+                  min_segments: int = 1, hop_steps: int = 1) -> list[QuerySegments]:
+    """Cut every query (mono at ``embedder.sample_rate``) like the catalog was cut (:func:`query_spans`), every ``hop_steps``
+    of its hops (so every query segment still starts on the catalog's grid), and embed all their segments in one
+    ``embedder.embed`` call; per query its vectors and segment start times, in the order given."""
+    if hop_steps < 1:
+        raise ValueError(f"search.query_hop_steps: expected at least 1 catalog hop, got {hop_steps}")
+    s, sr = Segmentation(window_s, hop_s * hop_steps, min_s), embedder.sample_rate
     spans = [query_spans(len(w), sr, s, min_segments) for w in waves]
     vectors = embed_spans(embedder, waves, spans)
     out, i = [], 0
@@ -93,7 +97,7 @@ def embed_queries(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window
 
 
 def embed_query_rates(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window_s: float, hop_s: float, min_s: float,
-                      rates: Sequence[float], min_segments: int = 1) -> list[tuple[QuerySegments, ...]]:
+                      rates: Sequence[float], min_segments: int = 1, hop_steps: int = 1) -> list[tuple[QuerySegments, ...]]:
     """Like :func:`embed_queries`, each query also played at each of ``rates`` (configs/index.yaml ``search.rates``; a rate of 1.1
     plays it 10 % faster, undoing a clip that was played 10 % slower): per query one QuerySegments per rate, in the order of
     ``rates``, all embedded in one call. A clip keeps its start at every rate, so offsets need no correction."""
@@ -103,5 +107,5 @@ def embed_query_rates(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], wi
 
     sr = embedder.sample_rate
     played = [w if r == 1.0 else speed(w, sr, r) for w in waves for r in rates]
-    flat = embed_queries(embedder, played, window_s, hop_s, min_s, min_segments)
+    flat = embed_queries(embedder, played, window_s, hop_s, min_s, min_segments, hop_steps)
     return [tuple(flat[i : i + len(rates)]) for i in range(0, len(flat), len(rates))]
