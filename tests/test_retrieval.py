@@ -137,10 +137,11 @@ def test_an_evaluation_is_reused_only_while_queries_are_cut_and_matched_the_same
     first = evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
     again = evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
     assert not first.get("reused") and again["reused"]
-    monkeypatch.setenv("CLOUDTUNE__SEARCH__QUERY_HOP_STEPS", "2")  # another way of cutting queries: other figures
+    steps = 3 - config.load_index()["search"].query_hop_steps  # the other of 1 and 2: another way of cutting queries, other figures
+    monkeypatch.setenv("CLOUDTUNE__SEARCH__QUERY_HOP_STEPS", str(steps))
     redone = evaluate("r1", embedders=["mel-stats"], index_kinds=["flat"], device="cpu", progress=False)
     assert not redone.get("reused")
-    assert json.loads(paths.evaluation_json("r1").read_text())["config"]["search"]["query_hop_steps"] == 2
+    assert json.loads(paths.evaluation_json("r1").read_text())["config"]["search"]["query_hop_steps"] == steps
 
 
 def test_segments_cover_the_track_and_its_tail():
