@@ -7,8 +7,8 @@ the catalog it is searched in, read from that manifest (never from the config: e
 query segments and catalog segments have the same length and the same grid. A query shorter than one window (or than
 ``min_s``) is one segment of the whole query. A query may be cut on a coarser grid than the catalog, every few of its hops
 (``search.query_hop_steps``: a catalog cut finely meets a query's segments nearer their own alignment, while the query's
-fewer segments cost less to embed), and a short query at a finer hop, for more segments (``search.min_query_segments``). :func:`embed_query_rates` also plays each query at a few rates, for clips played slightly
-fast or slow.
+fewer segments cost less to embed), and a short query at a finer hop, for more segments (``search.min_query_segments``).
+:func:`embed_query_rates` also plays each query at a few rates, for clips played slightly fast or slow.
 """
 
 from __future__ import annotations
