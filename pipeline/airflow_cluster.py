@@ -153,7 +153,7 @@ def _leaders(state: dict) -> list[int]:
     out = []
     for p in state["processes"]:
         try:
-            reused = abs(proctree.create_time(p["pid"]) - p["started"]) > 0.5
+            reused = proctree.create_time(p["pid"]) != p["started"]
         except Exception:  # noqa: BLE001 - psutil.NoSuchProcess: the leader is gone, its session may not be
             reused = False
         if not reused:

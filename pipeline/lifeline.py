@@ -41,16 +41,38 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _proc_start(pid: int) -> tuple[str, float] | None:
-    """(state, start time in seconds since the epoch) of ``pid`` from /proc; None where /proc cannot tell."""
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses); None without /proc."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold spaces and parentheses
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def started_since_boot(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since boot: the kernel's tick count for it, which never changes. Use it, not a wall-clock
+    start time, to tell a process from a later one that got its pid: Linux recomputes /proc/stat's boot time from the current clock
+    on every read, in whole seconds, so a wall-clock start time (boot time + this) can move by a second between two reads.
+    None where /proc cannot tell (not Linux, or the process is gone)."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK") if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _proc_start(pid: int) -> tuple[str, float] | None:
+    """(state, start time in seconds since the epoch) of ``pid`` from /proc; None where /proc cannot tell."""
+    fields, since_boot = _stat_fields(pid), started_since_boot(pid)
+    if not fields or since_boot is None:
+        return None
+    try:
         with open("/proc/stat", "rb") as f:
             boot = next(float(line.split()[1]) for line in f if line.startswith(b"btime "))
-        return fields[0].decode(), boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, StopIteration, IndexError, ValueError):
         return None
+    return fields[0].decode(), boot + since_boot
 
 
 def process_alive(pid: int, since: datetime | None = None) -> bool:

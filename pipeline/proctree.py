@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psutil
 
+from pipeline import lifeline
+
 
 def start(cmd: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
     """``cmd`` as the leader of a new session (its own process group): a Ctrl-C in the terminal reaches only us, and we stop it
@@ -96,11 +98,12 @@ def stop(leaders: Iterable[int], grace_s: float = 30.0) -> list[int]:
     return [p.pid for p in members(leaders)]
 
 
-def is_alive(pid: int, create_time: float | None = None) -> bool:
-    """``pid`` runs (not a zombie) and, when ``create_time`` is given, is still the process that was started then."""
+def is_alive(pid: int, started: float | None = None) -> bool:
+    """``pid`` runs (not a zombie) and, when ``started`` (its :func:`create_time`) is given, is still the process that was started
+    then, not a later one that got the pid."""
     try:
         p = psutil.Process(pid)
-        if create_time is not None and abs(p.create_time() - create_time) > 0.5:
+        if started is not None and create_time(pid) != started:
             return False
         return p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -108,7 +111,12 @@ def is_alive(pid: int, create_time: float | None = None) -> bool:
 
 
 def create_time(pid: int) -> float:
-    return psutil.Process(pid).create_time()
+    """A start time of ``pid`` that never changes, for telling it from a later process with the same pid: seconds since boot on
+    Linux (:func:`pipeline.lifeline.started_since_boot`; psutil's wall-clock time moves with /proc's boot time, by a second now
+    and then, and made a starting api-server look dead), psutil's wall-clock time elsewhere. Raises psutil.NoSuchProcess when
+    ``pid`` is gone."""
+    since_boot = lifeline.started_since_boot(pid)
+    return since_boot if since_boot is not None else psutil.Process(pid).create_time()
 
 
 def supervise(procs: list[subprocess.Popen], grace_s: float = 30.0) -> int:

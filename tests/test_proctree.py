@@ -111,3 +111,24 @@ def test_supervise_stops_everything_on_sigint_and_exits_130(tmp_path):
             os.killpg(sup.pid, signal.SIGKILL)
             proctree.stop(tree, grace_s=0)
             sup.wait()
+
+
+def test_a_process_keeps_its_identity_when_the_boot_time_moves(monkeypatch):
+    """Linux recomputes /proc/stat's boot time from the current clock on every read, in whole seconds: psutil's wall-clock start
+    time moves with it. A starting api-server once looked dead to `cluster up` that way (CI, an AVX2 machine)."""
+    from pipeline import proctree
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        started = proctree.create_time(child.pid)
+        assert proctree.is_alive(child.pid, started)
+        moved = psutil.boot_time() + 1.0
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: moved)
+        assert abs(psutil.Process(child.pid).create_time() - (started + moved)) < 0.05  # the wall-clock time did move
+        assert proctree.is_alive(child.pid, started)
+        assert proctree.create_time(child.pid) == started
+        assert not proctree.is_alive(child.pid, started + 0.01)  # a later process with the pid is not ours
+    finally:
+        child.kill()
+        child.wait()
+    assert not proctree.is_alive(child.pid, started)
