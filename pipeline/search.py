@@ -89,9 +89,7 @@ class Searcher:
         """The queries brought to the catalog level, played at each of ``search.rates``, cut like the catalog and embedded."""
         a, seg = self.audio, self.index.segmentation
         levelled = [audio_io.query_level(w, a.target_rms_dbfs, a.peak_ceiling_dbfs) for w in waves]
-        search = self.index.settings
-        return embed_query_rates(self.embedder, levelled, seg.window_s, seg.hop_s, seg.min_s, search.rates, search.min_query_segments,
-                                 search.query_hop_steps)
+        return embed_query_rates(self.embedder, levelled, seg, self.index.settings)
 
     def search(self, waves: list[np.ndarray], top_k: int) -> list[list[dict]]:
         """Per wave its ``top_k`` tracks: {"rank", "track_id", "source_uri", "score", "offset_s"} (where in the track the clip starts)."""

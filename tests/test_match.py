@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline import config
-from pipeline.embed.segments import QuerySegments, Segmentation, embed_queries
+from pipeline.embed.segments import QuerySegments, Segmentation, embed_queries, embed_query_rates
 from pipeline.index.faiss_index import TrackIndex, make_index
 from pipeline.index.match import SegmentTable
 
@@ -23,10 +23,15 @@ def _catalog(tracks=30, segments=40, seed=0):
     return vectors, np.repeat(np.arange(tracks), segments), np.tile(np.arange(segments) * HOP, tracks)
 
 
+def _search(**changes) -> config.SearchSettings:
+    return config.SearchSettings(**{"segments_k": 200, "match_k": 20, "match_drift": 1, "rates": (1.0,), "min_query_segments": 1,
+                                    "query_hop_steps": 1, "top_k": 10, **changes})
+
+
 def _index(vectors, track, start, drift=1, match_k=20, segments_k=200) -> TrackIndex:
     index, _ = make_index("flat", np.ascontiguousarray(vectors), {})
     table = SegmentTable.build(vectors, track, start, Segmentation(WINDOW, HOP, HOP))
-    settings = config.SearchSettings(segments_k=segments_k, match_k=match_k, match_drift=drift, rates=(1.0,), min_query_segments=1, query_hop_steps=1, top_k=10)
+    settings = _search(segments_k=segments_k, match_k=match_k, match_drift=drift)
     return TrackIndex(index, {}, np.array([f"t{i}" for i in range(track.max() + 1)]), track, settings, table)
 
 
@@ -120,7 +125,7 @@ class _Lengths:
 def test_queries_are_cut_like_the_catalog_and_embedded_in_one_call():
     emb = _Lengths()
     waves = [np.zeros(55, np.float32), np.zeros(7, np.float32), np.zeros(30, np.float32)]  # 5.5 s, 0.7 s, 3 s at 10 Hz
-    got = embed_queries(emb, waves, window_s=5.0, hop_s=1.0, min_s=1.0)
+    got = embed_queries(emb, waves, Segmentation(window_s=5.0, hop_s=1.0, min_s=1.0))
     assert emb.calls == [4]
     assert [q.starts_s.tolist() for q in got] == [[0.0, 0.5], [0.0], [0.0]]  # the tail window ends at the end; shorter: one segment
     assert [q.vectors[:, 0].tolist() for q in got] == [[50, 50], [7], [30]]  # below min_s and below a window: the whole query
@@ -129,11 +134,12 @@ def test_queries_are_cut_like_the_catalog_and_embedded_in_one_call():
 
 def test_a_query_cut_every_other_catalog_hop_stays_on_its_grid_and_finds_the_offset():
     emb = _Lengths()
-    (every,), (other,) = [embed_queries(emb, [np.zeros(50, np.float32)], window_s=1.0, hop_s=0.5, min_s=0.5, hop_steps=h) for h in (1, 2)]
+    catalog = Segmentation(window_s=1.0, hop_s=0.5, min_s=0.5)
+    ((every,),), ((other,),) = [embed_query_rates(emb, [np.zeros(50, np.float32)], catalog, _search(query_hop_steps=h)) for h in (1, 2)]
     assert every.starts_s.tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # 5 s at 10 Hz: the catalog's grid
     assert other.starts_s.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0] and emb.calls == [9, 5]  # every other of its starts
-    with pytest.raises(ValueError, match="query_hop_steps"):
-        embed_queries(emb, [np.zeros(50, np.float32)], window_s=1.0, hop_s=0.5, min_s=0.5, hop_steps=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        _search(query_hop_steps=0)
     vectors, track, start = _catalog()  # a catalog on the 0.5 s grid; a query of every other segment (1 s apart) from 5.5 s on
     idx = _index(vectors, track, start, drift=0)
     rng = np.random.default_rng(4)
@@ -153,7 +159,7 @@ def test_a_short_query_is_cut_more_densely_until_it_has_enough_segments():
     assert query_spans(100, sr, s, min_segments=5) == [(0, 100)] and query_spans(30, sr, s, min_segments=5) == [(0, 30)]  # one window
     emb = _Lengths()
     emb.sample_rate = 100
-    got = embed_queries(emb, [np.zeros(200, np.float32)], window_s=1.0, hop_s=0.5, min_s=0.5, min_segments=5)
+    got = embed_queries(emb, [np.zeros(200, np.float32)], s, min_segments=5)
     assert emb.calls == [5] and got[0].starts_s.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
@@ -176,9 +182,8 @@ def test_a_query_played_at_several_rates_keeps_each_tracks_best():
 
 def test_each_rate_plays_the_query_faster_or_slower_before_it_is_cut():
     emb = _Lengths()
-    got = embed_queries(emb, [np.zeros(100, np.float32)], window_s=5.0, hop_s=1.0, min_s=1.0)
-    from pipeline.embed.segments import embed_query_rates
-
-    (as_played, faster, slower), = embed_query_rates(emb, [np.zeros(100, np.float32)], 5.0, 1.0, 1.0, rates=(1.0, 1.25, 0.8))
+    catalog = Segmentation(window_s=5.0, hop_s=1.0, min_s=1.0)
+    got = embed_queries(emb, [np.zeros(100, np.float32)], catalog)
+    (as_played, faster, slower), = embed_query_rates(emb, [np.zeros(100, np.float32)], catalog, _search(rates=(1.0, 1.25, 0.8)))
     assert emb.calls == [6, 19] and as_played.starts_s.tolist() == got[0].starts_s.tolist()  # 10 s: 6 segments; 8 s: 4; 12.5 s: 9, one call
     assert (len(faster), len(slower)) == (4, 9) and faster.vectors[:, 0].tolist() == [50] * 4

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.config import SearchSettings
 from pipeline.embed import SegmentEmbedder, embed_spans
 
 
@@ -79,14 +80,10 @@ def query_spans(n_samples: int, sr: int, s, min_segments: int = 1) -> list[tuple
     return spans
 
 
-def embed_queries(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window_s: float, hop_s: float, min_s: float,
-                  min_segments: int = 1, hop_steps: int = 1) -> list[QuerySegments]:
-    """Cut every query (mono at ``embedder.sample_rate``) like the catalog was cut (:func:`query_spans`), every ``hop_steps``
-    of its hops (so every query segment still starts on the catalog's grid), and embed all their segments in one
+def embed_queries(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], s: Segmentation, min_segments: int = 1) -> list[QuerySegments]:
+    """Cut every query (mono at ``embedder.sample_rate``) with ``s`` (:func:`query_spans`) and embed all their segments in one
     ``embedder.embed`` call; per query its vectors and segment start times, in the order given."""
-    if hop_steps < 1:
-        raise ValueError(f"search.query_hop_steps: expected at least 1 catalog hop, got {hop_steps}")
-    s, sr = Segmentation(window_s, hop_s * hop_steps, min_s), embedder.sample_rate
+    sr = embedder.sample_rate
     spans = [query_spans(len(w), sr, s, min_segments) for w in waves]
     vectors = embed_spans(embedder, waves, spans)
     out, i = [], 0
@@ -96,16 +93,17 @@ def embed_queries(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window
     return out
 
 
-def embed_query_rates(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], window_s: float, hop_s: float, min_s: float,
-                      rates: Sequence[float], min_segments: int = 1, hop_steps: int = 1) -> list[tuple[QuerySegments, ...]]:
-    """Like :func:`embed_queries`, each query also played at each of ``rates`` (configs/index.yaml ``search.rates``; a rate of 1.1
-    plays it 10 % faster, undoing a clip that was played 10 % slower): per query one QuerySegments per rate, in the order of
-    ``rates``, all embedded in one call. A clip keeps its start at every rate, so offsets need no correction."""
-    if any(r <= 0 for r in rates):
-        raise ValueError(f"search.rates: playback rates are above 0, got {list(rates)}")
+def embed_query_rates(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], catalog: Segmentation, search: SearchSettings) -> list[tuple[QuerySegments, ...]]:
+    """The queries as search and evaluate match them against a catalog cut with ``catalog``: each played at each of
+    ``search.rates`` (a rate of 1.1 plays it 10 % faster, undoing a clip that was played 10 % slower), cut every
+    ``search.query_hop_steps`` of the catalog's hops (so every query segment still starts on the catalog's grid), and all
+    embedded in one call (:func:`embed_queries`); per query one QuerySegments per rate, in the order of ``rates``. A clip keeps
+    its start at every rate, so offsets need no correction."""
     from pipeline.audio.degrade import speed
 
     sr = embedder.sample_rate
-    played = [w if r == 1.0 else speed(w, sr, r) for w in waves for r in rates]
-    flat = embed_queries(embedder, played, window_s, hop_s, min_s, min_segments, hop_steps)
-    return [tuple(flat[i : i + len(rates)]) for i in range(0, len(flat), len(rates))]
+    played = [w if r == 1.0 else speed(w, sr, r) for w in waves for r in search.rates]
+    cut = Segmentation(catalog.window_s, catalog.hop_s * search.query_hop_steps, catalog.min_s)
+    flat = embed_queries(embedder, played, cut, search.min_query_segments)
+    n = len(search.rates)
+    return [tuple(flat[i : i + n]) for i in range(0, len(flat), n)]

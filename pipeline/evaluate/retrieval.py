@@ -46,9 +46,7 @@ class Candidate:
 
     def segments(self, waves: Sequence[np.ndarray]) -> list[tuple[QuerySegments, ...]]:
         """The queries played at each of ``search.rates``, cut like the catalog and embedded (as search does)."""
-        s, search = self.segmentation, next(iter(self.indexes.values())).settings
-        return embed_query_rates(self.embedder, waves, s.window_s, s.hop_s, s.min_s, search.rates, search.min_query_segments,
-                                 search.query_hop_steps)
+        return embed_query_rates(self.embedder, waves, self.segmentation, next(iter(self.indexes.values())).settings)
 
 
 RowFn = Callable[[str, str, str, str, int, float], None]  # (embedder, index_kind, query_set, metric, k, value)

@@ -40,14 +40,15 @@ from pipeline.store import db
 from pipeline.store.tables import retrieval_metrics, run_metrics
 
 
-def load_candidate(run_id: str, name: str, kinds: list[str], catalogs: list[str], device: str, url: str | None, progress: bool) -> Candidate:
+def load_candidate(run_id: str, name: str, kinds: list[str], catalogs: list[str], device: str, url: str | None, progress: bool,
+                   index_s: config.IndexConfig) -> Candidate:
     """One embedder with its indexes, embedding the catalog and (re)building an index unless it is there and current
-    (built from the embeddings that are there now). Raises EmbedderUnavailable when the embedder cannot be built here."""
+    (built from the embeddings that are there now). ``index_s``: configs/index.yaml as evaluate loaded it. Raises
+    EmbedderUnavailable when the embedder cannot be built here."""
     from pipeline.embed.registry import get_embedder
     from pipeline.steps.retrieval import embedder_settings
 
     embedder = get_embedder(name, run_id, device, **embedder_settings())
-    index_s = config.load_index()
     manifest = embed_catalog(run_id, embedder, catalogs, settings=index_s["segments"], url=url, progress=progress)
     for kind in kinds:
         files = paths.index(run_id, embedder.name, kind)
@@ -173,7 +174,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
     queried; default configs/eval.yaml ``evaluation.distractors``) under query plan ``plan`` (default eval.yaml queries.plan); returns
     {"run_id", "rows", "report", "skipped", "skipped_sets": {query set name: reason}, "seconds", "choice"}. A finished evaluation
     that is current (:func:`finished_evaluation`) is not redone: its rows are read back and ``reused`` is True."""
-    eval_s = config.load_eval()
+    eval_s, index_s = config.load_eval(), config.load_index()
     qs, background_dir, level = query_settings(plan, eval_s)
     run_s, lat_s = eval_s["evaluation"], eval_s["latency"]
     embedders = list(embedders or run_s.embedders)
@@ -184,7 +185,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
     queries = {**{k: v for k, v in asdict(qs).items() if k != "plans"}, **asdict(qs.query_plan)}  # the plan run, not every plan
     run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "distractors": distractors,
                   "queries": queries, "query_tracks": len(query_tracks), "gallery_tracks": len(gallery),
-                  "search": asdict(config.load_index()["search"])}  # how queries are cut and matched: another way is another evaluation
+                  "search": asdict(index_s["search"])}  # how queries are cut and matched: another way is another evaluation
     reused = finished_evaluation(run_id, run_config, qs, background_dir, url)
     if reused:
         done, rows = reused
@@ -205,7 +206,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         with _stage("embed and index", seconds):
             for name in embedders:
                 try:
-                    candidates.append(load_candidate(run_id, name, kinds, catalogs, device, url, progress))
+                    candidates.append(load_candidate(run_id, name, kinds, catalogs, device, url, progress, index_s))
                 except EmbedderUnavailable as exc:
                     skipped[name] = str(exc)
                     print(f"evaluate: skipping {name}: {exc}", file=sys.stderr)
@@ -232,7 +233,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
         conn.execute(delete(retrieval_metrics).where(retrieval_metrics.c.run_id == run_id, retrieval_metrics.c.embedder.in_(names)))
         db.upsert(conn, retrieval_metrics, rows)
         conn.commit()
-        choice = choose(rows, config.load_index()["publish"])
+        choice = choose(rows, index_s["publish"])
         print(f"evaluate: choice {choice['embedder']}/{choice['index_kind']}: {choice['reason']}", file=sys.stderr)
         with _stage("catalog map", seconds):
             cmap = catalog_map(run_id, choice["embedder"], gallery, device, url, progress) if run_s.catalog_vae else None
