@@ -112,6 +112,12 @@ def test_moss_backend_through_the_auto_model_code_path(tmp_path, catalog, monkey
     assert (s.written, s.failed) == (N_TRACKS, 0) and s.codec_version.endswith("-q2")
     codes, meta = load_tokens(next(Path(s.output_root).glob("*.pt")))
     assert codes.shape == (2, 63) and meta["backend"] == "moss" and codes.max() < 32
+    (weights,) = model.glob("*.safetensors")
+    weights.write_bytes(b"not weights")  # a re-run finds every track done from the config alone: the weights are never read
+    again = tokenize("moss", catalog, model_dir=str(model), device="cpu", num_quantizers=2, save_format="pt", progress=False)
+    assert (again.run_id, again.skipped, again.codec_version) == (None, N_TRACKS, s.codec_version)
+    with pytest.raises(ValueError, match="moss: cannot load the weights of"):  # with work to do: one clear error before any track
+        tokenize("moss", catalog, model_dir=str(model), device="cpu", num_quantizers=3, save_format="pt", progress=False)
 
 
 def test_contrastive_over_moss_tokens_gets_the_moss_settings_from_its_caller(tmp_path, monkeypatch):

@@ -36,19 +36,20 @@ class MossTokenizer:
     name = "moss"
 
     def __init__(self, model: str, device: str, num_quantizers: int | None, chunk_seconds: float, batch_size: int, dtype: str):
-        """The arguments are configs/pipeline.yaml ``moss`` (``model_dir`` as ``model``) and the run's device."""
-        from transformers import AutoModel
+        """The arguments are configs/pipeline.yaml ``moss`` (``model_dir`` as ``model``) and the run's device. Reads the model's
+        config only: the weights load on first use (:meth:`load_weights`), so a re-run that finds every track tokenized (the version,
+        hence the token folder, comes from the config) never loads them."""
+        from transformers import AutoConfig
 
         if not model:
             raise ValueError("moss: no model given: pass --model-dir (a local MOSS-Audio-Tokenizer directory or a hub id) or set moss.model_dir")
+        self.source = model
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, "moss.dtype", cpu_bfloat16=False)  # auto: bfloat16 on CUDA only
         try:
-            self.model = AutoModel.from_pretrained(model, trust_remote_code=True, dtype=self.dtype)
+            cfg = AutoConfig.from_pretrained(model, trust_remote_code=True)
         except (OSError, ValueError) as exc:
             raise ValueError(f"moss: cannot load a model from {model!r}: {one_line(exc)[:400]}") from None
-        self.model.to(self.device).eval()
-        cfg = self.model.config
         self.sample_rate = int(getattr(cfg, "sampling_rate", 24000))
         self.downsample_rate = int(getattr(cfg, "downsample_rate", 1920))
         self.frame_rate = self.sample_rate / self.downsample_rate
@@ -64,8 +65,26 @@ class MossTokenizer:
                              f"{self.downsample_rate / self.sample_rate:g} s ({self.downsample_rate} samples at {self.sample_rate} Hz)")
         self.chunk_seconds, self.chunk_samples = chunk_seconds, chunk_samples
         self.batch_size = batch_size
+        # the model's own config as its files give it: one version for every device and dtype the weights are loaded in
         cfg_hash = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
         self.version = f"moss-{cfg_hash}-q{self.num_quantizers}"
+        self._model = None
+
+    def load_weights(self) -> MossTokenizer:
+        """Load the weights (once); a clear ValueError when they cannot be."""
+        if self._model is None:
+            from transformers import AutoModel
+
+            try:
+                model = AutoModel.from_pretrained(self.source, trust_remote_code=True, dtype=self.dtype)
+            except Exception as exc:  # noqa: BLE001 - OSError, ValueError, safetensors' own error for a damaged file...
+                raise ValueError(f"moss: cannot load the weights of {self.source!r}: {one_line(exc)[:400]}") from None
+            self._model = model.to(self.device).eval()
+        return self
+
+    @property
+    def model(self):
+        return self.load_weights()._model
 
     @torch.inference_mode()
     def _encode_padded(self, waves: list[np.ndarray]) -> list[np.ndarray]:
