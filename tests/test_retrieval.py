@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, select, text
 from pipeline import config, paths
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
-from pipeline.embed.catalog import embed_catalog
+from pipeline.embed.catalog import catalog_tracks, embed_catalog
 from pipeline.embed.registry import get_embedder
 from pipeline.embed.segments import segment_starts
 from pipeline.index.faiss_index import TrackIndex, build_index, ivfpq_params, load_index, make_index, search, set_search_params, training_sample
@@ -26,7 +26,7 @@ from pipeline.steps.retrieval import embedder_settings, publish
 from pipeline.steps.tokens import tokenize
 from pipeline.steps.training import train_token_embedder as train_embedder
 from pipeline.store import db, reports
-from pipeline.store.tables import retrieval_metrics, runs, tracks
+from pipeline.store.tables import retrieval_metrics, run_errors, runs, tracks
 
 ENV = {
     "CLOUDTUNE__RVQ__LEVELS": "3", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "8",
@@ -277,6 +277,20 @@ def test_embed_catalog_is_idempotent_and_embeds_only_new_tracks(run_env, built, 
     after = embed_catalog("r1", mel, settings=config.load_index()["segments"], progress=False)
     assert after["tracks"] == before["tracks"] + 1 and after["reused_tracks"] == before["tracks"]
     assert after["count"] > before["count"]
+    broken = build_catalog(tmp_path / "broken", tracks=1, seconds=6, seed=98, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
+    ingest([broken], catalog="c", workers=1, progress=False)
+    (track,) = [t for t in catalog_tracks(["c"]) if t.track_id not in after["track_ids"]]
+    kept = track.audio_path.read_bytes()
+    track.audio_path.write_bytes(b"damaged")
+    try:  # a track that keeps failing: an error row each time, the embeddings (and the indexes built from them) left alone
+        for _ in range(2):
+            assert embed_catalog("r1", mel, settings=segments, progress=False)["created_at"] == after["created_at"]
+        with db.connect() as conn:
+            failed = conn.execute(select(run_errors.c.item).where(run_errors.c.stage == "embed-catalog/mel-stats")).scalars().all()
+        assert failed.count(track.track_id) == 2
+    finally:
+        track.audio_path.write_bytes(kept)
+    assert embed_catalog("r1", mel, settings=segments, progress=False)["tracks"] == after["tracks"] + 1  # mended: embedded
 
 
 def _clip(src, name, start_s, seconds, out):

@@ -110,9 +110,11 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
     track_ids = [t.track_id for t in items]
 
     previous: dict[str, np.ndarray] = {}
+    old = None
     if files.manifest.exists():
-        vectors, segments, old = load_embeddings(files)
-        if old["embedder"] == info and old["segmentation"] == segmentation:
+        vectors, segments, recorded = load_embeddings(files)
+        if recorded["embedder"] == info and recorded["segmentation"] == segmentation:
+            old = recorded
             if old["track_ids"] == track_ids:
                 print(f"embed-catalog: {out} is up to date ({old['count']} segments of {len(track_ids)} tracks); skipped", file=sys.stderr)
                 return old
@@ -166,6 +168,11 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
     vectors = np.ascontiguousarray(np.concatenate(all_vectors), dtype=np.float32)
     segments = pd.DataFrame(all_segments, columns=["track_id", "start_s", "end_s"])
     embedded_ids = sorted(set(segments.track_id))
+    if old is not None and embedded_ids == old["track_ids"]:  # every track left to embed failed (again): nothing to change
+        _record_errors(run_id, embedder.name, errors, url)
+        print(f"embed-catalog: {out} is up to date ({old['count']} segments of {len(embedded_ids)} tracks; {len(errors)} still "
+              "failing); kept", file=sys.stderr)
+        return old
     seconds = time.perf_counter() - started
     manifest = {"run_id": run_id, "embedder": info, "segmentation": segmentation, "catalogs": catalogs, "count": len(vectors),
                 "dim": int(vectors.shape[1]), "tracks": len(embedded_ids), "track_ids": embedded_ids, "reused_tracks": len(previous),
@@ -178,13 +185,19 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
     with atomic_path(files.segments) as tmp:
         segments.to_csv(tmp, index=False)
     write_json(files.manifest, manifest)
-    if errors:
-        with db.connect(url) as conn:
-            db.ensure_run(conn, run_id)
-            for track, exc in errors:
-                print(f"embed-catalog: {track.audio_path}: {exc}", file=sys.stderr)
-                conn.execute(run_errors.insert().values(error_id=uuid.uuid4().hex, run_id=run_id, stage=f"embed-catalog/{embedder.name}",
-                                                        item=track.track_id, error_kind=type(exc).__name__, message=str(exc)[:2000],
-                                                        occurred_at=db.utcnow()))
-            conn.commit()
+    _record_errors(run_id, embedder.name, errors, url)
     return manifest
+
+
+def _record_errors(run_id: str, embedder: str, errors: list, url: str | None) -> None:
+    """One `run_errors` row per track that could not be embedded (read, decode or too short)."""
+    if not errors:
+        return
+    with db.connect(url) as conn:
+        db.ensure_run(conn, run_id)
+        for track, exc in errors:
+            print(f"embed-catalog: {track.audio_path}: {exc}", file=sys.stderr)
+            conn.execute(run_errors.insert().values(error_id=uuid.uuid4().hex, run_id=run_id, stage=f"embed-catalog/{embedder}",
+                                                    item=track.track_id, error_kind=type(exc).__name__, message=str(exc)[:2000],
+                                                    occurred_at=db.utcnow()))
+        conn.commit()
