@@ -14,15 +14,18 @@ import pytest
 from test_airflow_server import _free_port
 
 psutil = pytest.importorskip("psutil")
+from pipeline import proctree  # noqa: E402 - needs psutil
+
 CLOUDTUNE = str(Path(sys.executable).parent / "cloudtune")
 pytestmark = pytest.mark.airflow_server
 ROLES = ("scheduler", "api_server", "dag-processor", "triggerer", "LocalExecutor")  # as `ps` shows them (setproctitle)
 
 
 def _tree(root: int) -> dict[int, float]:
-    """pid -> create time of ``root``'s descendants and of every process in their sessions (orphans keep their session)."""
+    """pid -> start time (:func:`pipeline.proctree.create_time`, which never moves) of ``root``'s descendants and of every
+    process in their sessions (orphans keep their session)."""
     try:
-        found = {p.pid: p.create_time() for p in psutil.Process(root).children(recursive=True)}
+        found = {p.pid: proctree.create_time(p.pid) for p in psutil.Process(root).children(recursive=True)}
     except psutil.Error:
         return {}
     sessions = {os.getsid(pid) for pid in list(found) if psutil.pid_exists(pid)} - {os.getsid(0)}
@@ -35,7 +38,7 @@ def _session_members(leaders: set[int]) -> dict[int, float]:
     for pid in psutil.pids():
         try:
             if os.getsid(pid) in leaders:
-                found[pid] = psutil.Process(pid).create_time()
+                found[pid] = proctree.create_time(pid)
         except (OSError, psutil.Error):
             pass
     return found
@@ -46,7 +49,7 @@ def _alive(seen: dict[int, float]) -> list[str]:
     for pid, created in seen.items():
         try:
             p = psutil.Process(pid)
-            if p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE:
+            if proctree.create_time(pid) == created and p.status() != psutil.STATUS_ZOMBIE:
                 left.append(f"{pid} {' '.join(p.cmdline())[:120]}")
         except psutil.Error:
             pass
