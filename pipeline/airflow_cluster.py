@@ -139,12 +139,11 @@ def read_state() -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-
-
 def status() -> list[dict]:
-    """Each recorded process: role, queue, pid, alive, log. Empty when the cluster is not up."""
+    """Each recorded process: role, queue, pid, alive, log. Empty when the cluster is not up. A record without ``started_boot_s``
+    (written before it was, with a wall-clock ``started`` that moves with the clock) is known by its pid alone."""
     state = read_state() or {"processes": []}
-    return [{**p, "alive": proctree.is_alive(p["pid"], p["started"])} for p in state["processes"]]
+    return [{**p, "alive": proctree.is_alive(p["pid"], p.get("started_boot_s"))} for p in state["processes"]]
 
 
 def _leaders(state: dict) -> list[int]:
@@ -153,7 +152,7 @@ def _leaders(state: dict) -> list[int]:
     out = []
     for p in state["processes"]:
         try:
-            reused = proctree.create_time(p["pid"]) != p["started"]
+            reused = p.get("started_boot_s") not in (None, proctree.create_time(p["pid"]))
         except Exception:  # noqa: BLE001 - psutil.NoSuchProcess: the leader is gone, its session may not be
             reused = False
         if not reused:
@@ -220,7 +219,8 @@ def _start(p: dict, env: dict[str, str]) -> dict:
     if p["queue"]:
         env = {**env, "CLOUDTUNE_WORKER_QUEUE": p["queue"], "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname"}
     proc = proctree.start([sys.executable, "-m", "airflow", *p["args"]], env, log)
-    return {"role": p["role"], "queue": p["queue"], "pid": proc.pid, "started": proctree.create_time(proc.pid), "log": str(log)}
+    return {"role": p["role"], "queue": p["queue"], "pid": proc.pid, "started_boot_s": proctree.create_time(proc.pid),
+            "log": str(log)}
 
 
 def _restart(state: dict, dead: list[dict]) -> None:

@@ -12,6 +12,7 @@ import time
 import pytest
 
 psutil = pytest.importorskip("psutil")
+from pipeline import proctree  # noqa: E402 - needs psutil
 
 TREE = textwrap.dedent("""
     import os, signal, subprocess, sys, time
@@ -116,8 +117,6 @@ def test_supervise_stops_everything_on_sigint_and_exits_130(tmp_path):
 def test_a_process_keeps_its_identity_when_the_boot_time_moves(monkeypatch):
     """Linux recomputes /proc/stat's boot time from the current clock on every read, in whole seconds: psutil's wall-clock start
     time moves with it. A starting api-server once looked dead to `cluster up` that way (CI, an AVX2 machine)."""
-    from pipeline import proctree
-
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         started = proctree.create_time(child.pid)
@@ -132,3 +131,21 @@ def test_a_process_keeps_its_identity_when_the_boot_time_moves(monkeypatch):
         child.kill()
         child.wait()
     assert not proctree.is_alive(child.pid, started)
+
+
+def test_the_cluster_knows_its_processes_by_their_start_since_boot_and_older_records_by_pid(tmp_path, monkeypatch):
+    from pipeline import airflow_cluster, paths
+    from pipeline.fsutil import write_json
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        since_boot = proctree.create_time(child.pid)
+        records = [{"role": "ours", "started_boot_s": since_boot}, {"role": "older", "started": 1.7e9},  # a record of before
+                   {"role": "reused", "started_boot_s": since_boot - 1.0}]  # the pid now belongs to another process
+        write_json(paths.airflow_cluster_state(), {"processes": [{**r, "queue": None, "pid": child.pid, "log": ""} for r in records]})
+        assert [p["alive"] for p in airflow_cluster.status()] == [True, True, False]
+        assert airflow_cluster._leaders(airflow_cluster.read_state()) == [child.pid, child.pid]  # the reused pid is left alone
+    finally:
+        child.kill()
+        child.wait()
