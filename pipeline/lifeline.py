@@ -55,7 +55,11 @@ def started_since_boot(pid: int) -> float | None:
     start time, to tell a process from a later one that got its pid: Linux recomputes /proc/stat's boot time from the current clock
     on every read, in whole seconds, so a wall-clock start time (boot time + this) can move by a second between two reads.
     None where /proc cannot tell (not Linux, or the process is gone)."""
-    fields = _stat_fields(pid)
+    return _since_boot(_stat_fields(pid))
+
+
+def _since_boot(fields: list[bytes] | None) -> float | None:
+    """The start time in seconds since boot from the fields of :func:`_stat_fields`."""
     try:
         return int(fields[19]) / os.sysconf("SC_CLK_TCK") if fields else None
     except (IndexError, ValueError):
@@ -64,8 +68,9 @@ def started_since_boot(pid: int) -> float | None:
 
 def _proc_start(pid: int) -> tuple[str, float] | None:
     """(state, start time in seconds since the epoch) of ``pid`` from /proc; None where /proc cannot tell."""
-    fields, since_boot = _stat_fields(pid), started_since_boot(pid)
-    if not fields or since_boot is None:
+    fields = _stat_fields(pid)  # read once: the state and the start of one process
+    since_boot = _since_boot(fields)
+    if since_boot is None:
         return None
     try:
         with open("/proc/stat", "rb") as f:
