@@ -80,6 +80,21 @@ def test_the_model_gives_unit_vectors_whatever_the_level():
     assert torch.allclose(out, louder, atol=1e-4)  # the front end normalizes each segment's level
 
 
+def test_the_split_head_computes_what_its_grouped_convolutions_would():
+    """The head runs its weights as batched matrix products for speed: the numbers must stay those of the grouped 1x1
+    convolutions the weights belong to (every checkpoint's meaning), forward and backward."""
+    torch.manual_seed(0)
+    head = FingerprintNet(small_settings()).head
+    h = torch.randn(5, 64, requires_grad=True)
+    fast = head(h)
+    slow = head.second(torch.nn.functional.elu(head.first(h.unsqueeze(-1)))).squeeze(-1)
+    assert fast.shape == (5, 32)
+    assert torch.allclose(fast, slow, atol=1e-6)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), h)
+    (g_slow,) = torch.autograd.grad(slow.square().sum(), h)
+    assert torch.allclose(g_fast, g_slow, atol=1e-5)
+
+
 def test_a_checkpoint_round_trips_and_a_broken_one_is_refused_naming_the_file(tmp_path):
     model = FingerprintNet(small_settings()).eval()
     path = tmp_path / "fp.pt"

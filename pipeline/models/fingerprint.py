@@ -70,11 +70,20 @@ class SplitHead(nn.Module):
         if channels % dim:
             raise ValueError(f"fingerprint: the last of fingerprint.channels ({channels}) must divide into dim={dim} groups")
         self.dim, self.group = dim, channels // dim
-        self.first = nn.Conv1d(channels, dim * hidden, 1, groups=dim)  # a grouped 1x1 convolution is dim Linears side by side
+        # dim Linears side by side, kept as grouped 1x1 convolutions: their weights' shapes are those of every checkpoint
+        self.first = nn.Conv1d(channels, dim * hidden, 1, groups=dim)
         self.second = nn.Conv1d(dim * hidden, dim, 1, groups=dim)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.second(F.elu(self.first(h.unsqueeze(-1)))).squeeze(-1)
+        """The grouped convolutions' weights applied as ``dim`` batched matrix products: the same numbers (to 1e-6), and on the
+        2-core CPU forward and backward 8x faster than the grouped convolutions (60 -> 7 ms for 256 rows), whose backward
+        oneDNN runs group by group."""
+        b = h.shape[0]
+        x = h.reshape(b, self.dim, self.group).transpose(0, 1)  # [dim, B, group]
+        w1 = self.first.weight.view(self.dim, -1, self.group).transpose(1, 2)  # [dim, group, hidden]
+        x = F.elu(torch.baddbmm(self.first.bias.view(self.dim, 1, -1), x, w1))  # [dim, B, hidden]
+        w2 = self.second.weight.view(self.dim, 1, -1).transpose(1, 2)  # [dim, hidden, 1]
+        return torch.baddbmm(self.second.bias.view(self.dim, 1, 1), x, w2).squeeze(-1).T  # [B, dim]
 
 
 class FingerprintNet(nn.Module):
