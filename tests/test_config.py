@@ -322,3 +322,13 @@ def test_a_query_plan_can_be_chosen_per_call_and_overridden_whole(monkeypatch):
     monkeypatch.setenv("CLOUDTUNE__QUERIES__PLANS", "{tiny: {lengths_s: [2], sets: {clean: clean}}}")
     monkeypatch.setenv("CLOUDTUNE__QUERIES__PLAN", "tiny")
     assert config.load_eval().queries.query_plan == config.QueryPlan((2.0,), {"clean": "clean"})
+
+
+def test_the_run_forms_training_defaults_are_the_librarys_and_follow_its_overrides(monkeypatch):
+    dag = config.load_airflow().dag
+    assert dag.epochs == config.load_train().training.epochs and dag.embedding_dim == config.load_train().embedder.embedding_dim
+    assert dag.fingerprint_epochs == config.load_fingerprint().fingerprint_training.epochs
+    monkeypatch.setenv("CLOUDTUNE__FINGERPRINT_TRAINING__EPOCHS", "7")
+    assert config.load_airflow().dag.fingerprint_epochs == 7
+    monkeypatch.setenv("CLOUDTUNE__DAG__FINGERPRINT_EPOCHS", "5")  # the form's own value wins
+    assert config.load_airflow().dag.fingerprint_epochs == 5

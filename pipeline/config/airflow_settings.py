@@ -15,9 +15,9 @@ class DagSettings:
     catalog: str
     catalog_roots: tuple[str, ...]
     tokenizer_backend: str
-    epochs: int
-    embedding_dim: int
-    fingerprint_epochs: int
+    epochs: int | None  # None (null): the library default; load_airflow fills it in
+    embedding_dim: int | None
+    fingerprint_epochs: int | None
     embedders: tuple[str, ...]
     index_kinds: tuple[str, ...]
     distractors: tuple[str, ...]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -395,8 +395,19 @@ def load_eval(path: str | os.PathLike | None = None) -> EvalConfig:
 
 
 def load_airflow(path: str | os.PathLike | None = None) -> AirflowConfig:
-    """configs/airflow.yaml. Light (PyYAML): the DAG files call it at parse time."""
-    return _typed_file(AirflowConfig, "airflow", path)
+    """configs/airflow.yaml. Light (PyYAML): the DAG files call it at parse time. The run form's ``epochs``, ``embedding_dim``
+    and ``fingerprint_epochs`` left null are the library's defaults (configs/train.yaml, configs/fingerprint.yaml), so each
+    default has one home."""
+    cfg = _typed_file(AirflowConfig, "airflow", path)
+    dag, filled = cfg["dag"], {}
+    if dag.epochs is None or dag.embedding_dim is None:
+        train = load_train()
+        filled |= {"epochs": train.training.epochs if dag.epochs is None else dag.epochs,
+                   "embedding_dim": train.embedder.embedding_dim if dag.embedding_dim is None else dag.embedding_dim}
+    if dag.fingerprint_epochs is None:
+        filled["fingerprint_epochs"] = load_fingerprint().fingerprint_training.epochs
+    cfg["dag"] = replace(dag, **filled)
+    return cfg
 
 
 def validate(data: dict[str, Any] | None = None) -> dict[str, Any]:
