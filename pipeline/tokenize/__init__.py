@@ -43,3 +43,7 @@ class Tokenizer(Protocol):
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Codes [Q, T] -> what the backend reconstructs (rvq: log-mel frames; moss: audio)."""
+
+    def load_weights(self) -> Tokenizer:
+        """Load what encoding needs that was left for first use (MOSS: its weights), once; a ValueError naming the model when
+        that fails. Tokenizing calls it only when there is work, so a re-run that finds everything tokenized loads nothing."""

@@ -290,8 +290,7 @@ def tokenize(settings: PipelineConfig, catalog: str | None = None, input_root: s
     todo = [i for i in items if overwrite or not _done_marker(out, i.track_id, s.save_format, bool(chunk_frames)).exists()]
     if items and not todo:  # a re-run: nothing to do, no run to record, the shard's summary left as it is
         return TokenizeSummary(None, str(out), tok.name, tok.version, skipped=len(items), shard=shard)
-    if hasattr(tok, "load_weights"):
-        tok.load_weights()  # MOSS weights: only now that there is work, and before it starts (a broken model is one error, not one per track)
+    tok.load_weights()  # only now that there is work, and before it starts (a broken model is one error, not one per track)
     run_config = {"scope": scope, "backend": tok.name, "codec_version": tok.version, "output_root": str(out), "device": device, **asdict(s)}
     with db.connect(url) as conn, db.recorded_run(conn, "tokenize", run_config, run_id) as run:
         run_id = run.run_id

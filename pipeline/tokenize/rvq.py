@@ -50,6 +50,10 @@ class RVQCodec:
     def codebook_size(self) -> int:
         return self.codebooks.shape[1]
 
+    def load_weights(self) -> RVQCodec:
+        """Nothing to load: the codebooks came with the codec (the Tokenizer protocol's hook for lazily loaded weights)."""
+        return self
+
     # --- features -------------------------------------------------------------------------------
 
     def normalized_frames(self, wave: np.ndarray) -> np.ndarray:
