@@ -16,18 +16,19 @@ from pipeline.audio.augment import TRAIN_ROOMS, Augmenter
 from pipeline.audio.synth import build_catalog
 from pipeline.cli import main
 from pipeline.config import FingerprintSettings
+from pipeline.data.fingerprint import SegmentPairs
 from pipeline.embed import embed_spans
 from pipeline.embed.catalog import embed_catalog
 from pipeline.embed.fingerprint import FingerprintEmbedder
 from pipeline.embed.registry import get_embedder
-from pipeline.models.fingerprint import FingerprintNet, for_inference, load_fingerprint, save_fingerprint
+from pipeline.models.fingerprint import FingerprintNet, LogMelFrontEnd, for_inference, load_fingerprint, save_fingerprint
 from pipeline.steps.ingest import ingest
 from pipeline.steps.retrieval import embedder_settings
 from pipeline.steps.tokens import tokenize
 from pipeline.steps.training import make_splits, train_fingerprint_model
 from pipeline.store import db
 from pipeline.store.tables import training_epochs
-from pipeline.train.fingerprint import nt_xent
+from pipeline.train.fingerprint import nt_xent, step_threads
 
 ENV = {"CLOUDTUNE__RVQ__LEVELS": "2", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "4",
        "CLOUDTUNE__QUERIES__PER_TRACK": "2", "CLOUDTUNE__QUERIES__PLAN": "tiny",
@@ -146,6 +147,23 @@ def test_augmented_views_have_the_asked_length_and_replay_from_their_seed():
     assert len(aug.rooms) == 2 and TRAIN_ROOMS >= 8  # the query sets' rooms are ids 0-7
 
 
+def test_pairs_handed_as_log_mels_are_the_front_end_of_the_pairs_as_waves():
+    """CPU training has its data workers compute the log-mels: the same numbers the model's front end makes of the waves."""
+    s = small_settings()
+    front = LogMelFrontEnd(s)
+    aug = Augmenter(config.defaults(config.AugmentSettings, rir_bank=2, codec_p=0.5), s.sample_rate)
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(s.sample_rate * 3).astype(np.float32) * 0.1 for _ in range(2)]
+    n, hop = s.sample_rate, s.sample_rate // 2
+    plain, mels = SegmentPairs(waves, n, hop, 0.5, aug, seed=3), SegmentPairs(waves, n, hop, 0.5, aug, seed=3, front=front)
+    for k in (0, 4, len(plain) - 1):
+        anchor, positive, track, start = plain[k]
+        m_anchor, m_positive, m_track, m_start = mels[k]
+        assert (m_track, m_start) == (track, start) and m_anchor.shape == m_positive.shape == (1, s.n_mels, front.frames(n))
+        assert torch.allclose(m_anchor, front(anchor[None])[0], atol=1e-5)
+        assert torch.allclose(m_positive, front(positive[None])[0], atol=1e-5)
+
+
 def test_nt_xent_rewards_matching_pairs_and_drops_overlapping_segments_from_the_negatives():
     g = torch.Generator().manual_seed(0)
     a = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1)
@@ -157,6 +175,12 @@ def test_nt_xent_rewards_matching_pairs_and_drops_overlapping_segments_from_the_
     for i in range(4):
         same[i, i + 4] = same[i + 4, i] = True
     assert nt_xent(twin, twin, 0.1, same) < nt_xent(twin, twin, 0.1)
+
+
+def test_a_cpu_training_step_takes_the_cores_its_data_workers_leave():
+    cores = torch.get_num_threads()
+    assert step_threads("cpu", 1) == max(1, cores - 1) and step_threads("cpu", cores + 3) == 1
+    assert step_threads("cpu", 0) == 0 and step_threads("cuda:0", 1) == 0  # 0: torch's threads left as they are
 
 
 def test_training_writes_checkpoints_and_epoch_rows_and_a_resumed_run_ends_with_the_same_weights(built, run_home):

@@ -3,12 +3,14 @@
 - :func:`load_split_audio` reads the tracks of one split list (runs/<run_id>/splits/<split>.txt; only the track ids in it are
   used, never the token files it names) from their canonical audio, resampled to the model's rate.
 - :class:`SegmentPairs`: one item per grid segment of the train tracks (every ``hop_s``): the clean segment (the anchor, as the
-  catalog holds it) and a degraded copy cut up to ``max_shift`` hops away (the positive, as a query meets it).
+  catalog holds it) and a degraded copy cut up to ``max_shift`` hops away (the positive, as a query meets it); as waves, or as
+  the model's log-mel when given its front end (CPU training: the DataLoader workers compute it beside the model step).
 - :class:`SegmentProbe`: val Recall@1 of single augmented segments against every val segment, with fixed queries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +68,14 @@ def _window(wave: np.ndarray, center: int, size: int) -> np.ndarray:
 
 
 class SegmentPairs(Dataset):
-    """Item k: (anchor, positive, track, start) for grid segment k; draws depend on (seed, epoch, k) only."""
+    """Item k: (anchor, positive, track, start) for grid segment k; draws depend on (seed, epoch, k) only. Anchor and positive
+    are float32 [n] waves, or with ``front`` (a waves [B, n] -> log-mel [B, 1, bands, frames] module without weights, the
+    model's :class:`pipeline.models.fingerprint.LogMelFrontEnd`) their log-mels [1, bands, frames]."""
 
-    def __init__(self, waves: list[np.ndarray], n: int, hop: int, max_shift: float, augmenter: Augmenter, seed: int):
+    def __init__(self, waves: list[np.ndarray], n: int, hop: int, max_shift: float, augmenter: Augmenter, seed: int,
+                 front: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.waves, self.n, self.hop, self.max_shift, self.augment, self.seed = waves, n, hop, max_shift, augmenter, seed
+        self.front = front
         self.items = grid(waves, n, hop)
         if not len(self.items):
             raise ValueError(f"no train track is as long as one segment ({n} samples)")
@@ -88,7 +94,11 @@ class SegmentPairs(Dataset):
         anchor = wave[a : a + self.n]
         shift = int(round(rng.uniform(-self.max_shift, self.max_shift) * self.hop))
         positive = self.augment(_window(wave, a + shift + self.n // 2, self.augment.margin(self.n)), self.n, rng)
-        return torch.from_numpy(np.ascontiguousarray(anchor)), torch.from_numpy(positive), t, a
+        anchor, positive = torch.from_numpy(np.ascontiguousarray(anchor)), torch.from_numpy(positive)
+        if self.front is not None:  # one segment at a time: faster than a batch of them on one core (cache-sized FFT frames)
+            with torch.no_grad():
+                anchor, positive = self.front(anchor[None])[0], self.front(positive[None])[0]
+        return anchor, positive, t, a
 
 
 class SegmentProbe:

@@ -34,8 +34,9 @@ from pipeline import paths
 from pipeline.audio.augment import Augmenter
 from pipeline.config import AugmentSettings, FingerprintSettings, FingerprintTrainSettings
 from pipeline.data.fingerprint import SegmentPairs, SegmentProbe, load_split_audio
+from pipeline.devices import torch_threads
 from pipeline.fsutil import atomic_path
-from pipeline.models.fingerprint import FingerprintNet, save_fingerprint
+from pipeline.models.fingerprint import FingerprintNet, LogMelFrontEnd, save_fingerprint
 from pipeline.plots import plot_contrastive_training
 from pipeline.store import db
 from pipeline.train.loop import end_epoch, finish, finished, lr_lambda, resume_from, seed_epoch
@@ -113,11 +114,12 @@ def train_epoch(t: FingerprintTrainer, data: SegmentPairs, s: FingerprintTrainSe
     bar = tqdm(loader, desc=f"fingerprint epoch {epoch + 1}/{s.epochs}", unit="batch", disable=not progress)
     for anchor, positive, track, start in bar:
         anchor, positive = anchor.to(device), positive.to(device)
+        if anchor.dim() == 2:  # waves: the front end runs here, batched on the device (the CPU's workers hand log-mels)
+            anchor, positive = t.model.front(anchor), t.model.front(positive)
         same = (track[:, None] == track[None, :]) & ((start[:, None] - start[None, :]).abs() < overlap)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-            front = t.model.front
-            za = t.model.encode(channels_last(front(anchor)))
-            zp = t.model.encode(channels_last(spec_mask(front(positive), s, g).to(device) if s.spec_mask_p > 0 else front(positive)))
+            za = t.model.encode(channels_last(anchor))
+            zp = t.model.encode(channels_last(spec_mask(positive, s, g).to(device) if s.spec_mask_p > 0 else positive))
             loss = nt_xent(za, zp, s.temperature, same.to(device))
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -128,6 +130,15 @@ def train_epoch(t: FingerprintTrainer, data: SegmentPairs, s: FingerprintTrainSe
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     return losses
+
+
+def step_threads(device: str, workers: int) -> int:
+    """torch's CPU threads while an epoch trains: the cores the DataLoader workers leave (at least 1), so augmentation and the
+    model step run side by side instead of taking turns on oversubscribed cores; 0 (unchanged) on CUDA or without workers.
+    On the 2-core AVX2 CPU, 1 thread and 1 worker trained an epoch in 54 s against 60-66 s with 2 threads (bench/RESULTS.md)."""
+    if device.startswith("cuda") or workers <= 0:
+        return 0
+    return max(1, torch.get_num_threads() - workers)
 
 
 def validate(t: FingerprintTrainer, probe: SegmentProbe, device: str) -> float:
@@ -152,7 +163,8 @@ def train(splits_dir: Path, run_id: str, model_s: FingerprintSettings, s: Finger
     augmenter = Augmenter.from_dir(aug_s, sr, root, seed=s.seed)
     print(f"fingerprint: {len(augmenter.rooms)} rooms simulated, {len(augmenter.background)} background recordings "
           f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
-    data = SegmentPairs(train_waves, n, hop, s.max_shift, augmenter, s.seed)
+    # on the CPU the workers make the log-mels too: the model step is the bottleneck there, a worker has time to spare
+    data = SegmentPairs(train_waves, n, hop, s.max_shift, augmenter, s.seed, front=None if device.startswith("cuda") else LogMelFrontEnd(model_s))
     probe = SegmentProbe(val_waves, n, hop, s.val_queries_per_track, augmenter, s.seed)
     steps = max(1, len(data) // min(s.batch_size, len(data))) * s.epochs
     t = FingerprintTrainer(model_s, s, steps, device)
@@ -166,7 +178,8 @@ def train(splits_dir: Path, run_id: str, model_s: FingerprintSettings, s: Finger
         db.ensure_run(conn, run_id, kind="train")
         for epoch in range(start_epoch, s.epochs):
             began = time.perf_counter()
-            losses = train_epoch(t, data, s, epoch, device, progress)
+            with torch_threads(step_threads(device, s.num_workers)):
+                losses = train_epoch(t, data, s, epoch, device, progress)
             train_seconds = time.perf_counter() - began
             recall = validate(t, probe, device)
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"), "val_recall_at_1": recall,
