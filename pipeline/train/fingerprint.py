@@ -114,7 +114,7 @@ def train_epoch(t: FingerprintTrainer, data: SegmentPairs, s: FingerprintTrainSe
     bar = tqdm(loader, desc=f"fingerprint epoch {epoch + 1}/{s.epochs}", unit="batch", disable=not progress)
     for anchor, positive, track, start in bar:
         anchor, positive = anchor.to(device), positive.to(device)
-        if anchor.dim() == 2:  # waves: the front end runs here, batched on the device (the CPU's workers hand log-mels)
+        if data.front is None:  # waves: the front end runs here, batched on the device (on the CPU the workers hand log-mels)
             anchor, positive = t.model.front(anchor), t.model.front(positive)
         same = (track[:, None] == track[None, :]) & ((start[:, None] - start[None, :]).abs() < overlap)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
@@ -135,7 +135,8 @@ def train_epoch(t: FingerprintTrainer, data: SegmentPairs, s: FingerprintTrainSe
 def step_threads(device: str, workers: int) -> int:
     """torch's CPU threads while an epoch trains: the cores the DataLoader workers leave (at least 1), so augmentation and the
     model step run side by side instead of taking turns on oversubscribed cores; 0 (unchanged) on CUDA or without workers.
-    On the 2-core AVX2 CPU, 1 thread and 1 worker trained an epoch in 54 s against 60-66 s with 2 threads (bench/RESULTS.md)."""
+    On the 2-core AVX2 CPU, 1 thread beside 1 worker trained an epoch of the default model in 70 s, 2 threads in 95 s
+    (bench/RESULTS.md "A cheaper training step")."""
     if device.startswith("cuda") or workers <= 0:
         return 0
     return max(1, torch.get_num_threads() - workers)
