@@ -29,15 +29,13 @@ from pipeline.steps.training import make_splits, train_fingerprint_model
 from pipeline.store import db
 from pipeline.store.tables import training_epochs
 from pipeline.train.fingerprint import nt_xent, step_threads
-from pipeline.train.negatives import NegativeMemory
 
 ENV = {"CLOUDTUNE__RVQ__LEVELS": "2", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "4",
        "CLOUDTUNE__QUERIES__PER_TRACK": "2", "CLOUDTUNE__QUERIES__PLAN": "tiny",
        "CLOUDTUNE__QUERIES__PLANS": "{tiny: {lengths_s: [2, 5], sets: {clean: clean, pink0db: 'pink:0'}}}",
        "CLOUDTUNE__LATENCY__SINGLE_QUERIES": "4", "CLOUDTUNE__LATENCY__BATCH_SIZE": "8", "CLOUDTUNE__EVALUATION__CATALOG_VAE": "false"}
 SMALL = {"fingerprint": {"channels": [8, 16, 32, 32, 64, 64], "dim": 32, "head_hidden": 8},
-         "fingerprint_training": {"epochs": 2, "batch_size": 24, "num_workers": 0, "val_queries_per_track": 4, "memory_size": 96,
-                                  "memory_start": 0.0},
+         "fingerprint_training": {"epochs": 2, "batch_size": 24, "num_workers": 0, "val_queries_per_track": 4},
          "augment": {"rir_bank": 2}}
 
 
@@ -177,36 +175,6 @@ def test_nt_xent_rewards_matching_pairs_and_drops_overlapping_segments_from_the_
     for i in range(4):
         same[i, i + 4] = same[i + 4, i] = True
     assert nt_xent(twin, twin, 0.1, same) < nt_xent(twin, twin, 0.1)
-
-
-def test_remembered_vectors_are_more_negatives_except_where_they_overlap_the_pair():
-    g = torch.Generator().manual_seed(1)
-    a = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1)
-    p = torch.nn.functional.normalize(a + 0.3 * torch.randn(8, 16, generator=g), dim=1)
-    memory = NegativeMemory(size=12, dim=16)
-    memory.push(a[:5], torch.arange(5), torch.zeros(5, dtype=torch.long))  # near copies of pairs 0-4: hard negatives ...
-    extra, same = memory.negatives(torch.arange(8), torch.full((8,), 100), overlap=8000)
-    assert same[:5, :5].equal(torch.eye(5, dtype=torch.bool)) and not same[5:].any()  # ... except to their own pair
-    base = nt_xent(a, p, 0.1)
-    assert torch.isclose(nt_xent(a, p, 0.1, extra=extra, extra_same=same | True), base)  # all masked: the in-batch loss
-    assert nt_xent(a, p, 0.1, extra=extra, extra_same=same) > base  # others' near copies are negatives: a harder loss
-    far = memory.negatives(torch.arange(8), torch.full((8,), 9000), overlap=8000)[1]
-    assert not far.any()  # the same track 9000 samples away shares no audio: a negative again
-
-
-def test_the_negative_memory_keeps_the_newest_vectors_and_round_trips_through_its_state():
-    memory = NegativeMemory(size=4, dim=2)
-    for step in range(3):  # 3 steps of 2 vectors in 4 places: the first step's are overwritten
-        memory.push(torch.full((2, 2), float(step)), torch.tensor([step, step]), torch.tensor([0, 1]))
-    vectors, _ = memory.negatives(torch.tensor([9]), torch.tensor([0]), overlap=1)
-    assert len(memory) == 4 and sorted(vectors[:, 0].tolist()) == [1.0, 1.0, 2.0, 2.0]
-    copy = NegativeMemory(size=4, dim=2)
-    copy.load(memory.state())
-    copy.push(torch.full((1, 2), 7.0), torch.tensor([7]), torch.tensor([0]))
-    memory.push(torch.full((1, 2), 7.0), torch.tensor([7]), torch.tensor([0]))
-    assert copy.vectors.equal(memory.vectors) and copy.track.equal(memory.track)
-    with pytest.raises(ValueError, match="memory_size"):
-        NegativeMemory(size=8, dim=2).load(memory.state())
 
 
 def test_a_cpu_training_step_takes_the_cores_its_data_workers_leave():

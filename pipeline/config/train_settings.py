@@ -108,8 +108,6 @@ class FingerprintTrainSettings:
     num_workers: int
     seed: int
     amp: bool
-    memory_size: int
-    memory_start: float
 
 
 @dataclass(frozen=True)

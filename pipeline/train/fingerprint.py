@@ -2,9 +2,7 @@
 
 Each step takes ``batch_size`` grid segments of the train tracks (the anchors, clean, as the catalog holds them) and a degraded
 copy of each cut up to half a hop away (the positives, :mod:`pipeline.audio.augment`); every other segment of the batch, anchor or
-positive, is a negative (2B - 2 per positive), except segments of the same track that overlap the pair (not negatives at all);
-so are the vectors of the last steps (``memory_size`` of them, :mod:`pipeline.train.negatives`) once ``memory_start`` of the
-steps are done.
+positive, is a negative (2B - 2 per positive), except segments of the same track that overlap the pair (not negatives at all).
 A positive's log-mel may lose a band of frames and of mel bands (SpecAugment). AdamW, linear warmup then cosine decay.
 
 Writes (paths from :mod:`pipeline.paths`)::
@@ -42,15 +40,11 @@ from pipeline.models.fingerprint import FingerprintNet, LogMelFrontEnd, save_fin
 from pipeline.plots import plot_contrastive_training
 from pipeline.store import db
 from pipeline.train.loop import end_epoch, finish, finished, lr_lambda, resume_from, seed_epoch
-from pipeline.train.negatives import NegativeMemory
 
 
-def nt_xent(a: torch.Tensor, p: torch.Tensor, temperature: float, same: torch.Tensor | None = None,
-            extra: torch.Tensor | None = None, extra_same: torch.Tensor | None = None) -> torch.Tensor:
+def nt_xent(a: torch.Tensor, p: torch.Tensor, temperature: float, same: torch.Tensor | None = None) -> torch.Tensor:
     """NT-Xent of unit vectors a[i] <-> p[i] against all other 2B - 2 rows; ``same`` [B, B] bool marks pairs (i, j), i != j, that
-    are not negatives of each other (overlapping segments of one track): they are left out of the denominators. ``extra``
-    [M, dim]: more negatives of every row (a :class:`~pipeline.train.negatives.NegativeMemory`, no gradient through them),
-    ``extra_same`` [B, M] the ones that are not negatives of pair i."""
+    are not negatives of each other (overlapping segments of one track): they are left out of the denominators."""
     b = a.shape[0]
     z = torch.cat([a, p]).float()
     logits = z @ z.T / temperature
@@ -60,11 +54,6 @@ def nt_xent(a: torch.Tensor, p: torch.Tensor, temperature: float, same: torch.Te
         same = same & ~torch.eye(b, dtype=torch.bool, device=z.device)
         drop |= same.repeat(2, 2)
     logits = logits.masked_fill(drop, float("-inf"))
-    if extra is not None and len(extra):
-        more = z @ extra.detach().float().T / temperature  # [2B, M]
-        if extra_same is not None:
-            more = more.masked_fill(extra_same.repeat(2, 1), float("-inf"))
-        logits = torch.cat([logits, more], dim=1)
     target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(z.device)
     return F.cross_entropy(logits, target)
 
@@ -103,25 +92,14 @@ class FingerprintTrainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, partial(lr_lambda, total=steps, warmup=max(1, int(s.warmup_ratio * steps))))
         self.steps = steps
-        self.memory = NegativeMemory(s.memory_size, model_s.dim, device) if s.memory_size > 0 else None
-        self.memory_from = int(s.memory_start * steps)  # the model moves fast at first: its old vectors would mislead
-
-    def negatives(self, track: torch.Tensor, start: torch.Tensor, overlap: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The memory's vectors and not-negative mask for this step's pairs, or (None, None) before ``memory_start`` or without one."""
-        if self.memory is None or self.scheduler.last_epoch < self.memory_from or not len(self.memory):
-            return None, None
-        return self.memory.negatives(track, start, overlap)
 
     def state(self) -> dict:
-        memory = {"memory": self.memory.state()} if self.memory is not None else {}
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), **memory}
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def restore(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.memory is not None and "memory" in ckpt:
-            self.memory.load(ckpt["memory"])
 
 
 def train_epoch(t: FingerprintTrainer, data: SegmentPairs, s: FingerprintTrainSettings, epoch: int, device: str, progress: bool) -> list[float]:
@@ -139,19 +117,16 @@ def train_epoch(t: FingerprintTrainer, data: SegmentPairs, s: FingerprintTrainSe
         if data.front is None:  # waves: the front end runs here, batched on the device (on the CPU the workers hand log-mels)
             anchor, positive = t.model.front(anchor), t.model.front(positive)
         same = (track[:, None] == track[None, :]) & ((start[:, None] - start[None, :]).abs() < overlap)
-        extra, extra_same = t.negatives(track, start, overlap)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             za = t.model.encode(channels_last(anchor))
             zp = t.model.encode(channels_last(spec_mask(positive, s, g).to(device) if s.spec_mask_p > 0 else positive))
-            loss = nt_xent(za, zp, s.temperature, same.to(device), extra, extra_same)
+            loss = nt_xent(za, zp, s.temperature, same.to(device))
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if s.grad_clip:
             torch.nn.utils.clip_grad_norm_(t.model.parameters(), s.grad_clip)
         t.optimizer.step()
         t.scheduler.step()
-        if t.memory is not None:  # after backward: the loss read the memory's vectors in place
-            t.memory.push(torch.cat([za, zp]), track.repeat(2), start.repeat(2))
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     return losses
