@@ -187,3 +187,19 @@ def test_each_rate_plays_the_query_faster_or_slower_before_it_is_cut():
     (as_played, faster, slower), = embed_query_rates(emb, [np.zeros(100, np.float32)], catalog, _search(rates=(1.0, 1.25, 0.8)))
     assert emb.calls == [6, 19] and as_played.starts_s.tolist() == got[0].starts_s.tolist()  # 10 s: 6 segments; 8 s: 4; 12.5 s: 9, one call
     assert (len(faster), len(slower)) == (4, 9) and faster.vectors[:, 0].tolist() == [50] * 4
+
+
+def test_the_neighbours_matching_read_are_the_exact_search_and_each_querys_first_rate_rows_pick_them():
+    from pipeline.evaluate.retrieval import first_rate_rows
+
+    vectors, track, start = _catalog()
+    idx = _index(vectors, track, start)
+    rng = np.random.default_rng(8)
+    one, other = _query(rng.normal(size=(3, DIM))), _query(rng.normal(size=(5, DIM)))
+    fast = _query(rng.normal(size=(2, DIM)))
+    hits, neighbours = idx.match_with_neighbours([(one, fast), (other,)], top_k=5)
+    assert hits == idx.match([(one, fast), (other,)], top_k=5)
+    rows = first_rate_rows([(one, fast), (other,)])
+    assert rows.tolist() == [0, 1, 2, 5, 6, 7, 8, 9]  # one's 3 segments, then (past fast's 2) other's 5
+    exact = idx.index.search(np.concatenate([one.vectors, other.vectors]), 10)[1]
+    assert np.array_equal(neighbours[rows, :10], exact)

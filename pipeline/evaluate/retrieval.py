@@ -67,15 +67,27 @@ def _score_set(cand: Candidate, clips: list[Clip], waves: list[np.ndarray], qset
     tolerance = offset_tolerance(cand.segmentation)
     for kind, idx in cand.indexes.items():
         truth = [int(np.flatnonzero(idx.track_ids == c.track_id)[0]) for c in clips]
-        hits = idx.match(segments, max(recall_k))
+        hits, neighbours = idx.match_with_neighbours(segments, max(recall_k))
         r = M.ranks([[t for t, _, _ in h] for h in hits], truth)
         for k in recall_k:
             row(cand.name, kind, qset, "recall", k, M.recall_at(r, k))
         row(cand.name, kind, qset, "mrr", 0, M.mrr(r))
         row(cand.name, kind, qset, "offset_hit", 0, M.offset_hit_rate(hits, truth, [c.offset_s for c in clips], tolerance))
         row(cand.name, kind, qset, "queries", 0, len(r))
-        seg_ids = idx.index.search(vectors, ANN_CHECK_K)[1]
-        (exact.setdefault(cand.name, []) if kind == "flat" else approx.setdefault((cand.name, kind), [])).append(seg_ids)
+        if kind == "flat" and neighbours.shape[1] >= ANN_CHECK_K:  # exact: its first neighbours are what a search for 10 finds
+            exact.setdefault(cand.name, []).append(neighbours[first_rate_rows(segments), :ANN_CHECK_K])
+        else:  # an ANN index searched as the check asks (k=10), not as deep as matching does
+            seg_ids = idx.index.search(vectors, ANN_CHECK_K)[1]
+            (exact.setdefault(cand.name, []) if kind == "flat" else approx.setdefault((cand.name, kind), [])).append(seg_ids)
+
+
+def first_rate_rows(segments: list[tuple[QuerySegments, ...]]) -> np.ndarray:
+    """The rows of each query's first variant (its first playback rate) among all variants' segments, in order."""
+    rows, at = [], 0
+    for q in segments:
+        rows.append(np.arange(at, at + len(q[0])))
+        at += sum(len(v) for v in q)
+    return np.concatenate(rows) if rows else np.zeros(0, np.int64)
 
 
 def as_queries(clips: list[Clip], name: str, plan: QueryPlan, seed: int, sample_rate: int, level: tuple[float, float]) -> list[np.ndarray]:

@@ -246,13 +246,19 @@ class TrackIndex:
         the segments of all queries in one FAISS call, each query's alignments scored on its own. A query may come as several
         variants (the clip at several playback rates, :func:`pipeline.embed.segments.embed_query_rates`): each is matched and
         every track keeps its best."""
+        return self.match_with_neighbours(queries, top_k)[0]
+
+    def match_with_neighbours(self, queries: Sequence[QuerySegments | Sequence[QuerySegments]],
+                              top_k: int) -> tuple[list[list[tuple[int, float, float]]], np.ndarray]:
+        """``match``, and the FAISS neighbours it matched from: segment ids [segments of every variant in order, k], best first
+        (evaluate checks an ANN index against the exact one's without searching the exact one again)."""
         if self.table is None:
             raise ValueError("this TrackIndex has no segment table (load it with load_index)")
         s = self.settings
         groups = [(q,) if isinstance(q, QuerySegments) else tuple(q) for q in queries]
         variants = [v for g in groups for v in g]
         if not variants or not self.index.ntotal:
-            return [[] for _ in groups]
+            return [[] for _ in groups], np.zeros((0, 0), np.int64)
         per_variant = [min(self.index.ntotal, candidates_per_segment(len(v), s.match_k, s.segments_k)) for v in variants]
         vectors = np.ascontiguousarray(np.concatenate([v.vectors for v in variants]), dtype=np.float32)
         scores, ids = search(self.index, vectors, max(per_variant), single=len(groups) == 1)
@@ -264,7 +270,7 @@ class TrackIndex:
         for g in groups:
             out.append(matched[j] if len(g) == 1 else best_of(matched[j : j + len(g)], top_k))
             j += len(g)
-        return out
+        return out, ids
 
 
 def read_manifest(path) -> dict:
