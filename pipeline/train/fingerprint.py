@@ -1,7 +1,7 @@
 """Contrastive training of the fingerprint model: NT-Xent over anchor/positive segment pairs with in-batch negatives.
 
 Each step takes ``batch_size`` grid segments of the train tracks (the anchors, clean, as the catalog holds them) and a degraded
-copy of each cut up to half a hop away (the positives, :mod:`pipeline.audio.augment`); every other segment of the batch, anchor or
+copy of each cut up to ``max_shift`` hops away (the positives, :mod:`pipeline.audio.augment`); every other segment of the batch, anchor or
 positive, is a negative (2B - 2 per positive), except segments of the same track that overlap the pair (not negatives at all).
 A positive's log-mel may lose a band of frames and of mel bands (SpecAugment). AdamW, linear warmup then cosine decay.
 
