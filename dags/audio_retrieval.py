@@ -67,6 +67,9 @@ def _mark_failed(context) -> None:
         "epochs": Param(D.epochs, type="integer", minimum=1, title="Embedder epochs"),
         "fingerprint_epochs": Param(D.fingerprint_epochs, type="integer", minimum=1, title="Fingerprint epochs",
                                     description="epochs of the log-mel fingerprint model (trained when fingerprint is among the embedders)"),
+        "train_catalogs": Param(list(D.train_catalogs), type="array", items={"type": "string"}, title="Fingerprint training music",
+                                description="catalogs whose every track the fingerprint trains on too (ingested before; never queried, never "
+                                            "a distractor; one per line)"),
         "embedding_dim": Param(D.embedding_dim, type="integer", minimum=8, title="Embedding dimension",
                                description="must be a multiple of configs/train.yaml embedder.heads"),
         "embedders": Param(list(D.embedders), type="array", items={"type": "string", "enum": list(EMBEDDERS)},
@@ -137,7 +140,7 @@ def audio_retrieval():
         p = get_current_context()["params"]
         if "fingerprint" not in p["embedders"]:
             raise AirflowSkipException("fingerprint is not among the run's embedders")
-        return training.train_fingerprint(pipeline_run, data["splits_dir"], p["fingerprint_epochs"], p["device"])
+        return training.train_fingerprint(pipeline_run, data["splits_dir"], p["fingerprint_epochs"], p["device"], p.get("train_catalogs"))
 
     @task(pool=GPU, queue=GPU)
     def wav2vec2_features(pipeline_run: str, data: dict) -> str:

@@ -100,8 +100,8 @@ def test_tokenize_is_mapped_and_publish_updates_the_published_index_asset(bag):
 def test_params_form_defaults_come_from_configs(bag):
     d = config.load_airflow()["dag"]
     params = bag.dags["audio_retrieval"].params.dump()
-    assert set(params) == {"catalog", "catalog_roots", "tokenizer_backend", "epochs", "embedding_dim", "fingerprint_epochs", "embedders", "index_kinds",
-                           "distractors", "device", "max_shards", "run_id", "query_plan"}
+    assert set(params) == {"catalog", "catalog_roots", "tokenizer_backend", "epochs", "embedding_dim", "fingerprint_epochs", "train_catalogs", "embedders",
+                           "index_kinds", "distractors", "device", "max_shards", "run_id", "query_plan"}
     assert params["epochs"] == d.epochs and params["embedding_dim"] == d.embedding_dim and params["index_kinds"] == list(d.index_kinds)
     schema = bag.dags["audio_retrieval"].params.get_param("tokenizer_backend").schema
     assert schema["enum"] == ["rvq", "moss"]

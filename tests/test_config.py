@@ -332,3 +332,6 @@ def test_the_run_forms_training_defaults_are_the_librarys_and_follow_its_overrid
     assert config.load_airflow().dag.fingerprint_epochs == 7
     monkeypatch.setenv("CLOUDTUNE__DAG__FINGERPRINT_EPOCHS", "5")  # the form's own value wins
     assert config.load_airflow().dag.fingerprint_epochs == 5
+    assert dag.train_catalogs == () and config.load_fingerprint().fingerprint_training.train_catalogs == ()
+    monkeypatch.setenv("CLOUDTUNE__FINGERPRINT_TRAINING__TRAIN_CATALOGS", "[music]")
+    assert config.load_airflow().dag.train_catalogs == ("music",)

@@ -22,12 +22,13 @@ from pipeline.embed.catalog import embed_catalog
 from pipeline.embed.fingerprint import FingerprintEmbedder
 from pipeline.embed.registry import get_embedder
 from pipeline.models.fingerprint import FingerprintNet, LogMelFrontEnd, for_inference, load_fingerprint, save_fingerprint
+from pipeline.steps.evaluation import evaluate
 from pipeline.steps.ingest import ingest
 from pipeline.steps.retrieval import embedder_settings
 from pipeline.steps.tokens import tokenize
 from pipeline.steps.training import make_splits, train_fingerprint_model
 from pipeline.store import db
-from pipeline.store.tables import training_epochs
+from pipeline.store.tables import tracks, training_epochs
 from pipeline.train.fingerprint import nt_xent, step_threads
 
 ENV = {"CLOUDTUNE__RVQ__LEVELS": "2", "CLOUDTUNE__RVQ__CODEBOOK_SIZE": "16", "CLOUDTUNE__RVQ__KMEANS_ITERS": "4",
@@ -233,6 +234,30 @@ def test_train_fingerprint_command(built, run_home, capsys):
     assert "--run-id is required" in capsys.readouterr().err
     assert main(["train", "fingerprint", "--run-id", "nosuchrun", "--config", str(built[0] / "fp.yaml")]) != 0
     assert "run nosuchrun has no splits yet" in capsys.readouterr().err
+
+
+def test_training_music_joins_the_train_split_and_never_a_held_out_track(built, run_home, tmp_path, capsys):
+    music = build_catalog(tmp_path / "music", tracks=3, seconds=6, seed=11, sample_rate=22050, channels=1, shared_motif_ratio=0.0)
+    ingest([music], catalog="music", workers=1, progress=False)
+    cfg = str(built[0] / "fp.yaml")
+    assert main(["train", "fingerprint", "--run-id", "r1", "--config", cfg, "--epochs", "1", "--device", "cpu", "--train-catalog", "music"]) == 0
+    split_ids = paths.split_list(paths.splits_dir("r1"), "train").read_text().split()
+    trained = torch.load(paths.fingerprint_checkpoint("r1"), weights_only=False)["train_tracks"]
+    with db.connect() as conn:
+        music_ids = {r.track_id for r in conn.execute(select(tracks.c.track_id).where(tracks.c.catalog == "music"))}
+    assert len(music_ids) == 3 and music_ids <= set(trained) and len(trained) == len(split_ids) + 3
+    with pytest.raises(ValueError, match="was trained on 3 of their tracks"):  # nor is training music ever a distractor
+        evaluate("r1", embedders=["fingerprint"], distractors=["music"], progress=False)
+    capsys.readouterr()
+
+    # the run's own catalog holds its val and test tracks: training on all of it is refused, as is a catalog with no tracks
+    assert main(["train", "fingerprint", "--run-id", "r2", "--splits-dir", str(paths.splits_dir("r1")), "--config", cfg,
+                 "--device", "cpu", "--train-catalog", "c"]) != 0
+    assert "are in the val split" in capsys.readouterr().err
+    assert main(["train", "fingerprint", "--run-id", "r2", "--splits-dir", str(paths.splits_dir("r1")), "--config", cfg,
+                 "--device", "cpu", "--train-catalog", "nosuch"]) != 0
+    assert "catalog 'nosuch' has no tracks" in capsys.readouterr().err
+    assert main(["train", "embedder", "--catalog", "c", "--train-catalog", "music"]) == 2
 
 
 def test_evaluate_and_search_go_through_the_fingerprint_with_offsets(built, run_home, tmp_path, capsys):

@@ -21,8 +21,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CommandError("train fingerprint: --run-id is required (the run whose splits it trains on)", EXIT_USAGE)
         if args.tokens_root or args.catalog:
             raise CommandError("train fingerprint: --tokens-root/--catalog are for the token embedder; the fingerprint reads audio", EXIT_USAGE)
+    elif args.train_catalog:
+        raise CommandError("train embedder: --train-catalog is for the fingerprint (the token embedder trains on the run's train split)", EXIT_USAGE)
+    if args.model == "fingerprint":
         summary = train_fingerprint_model(args.splits_dir, run_id=args.run_id, config_path=args.config, device=args.device, epochs=args.epochs,
-                                          resume=args.resume)
+                                          train_catalogs=args.train_catalog, resume=args.resume)
         last = summary["history"][-1] if summary["history"] else {}
         print(f"train: fingerprint {summary['run_id']}: {len(summary['history'])} epochs, loss {last.get('train_loss', float('nan')):.4f}, "
               f"val R@1 {last.get('val_recall_at_1', float('nan')):.3f}, {summary['train_hours']:.2f} h of train audio -> {summary['checkpoint']}")
@@ -131,6 +134,8 @@ def add_commands(sub) -> None:
     s.add_argument("--run-id", help="run id (default: a new one); artifacts in $CLOUDTUNE_HOME/runs/<run_id>/")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--epochs", type=int, help="config training.epochs (fingerprint: fingerprint_training.epochs)")
+    s.add_argument("--train-catalog", action="append", metavar="NAME", help="fingerprint: train on every track of this catalog too, beside "
+                   "the run's train split (repeatable; default fingerprint_training.train_catalogs): music never queried, never a distractor")
     s.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     s.set_defaults(func=cmd_train)
 

@@ -18,6 +18,7 @@ class DagSettings:
     epochs: int | None  # None (null): the library default; load_airflow fills it in
     embedding_dim: int | None
     fingerprint_epochs: int | None
+    train_catalogs: tuple[str, ...] | None
     embedders: tuple[str, ...]
     index_kinds: tuple[str, ...]
     distractors: tuple[str, ...]

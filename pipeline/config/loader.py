@@ -395,8 +395,8 @@ def load_eval(path: str | os.PathLike | None = None) -> EvalConfig:
 
 
 def load_airflow(path: str | os.PathLike | None = None) -> AirflowConfig:
-    """configs/airflow.yaml. Light (PyYAML): the DAG files call it at parse time. The run form's ``epochs``, ``embedding_dim``
-    and ``fingerprint_epochs`` left null are the library's defaults (configs/train.yaml, configs/fingerprint.yaml), so each
+    """configs/airflow.yaml. Light (PyYAML): the DAG files call it at parse time. The run form's ``epochs``, ``embedding_dim``,
+    ``fingerprint_epochs`` and ``train_catalogs`` left null are the library's defaults (configs/train.yaml, configs/fingerprint.yaml), so each
     default has one home."""
     cfg = _typed_file(AirflowConfig, "airflow", path)
     dag, filled = cfg["dag"], {}
@@ -404,8 +404,10 @@ def load_airflow(path: str | os.PathLike | None = None) -> AirflowConfig:
         train = load_train()
         filled |= {"epochs": train.training.epochs if dag.epochs is None else dag.epochs,
                    "embedding_dim": train.embedder.embedding_dim if dag.embedding_dim is None else dag.embedding_dim}
-    if dag.fingerprint_epochs is None:
-        filled["fingerprint_epochs"] = load_fingerprint().fingerprint_training.epochs
+    if dag.fingerprint_epochs is None or dag.train_catalogs is None:
+        fp = load_fingerprint().fingerprint_training
+        filled |= {"fingerprint_epochs": fp.epochs if dag.fingerprint_epochs is None else dag.fingerprint_epochs,
+                   "train_catalogs": fp.train_catalogs if dag.train_catalogs is None else dag.train_catalogs}
     cfg["dag"] = replace(dag, **filled)
     return cfg
 

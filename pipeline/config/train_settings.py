@@ -105,6 +105,7 @@ class FingerprintTrainSettings:
     spec_mask_bands: int
     val_queries_per_track: int
     max_train_hours: float
+    train_catalogs: tuple[str, ...]
     num_workers: int
     seed: int
     amp: bool

@@ -1,7 +1,8 @@
 """Training data of the fingerprint embedder: the split tracks' audio, anchor/positive segment pairs and the val probe.
 
 - :func:`load_split_audio` reads the tracks of one split list (runs/<run_id>/splits/<split>.txt; only the track ids in it are
-  used, never the token files it names) from their canonical audio, resampled to the model's rate.
+  used, never the token files it names) from their canonical audio, resampled to the model's rate; for the train split also
+  every track of ``fingerprint_training.train_catalogs`` (:func:`catalog_track_ids`).
 - :class:`SegmentPairs`: one item per grid segment of the train tracks (every ``hop_s``): the clean segment (the anchor, as the
   catalog holds it) and a degraded copy cut up to ``max_shift`` hops away (the positive, as a query meets it); as waves, or as
   the model's log-mel when given its front end (CPU training: the DataLoader workers compute it beside the model step).
@@ -27,10 +28,30 @@ from pipeline.store import db
 from pipeline.store.tables import tracks
 
 
+def catalog_track_ids(catalogs: tuple[str, ...], splits_dir: Path, url: str | None = None) -> list[str]:
+    """Every track of ``catalogs`` (training music beside a run's train split); a ValueError when one has no tracks or holds a
+    track of the run's val or test split (it would be trained on and then evaluated)."""
+    if not catalogs:
+        return []
+    with db.connect(url) as conn:
+        rows = conn.execute(select(tracks.c.track_id, tracks.c.catalog).where(tracks.c.catalog.in_(catalogs))).all()
+    for name in catalogs:
+        if not any(r.catalog == name for r in rows):
+            raise ValueError(f"fingerprint_training.train_catalogs: catalog {name!r} has no tracks in the metrics DB")
+    ids = {r.track_id for r in rows}
+    for split in ("val", "test"):
+        held_out = ids & set(split_track_ids(splits_dir, split))
+        if held_out:
+            raise ValueError(f"fingerprint_training.train_catalogs: {len(held_out)} of their tracks (e.g. {min(held_out)}) are in the "
+                             f"{split} split of {splits_dir}: a track is either trained on or evaluated, never both")
+    return sorted(ids)
+
+
 def load_split_audio(splits_dir: Path, split: str, sr: int, *, max_hours: float | None = None, seed: int = 0, url: str | None = None,
-                     progress: bool = True) -> tuple[list[str], list[np.ndarray]]:
-    """(track ids, mono float32 waves at ``sr``) of one split; a seeded sample of its tracks when they hold more than ``max_hours``."""
-    ids = split_track_ids(splits_dir, split)
+                     progress: bool = True, extra_ids: list[str] | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """(track ids, mono float32 waves at ``sr``) of one split and the tracks ``extra_ids`` (:func:`catalog_track_ids`); a seeded
+    sample of them when they hold more than ``max_hours``."""
+    ids = sorted(set(split_track_ids(splits_dir, split)) | set(extra_ids or ()))
     with db.connect(url) as conn:
         rows = conn.execute(select(tracks.c.track_id, tracks.c.audio_path, tracks.c.duration_s).where(tracks.c.track_id.in_(ids))).all()
     rows = sorted(rows, key=lambda r: r.track_id)

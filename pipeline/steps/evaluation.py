@@ -167,6 +167,21 @@ def gallery_and_queries(run_id: str, catalogs: list[str] | None, distractors: li
     return catalogs, gallery, query_tracks
 
 
+def check_unseen_distractors(run_id: str, embedders: list[str], gallery: list[Track], distractors: list[str]) -> None:
+    """A ValueError when the run's fingerprint model was trained on a track of a distractor catalog (through
+    ``fingerprint_training.train_catalogs``): a distractor must be as new to the model as the catalog a user brings."""
+    ckpt = paths.fingerprint_checkpoint(run_id)
+    if "fingerprint" not in embedders or not distractors or not ckpt.exists():
+        return
+    import torch
+
+    trained = set(torch.load(ckpt, map_location="cpu", weights_only=False).get("train_tracks", ()))
+    seen = sorted(t.track_id for t in gallery if t.catalog in distractors and t.track_id in trained)
+    if seen:
+        raise ValueError(f"--distractors {', '.join(distractors)}: the fingerprint model of run {run_id} was trained on {len(seen)} of their "
+                         f"tracks (e.g. {seen[0]}; fingerprint_training.train_catalogs): a distractor catalog must be one it never heard")
+
+
 def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: list[str] | None = None, catalogs: list[str] | None = None,
              distractors: list[str] | None = None, device: str = "cpu", url: str | None = None, progress: bool = True,
              plan: str | None = None) -> dict:
@@ -181,6 +196,7 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
     kinds = list(dict.fromkeys(["flat", *(index_kinds or run_s.index_kinds)]))  # flat: the exact reference of the ANN kinds
     distractors = sorted(set(run_s.distractors if distractors is None else distractors))
     catalogs, gallery, query_tracks = gallery_and_queries(run_id, catalogs, distractors, qs.split, url)
+    check_unseen_distractors(run_id, embedders, gallery, distractors)
     recall_k = eval_s["metrics"].recall_k
     queries = {**{k: v for k, v in asdict(qs).items() if k != "plans"}, **asdict(qs.query_plan)}  # the plan run, not every plan
     run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "distractors": distractors,

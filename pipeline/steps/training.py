@@ -79,11 +79,12 @@ def train_embedder(run_id: str, tokens_root: str, splits_dir: str, epochs: int |
 
 
 def train_fingerprint_model(splits_dir: str | Path | None = None, *, run_id: str, config_path: str | Path | None = None, device: str = "auto",
-                            epochs: int | None = None, resume: bool = False, url: str | None = None, progress: bool = True,
-                            on_epoch_end: Callable[[int], None] | None = None) -> dict:
+                            epochs: int | None = None, train_catalogs: list[str] | None = None, resume: bool = False, url: str | None = None,
+                            progress: bool = True, on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """Train (or, with ``resume``, continue) the fingerprint model of ``run_id`` with configs/fingerprint.yaml (or a partial
     ``config_path`` over it) on the run's track-level splits (``splits_dir``, default the run's: the same train tracks as the
-    token embedder's; only the track ids of the lists are read). Returns the training summary. With
+    token embedder's; only the track ids of the lists are read) and every track of ``train_catalogs`` (default
+    ``fingerprint_training.train_catalogs``). Returns the training summary. With
     ``fingerprint_inference.backend: onnx`` the trained model is also exported for ONNX Runtime (``onnx`` in the summary: the
     export's record, or why there is none), so the evaluation, publish and the service run the model as it will be served."""
     from pipeline.devices import resolve_device
@@ -91,6 +92,8 @@ def train_fingerprint_model(splits_dir: str | Path | None = None, *, run_id: str
 
     cfg = config.load_fingerprint(config_path)
     train_s = replace(cfg.fingerprint_training, epochs=epochs) if epochs is not None else cfg.fingerprint_training
+    if train_catalogs is not None:
+        train_s = replace(train_s, train_catalogs=tuple(train_catalogs))
     splits_dir = Path(splits_dir) if splits_dir else paths.splits_dir(run_id)
     if not paths.split_list(splits_dir, "train").exists():
         raise FileNotFoundError(f"{paths.split_list(splits_dir, 'train')}: run {run_id} has no splits yet (cloudtune splits, or the "
@@ -106,10 +109,11 @@ def train_fingerprint_model(splits_dir: str | Path | None = None, *, run_id: str
     return summary
 
 
-def train_fingerprint(run_id: str, splits_dir: str, epochs: int | None, device: str = "auto") -> str:
-    """The DAG's fingerprint training task: the run's fingerprint model on the run's splits (resumes from its last checkpoint
-    on a retry); returns the checkpoint path."""
-    return train_fingerprint_model(splits_dir, run_id=run_id, device=device, epochs=epochs, resume=True)["checkpoint"]
+def train_fingerprint(run_id: str, splits_dir: str, epochs: int | None, device: str = "auto", train_catalogs: list[str] | None = None) -> str:
+    """The DAG's fingerprint training task: the run's fingerprint model on the run's splits and ``train_catalogs`` (resumes
+    from its last checkpoint on a retry); returns the checkpoint path."""
+    return train_fingerprint_model(splits_dir, run_id=run_id, device=device, epochs=epochs, train_catalogs=train_catalogs,
+                                   resume=True)["checkpoint"]
 
 
 def export_fingerprint_onnx(run_id: str) -> dict:

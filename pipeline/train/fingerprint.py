@@ -33,7 +33,7 @@ from tqdm import tqdm
 from pipeline import paths
 from pipeline.audio.augment import Augmenter
 from pipeline.config import AugmentSettings, FingerprintSettings, FingerprintTrainSettings
-from pipeline.data.fingerprint import SegmentPairs, SegmentProbe, load_split_audio
+from pipeline.data.fingerprint import SegmentPairs, SegmentProbe, catalog_track_ids, load_split_audio
 from pipeline.devices import torch_threads
 from pipeline.fsutil import atomic_path
 from pipeline.models.fingerprint import FingerprintNet, LogMelFrontEnd, save_fingerprint
@@ -158,7 +158,9 @@ def train(splits_dir: Path, run_id: str, model_s: FingerprintSettings, s: Finger
         return done
     sr = model_s.sample_rate
     n, hop = round(model_s.segment_s * sr), round(model_s.hop_s * sr)
-    train_ids, train_waves = load_split_audio(splits_dir, "train", sr, max_hours=s.max_train_hours, seed=s.seed, url=url, progress=progress)
+    extra_ids = catalog_track_ids(s.train_catalogs, splits_dir, url)
+    train_ids, train_waves = load_split_audio(splits_dir, "train", sr, max_hours=s.max_train_hours, seed=s.seed, url=url, progress=progress,
+                                              extra_ids=extra_ids)
     val_ids, val_waves = load_split_audio(splits_dir, "val", sr, url=url, progress=progress)
     started = time.perf_counter()
     augmenter = Augmenter.from_dir(aug_s, sr, root, seed=s.seed)
@@ -173,7 +175,7 @@ def train(splits_dir: Path, run_id: str, model_s: FingerprintSettings, s: Finger
     history, start_epoch = resume_from(ckpt_path, t, resume, device, f"fingerprint: {run_id}")
     hours = sum(len(w) for w in train_waves) / sr / 3600
     step_config = {**(run_config or {}), "splits_dir": str(splits_dir), "device": device, "resume": resume, "train_tracks": len(train_ids),
-                   "train_hours": hours, "val_tracks": len(val_ids), "pairs_per_epoch": len(data), "steps": steps,
+                   "train_catalog_tracks": len(extra_ids), "train_hours": hours, "val_tracks": len(val_ids), "pairs_per_epoch": len(data), "steps": steps,
                    "background_recordings": len(augmenter.background)}
     with db.connect(url) as conn, db.recorded_run(conn, "train", step_config, parent_run_id=run_id) as step:
         db.ensure_run(conn, run_id, kind="train")
