@@ -1,6 +1,7 @@
 """Retrieval quality of the bench run: mel-stats, the contrastive token embedder and the fingerprint on every query set.
 
     .venv/bin/python bench/evaluate_retrieval.py [--run-id bench-r1] [--device cpu] [--distractors distractors] [--embedder NAME ...]
+                                                 [--unseen unseen]
 
 Needs bench/train_embedder.py and/or bench/train_fingerprint.py first (it trains run bench-r1 in var/bench/tok_home) and, for --distractors,
 bench/fetch_distractors.py (catalog `distractors` in the same home). Runs the same `evaluate` as
@@ -8,12 +9,17 @@ bench/fetch_distractors.py (catalog `distractors` in the same home). Runs the sa
 the seconds per stage, the Recall@1 / MRR tables per query length, latency, each embedder against the others
 set by set, and the fingerprint issue's goals: Recall@1 under every degradation >= 0.97 for 5 s clips, >= 0.90
 for 2 s, >= 0.75 for 1 s.
+
+--unseen CATALOG queries music of a kind the run's models never trained on instead of the run's test tracks (the bench's test
+tracks come from the same albums as its train tracks): run <run-id>-<CATALOG> is made as a copy of the run (its models and
+train/val splits) whose test split is every track of CATALOG (bench/fetch_distractors.py --catalog unseen), and evaluated.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,6 +27,36 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def unseen_run(run_id: str, catalog: str) -> str:
+    """Run <run_id>-<catalog>: the run's models and train/val lists, and every track of ``catalog`` as its test split. Refused
+    when a track of the catalog is in the run's splits or trained its fingerprint model."""
+    import torch
+    from sqlalchemy import select
+
+    from pipeline import paths
+    from pipeline.data.splits import split_track_ids
+    from pipeline.store import db
+    from pipeline.store.tables import tracks
+
+    with db.connect() as conn:
+        ids = sorted(r.track_id for r in conn.execute(select(tracks.c.track_id).where(tracks.c.catalog == catalog)))
+    if not ids:
+        sys.exit(f"bench: --unseen {catalog}: no tracks in that catalog (bench/fetch_distractors.py --catalog {catalog})")
+    seen = {t for s in ("train", "val", "test") for t in split_track_ids(paths.splits_dir(run_id), s)}
+    if paths.fingerprint_checkpoint(run_id).exists():
+        seen |= set(torch.load(paths.fingerprint_checkpoint(run_id), map_location="cpu", weights_only=False).get("train_tracks", ()))
+    if seen & set(ids):
+        sys.exit(f"bench: --unseen {catalog}: {len(seen & set(ids))} of its tracks are in run {run_id}'s splits or training")
+    new = f"{run_id}-{catalog}"
+    shutil.copytree(paths.models_dir(run_id), paths.models_dir(new), dirs_exist_ok=True)
+    for split in ("train", "val"):
+        paths.split_list(paths.splits_dir(new), split).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(paths.split_list(paths.splits_dir(run_id), split), paths.split_list(paths.splits_dir(new), split))
+    paths.split_list(paths.splits_dir(new), "test").write_text("".join(f"{t}.npz\n" for t in ids))  # only the ids are read
+    print(f"bench: run {new}: the models of {run_id}, {len(ids)} tracks of catalog {catalog} as its test split", file=sys.stderr)
+    return new
 
 
 def main() -> int:
@@ -31,6 +67,7 @@ def main() -> int:
     ap.add_argument("--distractors", action="append", metavar="CATALOG", help="catalog indexed beside the run's, never queried (repeatable)")
     ap.add_argument("--embedder", action="append", help="embedders to evaluate (repeatable; default configs/eval.yaml evaluation.embedders)")
     ap.add_argument("--kind", action="append", help="index kinds (repeatable; default evaluation.index_kinds)")
+    ap.add_argument("--unseen", metavar="CATALOG", help="query this catalog's tracks instead of the test split (a copy of the run)")
     args = ap.parse_args()
     os.environ["CLOUDTUNE_HOME"] = str(args.home)
     os.environ.pop("CLOUDTUNE_DB_URL", None)
@@ -44,6 +81,8 @@ def main() -> int:
     from pipeline.evaluate.sets import length_of
     from pipeline.steps.evaluation import evaluate
 
+    if args.unseen:
+        args.run_id = unseen_run(args.run_id, args.unseen)
     started = time.perf_counter()
     result = evaluate(args.run_id, embedders=args.embedder, index_kinds=args.kind, device=args.device, distractors=args.distractors or [])
     wall = time.perf_counter() - started

@@ -1,19 +1,24 @@
-"""Distractor catalog: real music that is never queried, ingested into catalog `distractors` of the bench home.
+"""Real music from Debian's game soundtracks for the bench home: a distractor catalog (indexed, never queried), a catalog of
+training music (only ever trained on) or one of unseen music (queried, never trained on), from lists of packages that share none.
 
-    .venv/bin/python bench/fetch_distractors.py [--home var/bench/tok_home] [--bench-dir DIR] [--min-hours 10] [--workers 2] [--list]
+    .venv/bin/python bench/fetch_distractors.py [--catalog distractors|trainmusic|unseen] [--home var/bench/tok_home] [--bench-dir DIR]
+                                                [--min-hours H] [--workers 2] [--list]
 
-Fetches Debian packages that hold game soundtracks (`apt-get download` into BENCH_DIR/debs, as bench/ingest.py does; run
-`apt-get update` first on a fresh machine), unpacks each into BENCH_DIR/distractors/src/<package>/, keeps only its music
-files and ingests them into catalog `distractors` of CLOUDTUNE_HOME=--home (default var/bench/tok_home, the home of
-bench/tokenize_rvq.py, train_embedder.py and evaluate_retrieval.py; BENCH_DIR defaults to the folder above it). Packages
-are taken in the order of PACKAGES until their music adds up to --min-hours. A file is music when a folder on its path
-is a music folder (music/, bgm/, ...) and it lasts at least 30 s, or when it lasts at least 60 s and no folder on its path
-is a sound-effects folder (sounds/, sfx/, voices/, ...). No package of the bench query set (bench/ingest.py PACKAGES:
-fretsonfire-songs-*, drascula-music) is ever used.
+Fetches the packages (`apt-get download` into BENCH_DIR/debs, as bench/ingest.py does; run `apt-get update` first on a fresh
+machine), unpacks each into BENCH_DIR/<catalog>/src/<package>/, keeps only its music files and ingests them into that catalog
+of CLOUDTUNE_HOME=--home (default var/bench/tok_home, the home of bench/tokenize_rvq.py, train_embedder.py and
+evaluate_retrieval.py; BENCH_DIR defaults to the folder above it). `distractors` takes DISTRACTORS, `trainmusic` TRAIN_MUSIC and
+`unseen` UNSEEN, each in order until their music adds up to --min-hours (10 h of distractors; every package of the others by
+default). A file is music when a folder on its path is a music folder (music/, bgm/, ...) and it lasts at least 30 s, or when it
+lasts at least 60 s and no folder on its path is a sound-effects folder (sounds/, sfx/, voices/, ...). No package of the bench
+query set (bench/ingest.py PACKAGES: fretsonfire-songs-*, drascula-music) is ever used, and no package has two roles: a model
+never trains on a distractor or a query.
+bench/train_fingerprint.py --train-catalog trainmusic trains on the `trainmusic` tracks too; bench/evaluate_retrieval.py
+--unseen unseen queries the `unseen` ones.
 
 Prints per package the music files, hours and licence (from the package's usr/share/doc/<package>/copyright, whose
 licence names are checked), then the catalog's tracks, hours and 5 s segments (the vectors it adds to an evaluation's
-gallery), and writes BENCH_DIR/distractors/manifest.csv (package, file, seconds, licence, track_id). A re-run unpacks
+gallery), and writes BENCH_DIR/<catalog>/manifest.csv (package, file, seconds, licence, track_id). A re-run unpacks
 and ingests nothing new. --list stops before the ingest.
 """
 
@@ -31,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CATALOG = "distractors"
 MUSIC_DIRS = {"music", "musics", "bgm", "soundtrack", "soundtracks"}
 EFFECT_DIRS = {"sound", "sounds", "sfx", "soundfx", "effects", "voices", "voice", "speech", "ambient", "ambience", "announcer"}
 MUSIC_MIN_S = 30.0  # a file in a music folder: shorter ones are jingles and stingers
@@ -48,7 +52,7 @@ class Package:
 
 
 # In order; checked against each package's copyright file by hand, and `check` again on every run.
-PACKAGES = (
+DISTRACTORS = (
     Package("warzone2100-music", "GPL-2+ (Aftermath and Legacy albums, but track3_enhanced, also CC-BY-SA-3.0+: their license.txt)", ("GPL-2+",)),
     Package("hedgewars-data", "GPL-2", ("GPL-2",)),
     # neverball-data holds no audio in Debian 12: the game's music (bgm/) is in neverball-common
@@ -58,9 +62,24 @@ PACKAGES = (
     Package("naev-data", "per file: GPL-2+, GPL-3 or CC-BY-3.0, CC-BY-SA-3.0, CC-BY-3.0, GPL-3+", ("GPL-3 or CC-BY-3.0", "CC-BY-SA-3.0"),
             per_file=True),
     Package("marsshooter-data", "CC-BY-SA-3.0 (data/audio/music/*, menu.ogg, tutorial.ogg)", ("data/audio/music/*", "CC-BY-SA-3.0")),
-    Package("flare-game", "CC-BY-SA-3.0+", ("CC-BY-SA-3.0+",)),
     Package("freedroidrpg-data", "GPL-2+", ("GPL-2+",)),
 )
+TRAIN_MUSIC = (
+    Package("widelands-data", "per file: GPL-2+, CC-BY-SA-3.0 (data/music/ingame_24-26)", ("data/music/ingame_24.ogg", "CC-BY-SA-3.0"),
+            per_file=True),
+    Package("supertuxkart-data", "per file: CC-BY-SA-3.0, CC-BY-SA-4.0, GPL, ... (data/music/*)", ("data/music/bay.ogg", "CC-BY-SA-3.0"),
+            per_file=True),
+    Package("frozen-bubble-data", "GPL-2", ("GPL-2",)),
+    Package("extremetuxracer-data", "GPL-2+", ("GPL-2+",)),
+    Package("lincity-ng-data", "GPL-2+", ("GPL-2+",)),
+)
+UNSEEN = (  # orchestral fantasy scores: queries of a kind no model here trained on (bench/evaluate_retrieval.py --unseen unseen)
+    Package("flare-game", "CC-BY-SA-3.0+", ("CC-BY-SA-3.0+",)),
+)
+ROLES = {"distractors": (DISTRACTORS, 10.0), "trainmusic": (TRAIN_MUSIC, 0.0), "unseen": (UNSEEN, 0.0)}  # catalog -> (packages,
+# default --min-hours; 0: all)
+_names = [p.name for packages, _ in ROLES.values() for p in packages]
+assert len(_names) == len(set(_names)), "a package has two roles"
 
 
 @dataclass
@@ -81,11 +100,11 @@ def is_query_package(name: str, query: tuple[str, ...]) -> bool:
     return name in query or name.startswith("fretsonfire-songs-") or name == "drascula-music"
 
 
-def unpack(bench_dir: Path, package: str) -> Path:
-    """BENCH_DIR/distractors/src/<package>/, fetched and unpacked once (a marker names the .deb it came from)."""
+def unpack(bench_dir: Path, catalog: str, package: str) -> Path:
+    """BENCH_DIR/<catalog>/src/<package>/, fetched and unpacked once (a marker names the .deb it came from)."""
     from ingest import fetch_debs  # bench/ingest.py
 
-    src = bench_dir / "distractors" / "src"
+    src = bench_dir / catalog / "src"
     target = src / package
     marker = target / ".unpacked"
     debs = sorted((bench_dir / "debs").glob(f"{package}_*.deb"))
@@ -174,9 +193,10 @@ def vectors(durations: list[float]) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--catalog", choices=sorted(ROLES), default="distractors", help="what the music is for (default: distractors)")
     ap.add_argument("--home", type=Path, default=ROOT / "var" / "bench" / "tok_home", help="CLOUDTUNE_HOME to ingest into")
-    ap.add_argument("--bench-dir", type=Path, help="where debs/ and distractors/ go (default: the folder above --home)")
-    ap.add_argument("--min-hours", type=float, default=10.0, help="take packages until their music adds up to this")
+    ap.add_argument("--bench-dir", type=Path, help="where debs/ and <catalog>/ go (default: the folder above --home)")
+    ap.add_argument("--min-hours", type=float, help="take packages until their music adds up to this (default: 10 for distractors; 0, all, for others)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--list", action="store_true", help="fetch, unpack and list the music; ingest nothing")
     args = ap.parse_args()
@@ -185,26 +205,29 @@ def main() -> int:
     os.environ["CLOUDTUNE_HOME"] = str(home)
     os.environ.pop("CLOUDTUNE_DB_URL", None)
 
+    catalog_name = args.catalog
+    packages, min_hours = ROLES[catalog_name]
+    args.min_hours = min_hours if args.min_hours is None else args.min_hours
     query = query_packages()
     chosen: list[tuple[Package, list[MusicFile], int]] = []
     hours = 0.0
-    for pkg in PACKAGES:
-        if hours >= args.min_hours:
+    for pkg in packages:
+        if args.min_hours and hours >= args.min_hours:
             break
         if is_query_package(pkg.name, query):
-            sys.exit(f"bench: {pkg.name} belongs to the bench query set; it cannot be a distractor")
-        files, left_out = music_files(pkg, unpack(bench_dir, pkg.name))
+            sys.exit(f"bench: {pkg.name} belongs to the bench query set; it cannot be in catalog {catalog_name}")
+        files, left_out = music_files(pkg, unpack(bench_dir, catalog_name, pkg.name))
         chosen.append((pkg, files, left_out))
         hours += sum(f.seconds for f in files) / 3600
     if hours < args.min_hours:
-        print(f"bench: every package of PACKAGES gives only {hours:.2f} h of music (< {args.min_hours} h)", file=sys.stderr)
+        print(f"bench: every package for {catalog_name} gives only {hours:.2f} h of music (< {args.min_hours} h)", file=sys.stderr)
 
     every = [f for _, files, _ in chosen for f in files]
     if args.list:
         for pkg, files, left_out in chosen:
             print(f"{pkg.name}: {len(files)} music files, {sum(f.seconds for f in files) / 3600:.2f} h "
                   f"({left_out} other audio files left out); licence {pkg.licence}")
-        print(f"RESULT distractor music: {len(chosen)} packages, {len(every)} files, {hours:.2f} h (nothing ingested: --list)")
+        print(f"RESULT {catalog_name} music: {len(chosen)} packages, {len(every)} files, {hours:.2f} h (nothing ingested: --list)")
         return 0
 
     from sqlalchemy import select
@@ -213,17 +236,17 @@ def main() -> int:
     from pipeline.store import db
     from pipeline.store.tables import ingest_sources, tracks
 
-    summary = ingest([f.path for f in every], catalog=CATALOG, workers=args.workers)
+    summary = ingest([f.path for f in every], catalog=catalog_name, workers=args.workers)
     print(summary.line())
 
     with db.get_engine().connect() as conn:
         sources = {r.source_uri: r for r in conn.execute(select(ingest_sources.c.source_uri, ingest_sources.c.status,
                                                                 ingest_sources.c.track_id))}
         catalog = {r.track_id: r for r in conn.execute(select(tracks.c.track_id, tracks.c.source_uri, tracks.c.duration_s)
-                                                      .where(tracks.c.catalog == CATALOG))}
-        other = {r.track_id: r.catalog for r in conn.execute(select(tracks.c.track_id, tracks.c.catalog).where(tracks.c.catalog != CATALOG))}
+                                                      .where(tracks.c.catalog == catalog_name))}
+        other = {r.track_id: r.catalog for r in conn.execute(select(tracks.c.track_id, tracks.c.catalog).where(tracks.c.catalog != catalog_name))}
 
-    src_root = bench_dir / "distractors" / "src"
+    src_root = bench_dir / catalog_name / "src"
     per_package: dict[str, set[str]] = defaultdict(set)  # a track counts for the package of the file it was first found in
     for track_id, r in catalog.items():
         parts = r.source_uri.split(src_root.as_uri() + "/", 1)
@@ -237,7 +260,7 @@ def main() -> int:
             elsewhere.append(f"{f.path} (= track {track_id} of catalog {other[track_id]})")
         rows.append((f.package, str(f.path.relative_to(src_root / f.package)), f"{f.seconds:.2f}", f.licence, track_id))
 
-    manifest = bench_dir / "distractors" / "manifest.csv"
+    manifest = bench_dir / catalog_name / "manifest.csv"
     tmp = manifest.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -253,14 +276,17 @@ def main() -> int:
               f"  [{left_out} other audio files left out]")
     total_h = sum(r.duration_s for r in catalog.values()) / 3600
     n_vectors = vectors([r.duration_s for r in catalog.values()])
-    print(f"\nRESULT ingest {CATALOG}: {summary.added} added, {summary.duplicates} duplicate, {summary.unchanged} unchanged, {summary.errors} errors; "
+    print(f"\nRESULT ingest {catalog_name}: {summary.added} added, {summary.duplicates} duplicate, {summary.unchanged} unchanged, {summary.errors} errors; "
           f"{summary.audio_seconds / 3600:.2f} h decoded in {summary.wall_seconds:.1f} s ({summary.realtime_factor:.0f}x realtime, {args.workers} workers)")
-    print(f"RESULT catalog {CATALOG}: {len(catalog)} tracks, {total_h:.2f} h, {n_vectors} vectors (5 s segments) from {len(chosen)} packages "
+    print(f"RESULT catalog {catalog_name}: {len(catalog)} tracks, {total_h:.2f} h, {n_vectors} vectors (5 s segments) from {len(chosen)} packages "
           f"in {home}; manifest {manifest}")
+    # a distractor that is a bench track would be queried: the bench is wrong. Training music that is already a track elsewhere
+    # (supertuxkart-data ships a tune of supertux-data, a distractor) stays out of the train split, which is what it must do.
     for line in elsewhere:
-        print(f"warning: already a track of another catalog, not a distractor: {line}", file=sys.stderr)
+        print(f"{'warning' if catalog_name == 'distractors' else 'left out'}: already a track of another catalog, not in "
+              f"{catalog_name}: {line}", file=sys.stderr)
 
-    ok = summary.errors == 0 and total_h >= args.min_hours and not elsewhere
+    ok = summary.errors == 0 and total_h >= args.min_hours and not (elsewhere and catalog_name == "distractors")
     print("bench: OK" if ok else "bench: FAILED", file=sys.stderr)
     return 0 if ok else 1
 
