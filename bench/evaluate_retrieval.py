@@ -32,11 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def unseen_run(run_id: str, catalog: str) -> str:
     """Run <run_id>-<catalog>: the run's models and train/val lists, and every track of ``catalog`` as its test split. Refused
     when a track of the catalog is in the run's splits or trained its fingerprint model."""
-    import torch
     from sqlalchemy import select
 
     from pipeline import paths
     from pipeline.data.splits import split_track_ids
+    from pipeline.models.fingerprint import read_checkpoint
     from pipeline.store import db
     from pipeline.store.tables import tracks
 
@@ -46,13 +46,13 @@ def unseen_run(run_id: str, catalog: str) -> str:
         sys.exit(f"bench: --unseen {catalog}: no tracks in that catalog (bench/fetch_distractors.py --catalog {catalog})")
     seen = {t for s in ("train", "val", "test") for t in split_track_ids(paths.splits_dir(run_id), s)}
     if paths.fingerprint_checkpoint(run_id).exists():
-        seen |= set(torch.load(paths.fingerprint_checkpoint(run_id), map_location="cpu", weights_only=False).get("train_tracks", ()))
+        seen |= set(read_checkpoint(paths.fingerprint_checkpoint(run_id)).get("train_tracks", ()))
     if seen & set(ids):
         sys.exit(f"bench: --unseen {catalog}: {len(seen & set(ids))} of its tracks are in run {run_id}'s splits or training")
     new = f"{run_id}-{catalog}"
     shutil.copytree(paths.models_dir(run_id), paths.models_dir(new), dirs_exist_ok=True)
+    paths.splits_dir(new).mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
-        paths.split_list(paths.splits_dir(new), split).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(paths.split_list(paths.splits_dir(run_id), split), paths.split_list(paths.splits_dir(new), split))
     paths.split_list(paths.splits_dir(new), "test").write_text("".join(f"{t}.npz\n" for t in ids))  # only the ids are read
     print(f"bench: run {new}: the models of {run_id}, {len(ids)} tracks of catalog {catalog} as its test split", file=sys.stderr)

@@ -21,15 +21,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CommandError("train fingerprint: --run-id is required (the run whose splits it trains on)", EXIT_USAGE)
         if args.tokens_root or args.catalog:
             raise CommandError("train fingerprint: --tokens-root/--catalog are for the token embedder; the fingerprint reads audio", EXIT_USAGE)
-    elif args.train_catalog:
-        raise CommandError("train embedder: --train-catalog is for the fingerprint (the token embedder trains on the run's train split)", EXIT_USAGE)
-    if args.model == "fingerprint":
         summary = train_fingerprint_model(args.splits_dir, run_id=args.run_id, config_path=args.config, device=args.device, epochs=args.epochs,
                                           train_catalogs=args.train_catalog, resume=args.resume)
         last = summary["history"][-1] if summary["history"] else {}
         print(f"train: fingerprint {summary['run_id']}: {len(summary['history'])} epochs, loss {last.get('train_loss', float('nan')):.4f}, "
               f"val R@1 {last.get('val_recall_at_1', float('nan')):.3f}, {summary['train_hours']:.2f} h of train audio -> {summary['checkpoint']}")
         return 0
+    if args.train_catalog:
+        raise CommandError("train embedder: --train-catalog is for the fingerprint (the token embedder trains on the run's train split)", EXIT_USAGE)
     if not (args.tokens_root or args.catalog):
         raise CommandError("train embedder: give --tokens-root or --catalog", EXIT_USAGE)
     from pipeline.tokenize.catalog import current_rvq

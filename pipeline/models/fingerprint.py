@@ -133,8 +133,9 @@ def save_fingerprint(path: str | Path, model: FingerprintNet, **extra) -> None:
     torch.save({"fingerprint": asdict(model.settings), "model": model.state_dict(), **extra}, path)
 
 
-def load_fingerprint(path: str | Path, device: str = "cpu") -> tuple[FingerprintNet, dict]:
-    """The model of a checkpoint, in eval mode on ``device``, and the checkpoint dict; a clear error for a file that is not one."""
+def read_checkpoint(path: str | Path) -> dict:
+    """A fingerprint checkpoint's dict (weights, settings, training state, ``train_tracks``); a clear error for a file that is
+    not one."""
     path = Path(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -144,6 +145,12 @@ def load_fingerprint(path: str | Path, device: str = "cpu") -> tuple[Fingerprint
         raise ValueError(f"{path}: not a readable fingerprint checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     if not isinstance(ckpt, dict) or "fingerprint" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path}: not a fingerprint checkpoint (no fingerprint settings or weights in it)")
+    return ckpt
+
+
+def load_fingerprint(path: str | Path, device: str = "cpu") -> tuple[FingerprintNet, dict]:
+    """The model of a checkpoint, in eval mode on ``device``, and the checkpoint dict; a clear error for a file that is not one."""
+    ckpt = read_checkpoint(path)
     s = ckpt["fingerprint"]
     model = FingerprintNet(FingerprintSettings(**{**s, "channels": tuple(s["channels"])}))
     model.load_state_dict(ckpt.get("ema_model") or ckpt["model"])

@@ -173,9 +173,9 @@ def check_unseen_distractors(run_id: str, embedders: list[str], gallery: list[Tr
     ckpt = paths.fingerprint_checkpoint(run_id)
     if "fingerprint" not in embedders or not distractors or not ckpt.exists():
         return
-    import torch
+    from pipeline.models.fingerprint import read_checkpoint
 
-    trained = set(torch.load(ckpt, map_location="cpu", weights_only=False).get("train_tracks", ()))
+    trained = set(read_checkpoint(ckpt).get("train_tracks", ()))
     seen = sorted(t.track_id for t in gallery if t.catalog in distractors and t.track_id in trained)
     if seen:
         raise ValueError(f"--distractors {', '.join(distractors)}: the fingerprint model of run {run_id} was trained on {len(seen)} of their "
