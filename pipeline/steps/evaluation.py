@@ -96,9 +96,9 @@ def _inputs(run_id: str, embedders: list[str], kinds: list[str]) -> dict[str, st
 def finished_evaluation(run_id: str, run_config: dict, qs: config.QuerySettings, background_dir: Path,
                         url: str | None = None) -> tuple[dict, list[dict]] | None:
     """(evaluation.json, the metric rows) of a finished evaluation of the run that is current, else None: evaluation.json (written
-    last) was made with the same ``run_config`` (embedders, index kinds, catalogs, queries, track counts, search settings), from the embeddings and
-    indexes there now; no embedder it skipped has embeddings now, no query set it skipped could run now (its background sound
-    has arrived), and the metrics DB holds as many of its rows as it wrote."""
+    last) was made with the same ``run_config`` (embedders, index kinds, catalogs, queries, track counts, segments and search
+    settings), from the embeddings and indexes there now; no embedder it skipped has embeddings now, no query set it skipped
+    could run now (its background sound has arrived), and the metrics DB holds as many of its rows as it wrote."""
     path = paths.evaluation_json(run_id)
     if not path.exists():
         return None
@@ -201,7 +201,8 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
     queries = {**{k: v for k, v in asdict(qs).items() if k != "plans"}, **asdict(qs.query_plan)}  # the plan run, not every plan
     run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "distractors": distractors,
                   "queries": queries, "query_tracks": len(query_tracks), "gallery_tracks": len(gallery),
-                  "search": asdict(index_s["search"])}  # how queries are cut and matched: another way is another evaluation
+                  "search": asdict(index_s["search"]),  # how queries are cut and matched, and the catalog's segments
+                  "segments": asdict(index_s["segments"])}  # are cut: another way is another evaluation
     reused = finished_evaluation(run_id, run_config, qs, background_dir, url)
     if reused:
         done, rows = reused
