@@ -16,6 +16,7 @@ class SegmentSettings:
     hop_s: float
     min_s: float
     batch_size: int
+    silence_db: float | None
 
 
 @dataclass(frozen=True)
