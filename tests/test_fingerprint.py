@@ -148,30 +148,6 @@ def test_augmented_views_have_the_asked_length_and_replay_from_their_seed():
     assert len(aug.rooms) == 2 and TRAIN_ROOMS >= 8  # the query sets' rooms are ids 0-7
 
 
-def test_noise_is_set_against_the_music_around_the_view_when_a_context_is_asked():
-    """snr_context_s: a room's noise keeps its level over a quiet passage, so a quiet view inside loud music gets a lower SNR."""
-    s = config.defaults(config.AugmentSettings, speed_p=0.0, noise_p=1.0, background_share=0.0, reverb_p=0.0, band_p=0.0,
-                        codec_p=0.0, gain_db=(0.0, 0.0), snr_db=(0.0, 0.0), snr_context_s=(4.0, 4.0))
-    aug = Augmenter(s, 8000)
-    rng = np.random.default_rng(0)
-    track = np.concatenate([rng.standard_normal(16000), 0.01 * rng.standard_normal(8000), rng.standard_normal(16000)]).astype(np.float32)
-    center = 20000  # the middle of the quiet second
-    level = aug.level(track, center, np.random.default_rng(1))
-    expected = np.sqrt(np.mean(np.square(track[center - 16000 : center + 16000], dtype=np.float64)))
-    assert level == pytest.approx(expected, rel=1e-5) and level > 0.8
-    quiet = track[center - 4000 : center + 4000]
-    noisy = aug(quiet, 8000, np.random.default_rng(2), level)
-    noise_rms = np.sqrt(np.mean((noisy - quiet) ** 2))
-    assert noise_rms == pytest.approx(level, rel=0.05)  # 0 dB against the context: about 40 dB above the quiet view
-    own = aug(quiet, 8000, np.random.default_rng(2))
-    assert np.sqrt(np.mean((own - quiet) ** 2)) == pytest.approx(0.01, rel=0.1)  # without a level: 0 dB against the view
-    off = Augmenter(config.defaults(config.AugmentSettings, snr_context_s=()), 8000)
-    r = np.random.default_rng(3)
-    assert off.level(track, center, r) is None and r.integers(1 << 30) == np.random.default_rng(3).integers(1 << 30)  # no draw
-    with pytest.raises(config.ConfigError, match="snr_context_s"):
-        config.defaults(config.AugmentSettings, snr_context_s=(5.0, 1.0))
-
-
 def test_pairs_handed_as_log_mels_are_the_front_end_of_the_pairs_as_waves():
     """CPU training has its data workers compute the log-mels: the same numbers the model's front end makes of the waves."""
     s = small_settings()

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from pipeline import config
-from pipeline.embed.catalog import silent_spans
 from pipeline.embed.segments import QuerySegments, Segmentation, embed_queries, embed_query_rates
 from pipeline.index.faiss_index import TrackIndex, make_index
 from pipeline.index.match import SegmentTable
@@ -108,38 +107,6 @@ def test_segments_past_the_end_of_a_track_are_missing_not_zero():
     assert (t, offset) == (4, 18.0) and score == pytest.approx(1.0, abs=1e-5)  # the mean over the four segments that meet the track
     mostly_outside = np.concatenate([tail[2:], rng.normal(size=(4, DIM))])  # 2 of 6 segments in the track: under half, no candidate
     assert all(s < 0.6 for _, s, _ in idx.match([_query(mostly_outside)], top_k=10)[0])
-
-
-def test_silent_catalog_segments_are_missing_to_every_alignment():
-    """segments.silence_db: a gap in a track is a zero vector flagged silent; it neither lowers the alignment that crosses it nor
-    lets a query land on the silence itself."""
-    vectors, track, start = _catalog()
-    gap = _rows(track, start, 6, [20, 21])  # 10.0-11.5 s of track 6 is silence
-    vectors = vectors.copy()
-    vectors[gap] = 0.0
-    silent = np.zeros(len(vectors), bool)
-    silent[gap] = True
-    index, _ = make_index("flat", np.ascontiguousarray(vectors), {})
-    table = SegmentTable.build(vectors, track, start, Segmentation(WINDOW, HOP, HOP), silent)
-    idx = TrackIndex(index, {}, np.array([f"t{i}" for i in range(track.max() + 1)]), track, _search(match_drift=0), table)
-    rng = np.random.default_rng(6)
-    music = vectors[_rows(track, start, 6, range(16, 20))] + 0.2 * rng.normal(size=(4, DIM)).astype(np.float32)
-    clip = _query(np.concatenate([music, rng.normal(size=(2, DIM))]))  # 8.0 s on: four segments of music, then the gap (noise)
-    (t, score, offset), *_ = idx.match([clip], top_k=3)[0]
-    (_, four, _), *_ = idx.match([_query(music)], top_k=1)[0]
-    assert (t, offset) == (6, 8.0) and score == pytest.approx(four, abs=1e-5)  # the mean over the four that meet music
-    noise = [QuerySegments(_unit(rng.normal(size=(1, DIM))), np.zeros(1)) for _ in range(20)]
-    for got in idx.match(noise, top_k=30):
-        assert not any(t == 6 and o in (10.0, 10.5) for t, _, o in got)  # a silent segment proposes nothing it could win
-
-
-def test_silent_spans_are_those_far_below_their_tracks_level():
-    rng = np.random.default_rng(7)
-    wave = np.concatenate([rng.normal(size=300), 1e-4 * rng.normal(size=200), rng.normal(size=300)]).astype(np.float32)
-    spans = [(0, 100), (300, 400), (350, 450), (450, 550), (700, 800)]
-    assert silent_spans(wave, spans, -50.0).tolist() == [False, True, True, False, False]  # half music (450-550) is no silence
-    assert silent_spans(wave, spans, None).tolist() == [False] * 5
-    assert silent_spans(np.zeros(800, np.float32), spans, -50.0).all()
 
 
 class _Lengths:

@@ -50,18 +50,7 @@ class Augmenter:
         """Samples of source audio a view of ``n`` samples needs: room for the slowest speed plus a quarter second of echo."""
         return int(np.ceil(n * (1 + self.s.speed_max) / (1 - self.s.speed_max))) + self.sr // 4
 
-    def level(self, track: np.ndarray, center: int, rng: np.random.Generator) -> float | None:
-        """The level a view's noise is set against: the RMS of ``snr_context_s`` seconds of ``track`` around ``center`` (drawn
-        in that range), as a room's noise holds its level while the music grows quiet and loud around the moment a query
-        covers; None (the view's own level) when ``snr_context_s`` is empty. Draws from ``rng`` only when it is set."""
-        if not self.s.snr_context_s:
-            return None
-        half = int(rng.uniform(*self.s.snr_context_s) * self.sr) // 2
-        part = track[max(0, center - half) : center + half]
-        return float(np.sqrt(np.dot(part, part) / len(part))) if len(part) else None  # a BLAS dot: 10x a float64 square and mean
-
-    def __call__(self, wave: np.ndarray, n: int, rng: np.random.Generator, level: float | None = None) -> np.ndarray:
-        """``level``: the RMS the noise's SNR is measured against (:meth:`level`); None: the view's own."""
+    def __call__(self, wave: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
         s, sr = self.s, self.sr
         x = np.asarray(wave, dtype=np.float32)
         if rng.random() < s.speed_p:
@@ -69,9 +58,9 @@ class Augmenter:
         if rng.random() < s.noise_p:
             snr = float(rng.uniform(*s.snr_db))
             if self.background and rng.random() < s.background_share:
-                x = D.add_background(x, self.background, snr, rng, level=level)
+                x = D.add_background(x, self.background, snr, rng)
             else:
-                x = D.add_noise(x, snr, str(rng.choice(["white", "pink", "brown"])), rng, level=level)
+                x = D.add_noise(x, snr, str(rng.choice(["white", "pink", "brown"])), rng)
         if self.rooms and rng.random() < s.reverb_p:
             x = D.convolve_ir(x, self.rooms[int(rng.integers(len(self.rooms)))])
         start = max(0, (len(x) - n) // 2)

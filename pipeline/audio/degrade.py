@@ -51,9 +51,9 @@ def colored_noise(n: int, color: str = "white", rng=None) -> np.ndarray:
     return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
 
 
-def add_noise(wave: np.ndarray, snr_db: float, color: str = "white", rng=None, level: float | None = None) -> np.ndarray:
-    """Add noise at ``snr_db`` dB below ``level`` (default: the clip's RMS)."""
-    rms = level or (float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) or 1e-4)
+def add_noise(wave: np.ndarray, snr_db: float, color: str = "white", rng=None) -> np.ndarray:
+    """Add noise at ``snr_db`` dB below the clip's RMS level."""
+    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) or 1e-4
     noise = colored_noise(wave.shape[0], color, rng) * (rms / 10 ** (snr_db / 20))
     return (wave + noise).astype(np.float32)
 
@@ -124,9 +124,8 @@ def load_background(folder: str | Path, sr: int) -> list[np.ndarray]:
     return out
 
 
-def add_background(wave: np.ndarray, recordings: Sequence[np.ndarray] | None, snr_db: float, rng=None,
-                   level: float | None = None) -> np.ndarray:
-    """Add real background sound at ``snr_db`` dB below ``level`` (default: the clip's RMS): a segment at a seeded random offset of a seeded random
+def add_background(wave: np.ndarray, recordings: Sequence[np.ndarray] | None, snr_db: float, rng=None) -> np.ndarray:
+    """Add real background sound at ``snr_db`` dB below the clip's RMS: a segment at a seeded random offset of a seeded random
     recording among those at least as long as the clip (when none is, one is looped to the clip's length)."""
     if not recordings:
         raise ValueError("no background recordings (queries.background_dir is missing or empty: bench/fetch_background.py fetches them)")
@@ -142,7 +141,7 @@ def add_background(wave: np.ndarray, recordings: Sequence[np.ndarray] | None, sn
         level = float(np.sqrt(np.mean(segment**2)))
         if level > 1e-4:
             break
-    rms = level or (float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) or 1e-4)
+    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) or 1e-4
     return (wave + segment * (rms / 10 ** (snr_db / 20) / max(level, 1e-12))).astype(np.float32)
 
 

@@ -16,7 +16,6 @@ class SegmentSettings:
     hop_s: float
     min_s: float
     batch_size: int
-    silence_db: float | None
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,6 @@ class AugmentSettings:
     speed_max: float
     noise_p: float
     snr_db: tuple[float, ...]
-    snr_context_s: tuple[float, ...]
     background_share: float
     background_dir: str | None
     reverb_p: float
@@ -130,8 +129,3 @@ class AugmentSettings:
     highpass_hz: tuple[float, ...]
     codec_p: float
     gain_db: tuple[float, ...]
-
-    def __post_init__(self):
-        c = self.snr_context_s
-        if c and (len(c) != 2 or not 0 < c[0] <= c[1]):
-            raise _Invalid("snr_context_s", f"expected [] or [low, high] seconds with 0 < low <= high, got {list(c)}")

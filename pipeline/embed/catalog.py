@@ -1,9 +1,8 @@
 """Catalog embedding: every track cut into overlapping segments (:mod:`pipeline.embed.segments`, the rule queries are cut by
 too), each segment one vector.
 
-Writes ``runs/<run_id>/embeddings/<embedder>/``: ``vectors.npy`` (float32 [N, dim], unit rows; zero rows for silence),
-``segments.csv`` (row i: track_id, start_s, end_s of vector i, and silent: the segment is ``segments.silence_db`` below its
-track's level) and ``manifest.json`` (the embedder's
+Writes ``runs/<run_id>/embeddings/<embedder>/``: ``vectors.npy`` (float32 [N, dim], unit rows),
+``segments.csv`` (row i: track_id, start_s, end_s of vector i) and ``manifest.json`` (the embedder's
 manifest, the segmentation, counts, seconds). The three are written atomically, manifest last, so a
 folder with a manifest is always complete. A re-run with the same embedder, segmentation and tracks
 does nothing; a re-run after new tracks arrived embeds only those and reuses the rest.
@@ -82,16 +81,6 @@ def read_track(track: Track, sr: int) -> np.ndarray:
     return audio_io.resample(wave, file_sr, sr) if file_sr != sr else wave
 
 
-def silent_spans(wave: np.ndarray, spans: list[tuple[int, int]], silence_db: float | None) -> np.ndarray:
-    """[len(spans)] bool: the spans whose RMS level is ``silence_db`` dB or more below the whole track's (segments.silence_db;
-    None: none is). A silent track (no level at all) is silent throughout."""
-    if silence_db is None:
-        return np.zeros(len(spans), bool)
-    track = float(np.dot(wave, wave)) / max(len(wave), 1)
-    power = np.array([float(np.dot(wave[a:b], wave[a:b])) / max(b - a, 1) for a, b in spans])
-    return power <= track * 10 ** (silence_db / 10)
-
-
 def load_embeddings(files: paths.EmbeddingFiles) -> tuple[np.ndarray, pd.DataFrame, dict]:
     """(vectors [N, dim], segments table [N rows: track_id, start_s, ...], manifest) of one embedder's catalog embeddings."""
     folder = files.folder
@@ -139,9 +128,7 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
 
     def flush():
         if pending_waves:
-            vectors = np.array(embed_spans(embedder, pending_waves, pending_spans), np.float32)
-            vectors[np.array([m[3] for m in pending_meta], bool)] = 0.0  # silence: found by no query, missing to the matcher
-            all_vectors.append(vectors)
+            all_vectors.append(embed_spans(embedder, pending_waves, pending_spans))
             all_segments.extend(pending_meta)
             pending_waves.clear()
             pending_spans.clear()
@@ -156,7 +143,7 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
             vecs, segs = previous[t.track_id]
             flush()
             all_vectors.append(np.asarray(vecs))
-            all_segments.extend(segs[["track_id", "start_s", "end_s", "silent"]].itertuples(index=False, name=None))
+            all_segments.extend(segs[["track_id", "start_s", "end_s"]].itertuples(index=False, name=None))
             bar.update(1)
     sr = embedder.sample_rate
     for track, wave in prefetch(lambda t: read_track(t, sr), todo):
@@ -171,8 +158,7 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
         audio_seconds += len(wave) / sr
         pending_waves.append(wave)
         pending_spans.append(spans)
-        silent = silent_spans(wave, spans, settings.silence_db)
-        pending_meta.extend((track.track_id, round(a / sr, 3), round(b / sr, 3), bool(q)) for (a, b), q in zip(spans, silent, strict=True))
+        pending_meta.extend((track.track_id, round(a / sr, 3), round(b / sr, 3)) for a, b in spans)
         if len(pending_meta) >= settings.batch_size:
             flush()
     flush()
@@ -180,7 +166,7 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
     if not all_vectors:
         raise RuntimeError(f"embed-catalog: no segment could be embedded ({len(errors)} tracks failed)")
     vectors = np.ascontiguousarray(np.concatenate(all_vectors), dtype=np.float32)
-    segments = pd.DataFrame(all_segments, columns=["track_id", "start_s", "end_s", "silent"])
+    segments = pd.DataFrame(all_segments, columns=["track_id", "start_s", "end_s"])
     embedded_ids = sorted(set(segments.track_id))
     if old is not None and embedded_ids == old["track_ids"]:  # every track left to embed failed (again): nothing to change
         _record_errors(run_id, embedder.name, errors, url)
@@ -190,8 +176,7 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
     seconds = time.perf_counter() - started
     manifest = {"run_id": run_id, "embedder": info, "segmentation": segmentation, "catalogs": catalogs, "count": len(vectors),
                 "dim": int(vectors.shape[1]), "tracks": len(embedded_ids), "track_ids": embedded_ids, "reused_tracks": len(previous),
-                "failed_tracks": [t.track_id for t, _ in errors], "silent_segments": int(segments.silent.sum()),
-                "audio_seconds": audio_seconds, "seconds": seconds,
+                "failed_tracks": [t.track_id for t, _ in errors], "audio_seconds": audio_seconds, "seconds": seconds,
                 "created_at": db.utcnow().isoformat()}
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(files.vectors) as tmp:

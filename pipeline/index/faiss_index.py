@@ -327,8 +327,7 @@ def load_index(run_id: str, embedder_manifest: dict, kind: str, settings: Search
         raise ValueError(f"{folder}: the index has {index.ntotal} vectors but segments.csv {len(segments)}: rebuild the index")
     codes, uniques = pd.factorize(segments.track_id)
     codes = codes.astype(np.int64)
-    silent = segments.silent.to_numpy(bool) if "silent" in segments else None  # embeddings made before segments.silence_db: none
-    table = SegmentTable.build(vectors, codes, segments.start_s.to_numpy(), Segmentation.of(emb_manifest["segmentation"]), silent)
+    table = SegmentTable.build(vectors, codes, segments.start_s.to_numpy(), Segmentation.of(emb_manifest["segmentation"]))
     return TrackIndex(index, manifest, np.asarray(uniques), codes, settings, table)
 
 

@@ -9,8 +9,7 @@ the whole sequence fits, not the track of its single best segment.
 2. **Scores.** Each distinct alignment is scored against all query segments with exact dot products of the catalog's
    vectors (``vectors.npy``, memory-mapped): query segment i meets T's catalog segment whose start is nearest to
    ``offset + q_i``. A segment with no catalog segment within half a hop of that time (before T starts, past its end) is
-   *missing*: it neither helps nor hurts; so is one meeting a silent catalog segment (``segments.silence_db``: a zero vector
-   that no query finds). The score is the mean similarity over the segments present, and an alignment
+   *missing*: it neither helps nor hurts. The score is the mean similarity over the segments present, and an alignment
    needs at least half of the query's segments present (else it is no candidate), so a clip running past a track's end
    still matches on what it shares with it, while an alignment hanging mostly outside the track cannot win on two lucky
    segments.
@@ -66,12 +65,9 @@ class SegmentTable:
     first: np.ndarray  # [n_tracks] int64: first position of each track
     last: np.ndarray  # [n_tracks] int64: last position of each track
     segmentation: Segmentation
-    silent: np.ndarray  # [N] bool: the segment at each position is silence (segments.silence_db): missing to every alignment
 
     @classmethod
-    def build(cls, vectors: np.ndarray, segment_track: np.ndarray, start_s: np.ndarray, segmentation: Segmentation,
-              silent: np.ndarray | None = None) -> SegmentTable:
-        """``silent`` [N] bool by row (None: no segment is)."""
+    def build(cls, vectors: np.ndarray, segment_track: np.ndarray, start_s: np.ndarray, segmentation: Segmentation) -> SegmentTable:
         segment_track, start_s = np.asarray(segment_track, np.int64), np.asarray(start_s, np.float64)
         row = np.lexsort((start_s, segment_track))
         position = np.empty_like(row)
@@ -80,8 +76,7 @@ class SegmentTable:
         n_tracks = int(segment_track.max()) + 1 if len(row) else 0
         first = np.searchsorted(track, np.arange(n_tracks), "left")
         last = np.searchsorted(track, np.arange(n_tracks), "right") - 1
-        silent_at = np.zeros(len(row), bool) if silent is None else np.asarray(silent, bool)[row]
-        return cls(vectors, row, position, track, start, first, last, segmentation, silent_at)
+        return cls(vectors, row, position, track, start, first, last, segmentation)
 
 
 def candidates_per_segment(n_segments: int, match_k: int, segments_k: int) -> int:
@@ -131,7 +126,7 @@ def match_query(table: SegmentTable, query: QuerySegments, scores: np.ndarray, i
         d_other = np.abs(table.start[other] - t)
         closer = d_other < dist
         at, dist = np.where(closer, other, at), np.where(closer, d_other, dist)
-    present = (dist <= hop / 2 + TOLERANCE_MS) & ~table.silent[at]  # silence in the catalog is no evidence either way
+    present = dist <= hop / 2 + TOLERANCE_MS
     count = present.sum(1)
     ok = 2 * count >= n  # at least half of the query's segments meet the track
     if not ok.any():
