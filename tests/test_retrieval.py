@@ -1,6 +1,7 @@
 """Catalog embedding, FAISS indexes, evaluation, publishing and search on a tiny real run (SQLite and PostgreSQL)."""
 
 import html
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -291,6 +292,28 @@ def test_embed_catalog_is_idempotent_and_embeds_only_new_tracks(run_env, built, 
     finally:
         track.audio_path.write_bytes(kept)
     assert embed_catalog("r1", mel, settings=segments, progress=False)["tracks"] == after["tracks"] + 1  # mended: embedded
+
+
+def test_query_confusions_scores_the_evaluations_clips_and_names_the_tracks_that_draw_wrong_answers(run_env, capsys, monkeypatch):
+    """bench/query_confusions.py searches the evaluation's own clips: its Recall@1 is the evaluation's."""
+    spec = importlib.util.spec_from_file_location("bench_confusions", config.PROJECT_ROOT / "bench" / "query_confusions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr("sys.argv", ["query_confusions.py", "--home", str(run_env), "--run-id", "r1", "--embedder", "mel-stats",
+                                     "--set", "clean", "--set", "pink0db", "--length", "5"])
+    assert module.main() == 0
+    out = capsys.readouterr().out
+    with db.connect() as conn:
+        rows = conn.execute(select(retrieval_metrics.c.query_set, retrieval_metrics.c.value).where(
+            retrieval_metrics.c.run_id == "r1", retrieval_metrics.c.embedder == "mel-stats", retrieval_metrics.c.index_kind == "flat",
+            retrieval_metrics.c.metric == "recall", retrieval_metrics.c.k == 1)).all()
+    recall = dict(rows)
+    for name in ("clean", "pink0db"):
+        line = next(x for x in out.splitlines() if x.startswith(f"5s/{name}: "))
+        assert float(line.split("R@1 ")[1].split(",")[0]) == pytest.approx(recall[f"5s/{name}"], abs=1e-3)
+        missed = int(line.split("; ")[1].split(" missed")[0])
+        drawn = [int(x.split()[0]) for x in out.split(f"5s/{name}: ")[1].split("\n\n")[0].splitlines()[1:]]
+        assert sum(drawn) <= missed and all(d > 0 for d in drawn)
 
 
 def _clip(src, name, start_s, seconds, out):
