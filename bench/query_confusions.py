@@ -23,10 +23,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def dbfs(wave: np.ndarray) -> float:
-    return float(10 * np.log10(np.mean(np.square(wave, dtype=np.float64)) + 1e-20))
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--home", type=Path, default=ROOT / "var" / "bench" / "tok_home")
@@ -42,6 +38,8 @@ def main() -> int:
     from sqlalchemy import select
 
     from pipeline import config
+    from pipeline.audio.io import rms_dbfs
+    from pipeline.evaluate import metrics as M
     from pipeline.evaluate.queries import clean_clips, query_plan
     from pipeline.evaluate.retrieval import as_queries
     from pipeline.search import Searcher
@@ -62,16 +60,16 @@ def main() -> int:
     if unknown:
         sys.exit(f"bench: --set {unknown[0]}: not a set of plan {qs.plan} ({', '.join(plan.sets)})")
     clips = clean_clips(query_tracks, [args.length], qs, sr)[args.length]
+    level_of = np.array([rms_dbfs(c.wave) for c in clips])  # the clean clips' levels: the same for every set
     print(f"run {args.run_id}, {args.embedder}/{args.kind}: {len(clips)} clips of {args.length:g} s from {len(query_tracks)} tracks, "
           f"searched among the {len(searcher.index.track_ids)} tracks of its index")
     for name in args.sets:
         waves = as_queries(clips, name, plan, qs.seed, sr, level)
         results = searcher.search(waves, 10)
-        ranks = np.array([next((r["rank"] for r in res if r["track_id"] == c.track_id), 0) for c, res in zip(clips, results, strict=True)])
+        ranks = M.ranks([[r["track_id"] for r in res] for res in results], [c.track_id for c in clips])
         hubs = Counter(res[0]["track_id"] for c, res in zip(clips, results, strict=True) if res and res[0]["track_id"] != c.track_id)
         missed = ranks != 1
-        level_of = np.array([dbfs(c.wave) for c in clips])
-        print(f"\n{args.length:g}s/{name}: R@1 {np.mean(ranks == 1):.3f}, R@10 {np.mean((ranks > 0) & (ranks <= 10)):.3f}; "
+        print(f"\n{args.length:g}s/{name}: R@1 {M.recall_at(ranks, 1):.3f}, R@10 {M.recall_at(ranks, 10):.3f}; "
               f"{int(missed.sum())} missed, median clean level {np.median(level_of[missed]) if missed.any() else float('nan'):.1f} dBFS "
               f"(found: {np.median(level_of[~missed]) if (~missed).any() else float('nan'):.1f})")
         for track_id, count in hubs.most_common(args.top):

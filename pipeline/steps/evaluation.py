@@ -201,8 +201,8 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
     queries = {**{k: v for k, v in asdict(qs).items() if k != "plans"}, **asdict(qs.query_plan)}  # the plan run, not every plan
     run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "distractors": distractors,
                   "queries": queries, "query_tracks": len(query_tracks), "gallery_tracks": len(gallery),
-                  "search": asdict(index_s["search"]),  # how queries are cut and matched, and the catalog's segments
-                  "segments": asdict(index_s["segments"])}  # are cut: another way is another evaluation
+                  "search": asdict(index_s["search"]),  # how queries are cut and matched
+                  "segments": asdict(index_s["segments"])}  # how the catalog is cut; another way of either is another evaluation
     reused = finished_evaluation(run_id, run_config, qs, background_dir, url)
     if reused:
         done, rows = reused
