@@ -200,6 +200,10 @@ class EmbeddingFiles:
     def segments(self) -> Path:
         return self.folder / "segments.csv"
 
+    @property
+    def hubness(self) -> Path:
+        return self.folder / "hubness.npy"
+
 
 def embeddings(run_id: str, embedder: str) -> EmbeddingFiles:
     return EmbeddingFiles(run_dir(run_id) / "embeddings" / embedder)

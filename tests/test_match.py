@@ -25,13 +25,13 @@ def _catalog(tracks=30, segments=40, seed=0):
 
 def _search(**changes) -> config.SearchSettings:
     return config.SearchSettings(**{"segments_k": 200, "match_k": 20, "match_drift": 1, "rates": (1.0,), "min_query_segments": 1,
-                                    "query_hop_steps": 1, "top_k": 10, **changes})
+                                    "query_hop_steps": 1, "top_k": 10, "hub_penalty": 0.0, **changes})
 
 
-def _index(vectors, track, start, drift=1, match_k=20, segments_k=200) -> TrackIndex:
+def _index(vectors, track, start, drift=1, match_k=20, segments_k=200, hub=None, hub_penalty=0.0) -> TrackIndex:
     index, _ = make_index("flat", np.ascontiguousarray(vectors), {})
-    table = SegmentTable.build(vectors, track, start, Segmentation(WINDOW, HOP, HOP))
-    settings = _search(segments_k=segments_k, match_k=match_k, match_drift=drift)
+    table = SegmentTable.build(vectors, track, start, Segmentation(WINDOW, HOP, HOP), hub)
+    settings = _search(segments_k=segments_k, match_k=match_k, match_drift=drift, hub_penalty=hub_penalty)
     return TrackIndex(index, {}, np.array([f"t{i}" for i in range(track.max() + 1)]), track, settings, table)
 
 
@@ -107,6 +107,25 @@ def test_segments_past_the_end_of_a_track_are_missing_not_zero():
     assert (t, offset) == (4, 18.0) and score == pytest.approx(1.0, abs=1e-5)  # the mean over the four segments that meet the track
     mostly_outside = np.concatenate([tail[2:], rng.normal(size=(4, DIM))])  # 2 of 6 segments in the track: under half, no candidate
     assert all(s < 0.6 for _, s, _ in idx.match([_query(mostly_outside)], top_k=10)[0])
+
+
+def test_a_hub_penalty_turns_a_noisy_query_away_from_a_segment_that_lies_near_noise():
+    vectors, track, start = _catalog()
+    rng = np.random.default_rng(6)
+    noise = _unit(rng.normal(size=DIM))  # where noise embeds
+    truth = _rows(track, start, 2, range(8, 12))  # the clip: track 2 from 4.0 s, under loud noise
+    clip = _unit(vectors[truth] + 1.5 * noise)
+    vectors = vectors.copy()
+    vectors[_rows(track, start, 5, range(4))] = _unit(noise + 0.05 * rng.normal(size=(4, DIM)))  # track 5 opens with a wash of noise
+    hub = np.clip(vectors @ noise, 0, None).astype(np.float32)  # each segment's hub score: its similarity to the one noise probe
+    plain = _index(vectors, track, start, drift=0, hub=hub).match([_query(clip)], top_k=30)[0]
+    assert plain[0][0] == 5  # the noise in the clip meets the noise in track 5 better than the music meets track 2
+    penalised = _index(vectors, track, start, drift=0, hub=hub, hub_penalty=0.5).match([_query(clip)], top_k=30)[0]
+    assert penalised[0][0] == 2 and penalised[0][2] == 4.0
+    exact = np.mean(np.sum(clip * vectors[truth], 1) - 0.5 * hub[truth])  # each similarity less 0.5 x its segment's hub score
+    assert penalised[0][1] == pytest.approx(exact, abs=1e-5)
+    with pytest.raises(ValueError, match="no hub scores"):
+        _index(vectors, track, start, hub_penalty=0.5).match([_query(clip)], top_k=3)
 
 
 class _Lengths:

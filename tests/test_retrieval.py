@@ -4,6 +4,7 @@ import html
 import importlib.util
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import faiss
@@ -39,7 +40,7 @@ ENV = {
     "CLOUDTUNE__EVALUATION__EMBEDDERS": "[mel-stats, contrastive]",  # the fingerprint's own run is in test_fingerprint.py
 }
 SETS = [f"{length}/{d}" for length in ("2s", "5s") for d in ("clean", "pink0db", "telephone")]
-SEARCH = config.SearchSettings(segments_k=1000, match_k=100, match_drift=1, rates=(1.0,), min_query_segments=1, query_hop_steps=1, top_k=10)
+SEARCH = config.SearchSettings(segments_k=1000, match_k=100, match_drift=1, rates=(1.0,), min_query_segments=1, query_hop_steps=1, top_k=10, hub_penalty=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +162,7 @@ def test_flat_index_ranks_tracks_like_brute_force():
     segment_track = rng.integers(0, 40, 300)
     queries = vectors[:25] + 0.3 * rng.normal(size=(25, 16)).astype(np.float32)
     index, _ = make_index("flat", vectors, {})
-    settings = config.SearchSettings(segments_k=300, match_k=100, match_drift=1, rates=(1.0,), min_query_segments=1, query_hop_steps=1, top_k=10)
+    settings = replace(SEARCH, segments_k=300)
     idx = TrackIndex(index, {}, np.array([f"t{i}" for i in range(40)]), segment_track, settings)
     results = idx.search(queries, top_k=5)
     scores = queries @ vectors.T

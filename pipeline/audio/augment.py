@@ -60,7 +60,7 @@ class Augmenter:
             if self.background and rng.random() < s.background_share:
                 x = D.add_background(x, self.background, snr, rng)
             else:
-                x = D.add_noise(x, snr, str(rng.choice(["white", "pink", "brown"])), rng)
+                x = D.add_noise(x, snr, str(rng.choice(D.NOISE_COLORS)), rng)
         if self.rooms and rng.random() < s.reverb_p:
             x = D.convolve_ir(x, self.rooms[int(rng.integers(len(self.rooms)))])
         start = max(0, (len(x) - n) // 2)

@@ -34,6 +34,9 @@ def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
+NOISE_COLORS = ("white", "pink", "brown")
+
+
 def colored_noise(n: int, color: str = "white", rng=None) -> np.ndarray:
     """Unit-RMS noise: white (flat), pink (1/f power) or brown (1/f^2 power)."""
     rng = _rng(rng)
@@ -386,7 +389,7 @@ def random_degradation(wave: np.ndarray, sr: int, rng=None, p: float = 0.5) -> n
     if rng.random() < p:
         out = reverb(out, sr, float(rng.uniform(0.2, 0.9)), float(rng.uniform(0.1, 0.5)), rng)
     if rng.random() < p:
-        out = add_noise(out, float(rng.uniform(0, 20)), str(rng.choice(["white", "pink", "brown"])), rng)
+        out = add_noise(out, float(rng.uniform(0, 20)), str(rng.choice(NOISE_COLORS)), rng)
     if rng.random() < p:
         out = gain(out, float(rng.uniform(-12, 6)))
     return out.astype(np.float32)

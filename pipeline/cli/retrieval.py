@@ -34,7 +34,8 @@ def cmd_embed_catalog(args: argparse.Namespace) -> int:
         embedder = get_embedder(args.embedder, run_id, resolve_device(args.device), **embedder_settings())
     except EmbedderUnavailable as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
-    m = embed_catalog(run_id, embedder, args.catalog, settings=config.load_index()["segments"])
+    index_s = config.load_index()
+    m = embed_catalog(run_id, embedder, args.catalog, settings=index_s["segments"], hubs=index_s["hubs"])
     print(f"embed-catalog: {m['count']} segments of {m['tracks']} tracks ({', '.join(m['catalogs'])}) with {args.embedder}, dim {m['dim']}, "
           f"{len(m['failed_tracks'])} failed, {m['reused_tracks']} reused -> {paths.embeddings(run_id, args.embedder).folder}")
     return EXIT_FAILED if m["failed_tracks"] and args.strict else 0

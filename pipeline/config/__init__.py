@@ -44,7 +44,7 @@ from pipeline.config.airflow_settings import (
 from pipeline.config.asr_settings import AsrEvalSettings, AsrSettings, PocketsphinxSettings, Qwen3AsrSettings
 from pipeline.config.base import ENV_PREFIX, OLD_ENV_PREFIXES, PROJECT_ROOT, RENAMED_SECTIONS, ConfigError, config_dir, config_file, db_url, sql_dir
 from pipeline.config.eval_settings import EvalMetricSettings, EvaluationSettings, LatencySettings, QueryPlan, QuerySettings
-from pipeline.config.index_settings import HNSWSettings, IVFPQSettings, PublishSettings, SearchSettings, SegmentSettings
+from pipeline.config.index_settings import HNSWSettings, HubSettings, IVFPQSettings, PublishSettings, SearchSettings, SegmentSettings
 from pipeline.config.loader import (
     AIRFLOW_SECTIONS,
     ASR_SECTIONS,
@@ -106,7 +106,7 @@ __all__ = [  # the package's face: every module imports from pipeline.config, ne
     "ClusterSettings", "ProcessSettings",
     "DagSettings", "DemoRunSettings", "MetricsPageSettings", "NightlySettings", "PoolSettings", "RunDagSettings", "ENV_PREFIX", "OLD_ENV_PREFIXES",
     "PROJECT_ROOT", "RENAMED_SECTIONS", "ConfigError", "config_dir", "config_file", "db_url", "sql_dir", "EvalMetricSettings", "EvaluationSettings",
-    "LatencySettings", "QueryPlan", "QuerySettings", "HNSWSettings", "IVFPQSettings", "PublishSettings", "SearchSettings", "SegmentSettings",
+    "LatencySettings", "QueryPlan", "QuerySettings", "HNSWSettings", "HubSettings", "IVFPQSettings", "PublishSettings", "SearchSettings", "SegmentSettings",
     "AIRFLOW_SECTIONS", "EVAL_SECTIONS", "FILES", "FINGERPRINT_SECTIONS", "HOMES", "INDEX_SECTIONS", "NESTED", "SECTION_FILE", "SECTIONS", "TRAIN_SECTIONS",
     "AirflowConfig", "EvalConfig", "FingerprintConfig", "IndexConfig", "PipelineConfig", "Sections", "TrainConfig", "check_env", "defaults",
     "env_overrides", "load", "load_airflow", "load_eval", "load_fingerprint", "load_index", "load_pipeline", "load_train", "section", "validate",

@@ -58,6 +58,7 @@ class SearchSettings:
     min_query_segments: int
     query_hop_steps: int
     top_k: int
+    hub_penalty: float
 
     def __post_init__(self):
         for key in ("segments_k", "match_k", "top_k", "min_query_segments", "query_hop_steps"):
@@ -67,6 +68,28 @@ class SearchSettings:
             raise _Invalid("match_drift", f"expected 0 or more segments, got {self.match_drift}")
         if not self.rates or any(r <= 0 for r in self.rates):
             raise _Invalid("rates", f"expected one or more playback rates above 0, got {list(self.rates)}")
+        if self.hub_penalty < 0:
+            raise _Invalid("hub_penalty", f"expected 0 or more, got {self.hub_penalty}")
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """index.yaml ``hubs``: the probes each catalog segment's hub score is measured against (pipeline/embed/hubness.py)."""
+
+    noise_probes: int
+    background_probes: int
+    background_dir: str | None
+    k: int
+    seed: int
+
+    def __post_init__(self):
+        for key in ("noise_probes", "background_probes"):
+            if getattr(self, key) < 0:
+                raise _Invalid(key, f"expected 0 or more probes, got {getattr(self, key)}")
+        if self.noise_probes + self.background_probes < 1:
+            raise _Invalid("noise_probes", "expected at least one probe in all (noise_probes + background_probes)")
+        if self.k < 1:
+            raise _Invalid("k", f"expected at least 1, got {self.k}")
 
 
 @dataclass(frozen=True)

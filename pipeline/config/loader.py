@@ -24,7 +24,7 @@ from pipeline.config.airflow_settings import (
 from pipeline.config.asr_settings import AsrEvalSettings, AsrSettings, PocketsphinxSettings, Qwen3AsrSettings
 from pipeline.config.base import ENV_PREFIX, OLD_ENV_PREFIXES, RENAMED_SECTIONS, ConfigError, _Invalid, config_file
 from pipeline.config.eval_settings import EvalMetricSettings, EvaluationSettings, LatencySettings, QueryPlan, QuerySettings
-from pipeline.config.index_settings import HNSWSettings, IVFPQSettings, PublishSettings, SearchSettings, SegmentSettings
+from pipeline.config.index_settings import HNSWSettings, HubSettings, IVFPQSettings, PublishSettings, SearchSettings, SegmentSettings
 from pipeline.config.pipeline_settings import (
     AudioSettings,
     CatalogVAESettings,
@@ -66,7 +66,7 @@ SECTIONS: dict[str, type] = {
 TRAIN_SECTIONS: dict[str, type] = {"embedder": EmbedderSettings, "training": TrainSettings, "splits": SplitSettings}
 FINGERPRINT_SECTIONS: dict[str, type] = {"fingerprint": FingerprintSettings, "fingerprint_training": FingerprintTrainSettings, "augment": AugmentSettings,
                                          "fingerprint_inference": FingerprintInferenceSettings}
-INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSettings, "ivfpq": IVFPQSettings, "search": SearchSettings,
+INDEX_SECTIONS: dict[str, type] = {"segments": SegmentSettings, "hnsw": HNSWSettings, "ivfpq": IVFPQSettings, "search": SearchSettings, "hubs": HubSettings,
                                    "publish": PublishSettings}
 EVAL_SECTIONS: dict[str, type] = {"queries": QuerySettings, "metrics": EvalMetricSettings, "latency": LatencySettings, "evaluation": EvaluationSettings}
 AIRFLOW_SECTIONS: dict[str, type] = {"dag": DagSettings, "pools": PoolSettings, "nightly": NightlySettings, "run": RunDagSettings, "demo": DemoRunSettings,
@@ -338,6 +338,7 @@ class IndexConfig(Sections):
     hnsw: HNSWSettings
     ivfpq: IVFPQSettings
     search: SearchSettings
+    hubs: HubSettings
     publish: PublishSettings
 
 

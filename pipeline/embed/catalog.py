@@ -2,10 +2,12 @@
 too), each segment one vector.
 
 Writes ``runs/<run_id>/embeddings/<embedder>/``: ``vectors.npy`` (float32 [N, dim], unit rows),
-``segments.csv`` (row i: track_id, start_s, end_s of vector i) and ``manifest.json`` (the embedder's
-manifest, the segmentation, counts, seconds). The three are written atomically, manifest last, so a
+``segments.csv`` (row i: track_id, start_s, end_s of vector i), with configs/index.yaml ``hubs`` ``hubness.npy``
+(float32 [N]: each vector's hub score, :mod:`pipeline.embed.hubness`) and ``manifest.json`` (the embedder's
+manifest, the segmentation, the hub settings, counts, seconds). Each is written atomically, manifest last, so a
 folder with a manifest is always complete. A re-run with the same embedder, segmentation and tracks
-does nothing; a re-run after new tracks arrived embeds only those and reuses the rest.
+does nothing (other hub settings: only the hub scores are measured again); a re-run after new tracks arrived
+embeds only those and reuses the rest.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tqdm import tqdm
 
 from pipeline import config, paths
 from pipeline.audio import io as audio_io
-from pipeline.config import SegmentSettings
+from pipeline.config import HubSettings, SegmentSettings
 from pipeline.embed import SegmentEmbedder, embed_spans
 from pipeline.embed.segments import segment_starts
 from pipeline.fsutil import atomic_path, write_json
@@ -97,9 +99,10 @@ def load_embeddings(files: paths.EmbeddingFiles) -> tuple[np.ndarray, pd.DataFra
 
 
 def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | None = None, *, settings: SegmentSettings,
-                  url: str | None = None, progress: bool = True) -> dict:
+                  hubs: HubSettings | None = None, url: str | None = None, progress: bool = True) -> dict:
     """Embed every segment of the run's catalogs (default: those of its split tracks) cut by ``settings`` (configs/index.yaml
-    ``segments``) or by the embedder's own segmentation (:func:`segmentation_of`). Returns the manifest."""
+    ``segments``) or by the embedder's own segmentation (:func:`segmentation_of`), and with ``hubs`` (configs/index.yaml
+    ``hubs``; None: none) measure each segment's hub score. Returns the manifest."""
     catalogs = sorted(catalogs or run_catalogs(run_id, url))
     settings = segmentation_of(embedder, settings)
     items = catalog_tracks(catalogs, url)
@@ -116,6 +119,8 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
         if recorded["embedder"] == info and recorded["segmentation"] == segmentation:
             old = recorded
             if old["track_ids"] == track_ids:
+                if old.get("hubs") != (asdict(hubs) if hubs else None):
+                    return _with_hubness(files, embedder, vectors, dict(old), settings.window_s, hubs, write_manifest=True)
                 print(f"embed-catalog: {out} is up to date ({old['count']} segments of {len(track_ids)} tracks); skipped", file=sys.stderr)
                 return old
             for tid, rows in segments.groupby("track_id").indices.items():
@@ -172,6 +177,9 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
         _record_errors(run_id, embedder.name, errors, url)
         print(f"embed-catalog: {out} is up to date ({old['count']} segments of {len(embedded_ids)} tracks; {len(errors)} still "
               "failing); kept", file=sys.stderr)
+        if old.get("hubs") != (asdict(hubs) if hubs else None):
+            return _with_hubness(files, embedder, np.asarray(np.load(files.vectors, mmap_mode="r")), dict(old), settings.window_s, hubs,
+                                 write_manifest=True)
         return old
     seconds = time.perf_counter() - started
     manifest = {"run_id": run_id, "embedder": info, "segmentation": segmentation, "catalogs": catalogs, "count": len(vectors),
@@ -184,9 +192,46 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
             np.save(fh, vectors)
     with atomic_path(files.segments) as tmp:
         segments.to_csv(tmp, index=False)
+    manifest = _with_hubness(files, embedder, vectors, manifest, settings.window_s, hubs, write_manifest=False)
     write_json(files.manifest, manifest)
     _record_errors(run_id, embedder.name, errors, url)
     return manifest
+
+
+def _with_hubness(files: paths.EmbeddingFiles, embedder: SegmentEmbedder, vectors: np.ndarray, manifest: dict, window_s: float,
+                  hubs: HubSettings | None, *, write_manifest: bool) -> dict:
+    """The manifest with ``hubs`` and what they measured, ``hubness.npy`` written for ``vectors`` (removed when ``hubs`` is None);
+    with ``write_manifest`` the manifest is rewritten too (its vectors, and so ``created_at``, are unchanged)."""
+    from pipeline.embed.hubness import catalog_hubness
+
+    if hubs is None:
+        files.hubness.unlink(missing_ok=True)
+        manifest |= {"hubs": None, "hubness": None}
+    else:
+        started = time.perf_counter()
+        scores, info = catalog_hubness(embedder, vectors, window_s, hubs, config.PROJECT_ROOT)
+        with atomic_path(files.hubness) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, scores)
+        manifest |= {"hubs": asdict(hubs), "hubness": info | {"seconds": round(time.perf_counter() - started, 2)}}
+        print(f"embed-catalog: hub scores of {len(scores)} segments against {sum(info['probes'].values())} probes "
+              f"(mean {info['mean']}) -> {files.hubness}", file=sys.stderr)
+    if write_manifest:
+        write_json(files.manifest, manifest)
+    return manifest
+
+
+def load_hubness(files: paths.EmbeddingFiles, manifest: dict) -> np.ndarray:
+    """float32 [N]: the hub score of each catalog vector (:func:`embed_catalog` with ``hubs``); a ValueError naming the folder
+    when the catalog was embedded without them or the file does not match its vectors."""
+    if not manifest.get("hubs") or not files.hubness.exists():
+        raise ValueError(f"{files.folder}: no hub scores (search.hub_penalty needs them: run `cloudtune embed-catalog` again with "
+                         "configs/index.yaml hubs)")
+    scores = np.load(files.hubness)
+    if scores.shape != (manifest["count"],):
+        raise ValueError(f"{files.hubness}: {scores.shape[0] if scores.ndim else 0} hub scores for {manifest['count']} vectors "
+                         "(run `cloudtune embed-catalog` again)")
+    return scores.astype(np.float32)
 
 
 def _record_errors(run_id: str, embedder: str, errors: list, url: str | None) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import paths
-from pipeline.embed.catalog import load_embeddings
+from pipeline.embed.catalog import load_embeddings, load_hubness
 from pipeline.embed.segments import QuerySegments, Segmentation
 from pipeline.errors import one_line
 from pipeline.fsutil import atomic_path, write_json
@@ -264,7 +264,7 @@ class TrackIndex:
         scores, ids = search(self.index, vectors, max(per_variant), single=len(groups) == 1)
         matched, i = [], 0
         for v, k in zip(variants, per_variant, strict=True):
-            matched.append(match_query(self.table, v, scores[i : i + len(v), :k], ids[i : i + len(v), :k], top_k, s.match_drift))
+            matched.append(match_query(self.table, v, scores[i : i + len(v), :k], ids[i : i + len(v), :k], top_k, s.match_drift, s.hub_penalty))
             i += len(v)
         out, j = [], 0
         for g in groups:
@@ -308,7 +308,8 @@ def read_index_file(path, manifest: dict) -> faiss.Index:
 def load_index(run_id: str, embedder_manifest: dict, kind: str, settings: SearchSettings) -> TrackIndex:
     """Load an index and check it was built from vectors of this very embedder (name, dim, version); with it the catalog's
     vectors (memory-mapped), segments and segmentation, for sequence matching. ``settings``: configs/index.yaml ``search``
-    (``segments_k``, ``match_k``: FAISS neighbours per query and per query segment; ``match_drift``, ``rates``: the matcher's)."""
+    (``segments_k``, ``match_k``: FAISS neighbours per query and per query segment; ``match_drift``, ``rates``, ``hub_penalty``:
+    the matcher's; a hub penalty loads the catalog's hub scores too)."""
     files = paths.index(run_id, embedder_manifest["name"], kind)
     folder, manifest_path = files.folder, files.manifest
     if not manifest_path.exists():
@@ -327,7 +328,8 @@ def load_index(run_id: str, embedder_manifest: dict, kind: str, settings: Search
         raise ValueError(f"{folder}: the index has {index.ntotal} vectors but segments.csv {len(segments)}: rebuild the index")
     codes, uniques = pd.factorize(segments.track_id)
     codes = codes.astype(np.int64)
-    table = SegmentTable.build(vectors, codes, segments.start_s.to_numpy(), Segmentation.of(emb_manifest["segmentation"]))
+    hub = load_hubness(emb_files, emb_manifest) if settings.hub_penalty else None
+    table = SegmentTable.build(vectors, codes, segments.start_s.to_numpy(), Segmentation.of(emb_manifest["segmentation"]), hub)
     return TrackIndex(index, manifest, np.asarray(uniques), codes, settings, table)
 
 

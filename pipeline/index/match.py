@@ -12,7 +12,8 @@ the whole sequence fits, not the track of its single best segment.
    *missing*: it neither helps nor hurts. The score is the mean similarity over the segments present, and an alignment
    needs at least half of the query's segments present (else it is no candidate), so a clip running past a track's end
    still matches on what it shares with it, while an alignment hanging mostly outside the track cannot win on two lucky
-   segments.
+   segments. With ``search.hub_penalty`` = lambda each similarity is lowered by lambda x the catalog segment's hub score
+   (:mod:`pipeline.embed.hubness`): segments that lie near noise stop drawing the noisy queries of other tracks.
 3. **Drift.** A clip played slightly fast or slow slides off the grid as it goes on: with ``search.match_drift`` = d each
    present segment takes its best similarity among the catalog segments up to d positions either side of the one it
    meets. Ties (common: neighbouring positions share most of their audio) go to the alignment whose drift-free mean is
@@ -65,9 +66,11 @@ class SegmentTable:
     first: np.ndarray  # [n_tracks] int64: first position of each track
     last: np.ndarray  # [n_tracks] int64: last position of each track
     segmentation: Segmentation
+    hub: np.ndarray | None = None  # [N] float32: the hub score of each row (None: the catalog has none; hub_penalty must be 0)
 
     @classmethod
-    def build(cls, vectors: np.ndarray, segment_track: np.ndarray, start_s: np.ndarray, segmentation: Segmentation) -> SegmentTable:
+    def build(cls, vectors: np.ndarray, segment_track: np.ndarray, start_s: np.ndarray, segmentation: Segmentation,
+              hub: np.ndarray | None = None) -> SegmentTable:
         segment_track, start_s = np.asarray(segment_track, np.int64), np.asarray(start_s, np.float64)
         row = np.lexsort((start_s, segment_track))
         position = np.empty_like(row)
@@ -76,7 +79,7 @@ class SegmentTable:
         n_tracks = int(segment_track.max()) + 1 if len(row) else 0
         first = np.searchsorted(track, np.arange(n_tracks), "left")
         last = np.searchsorted(track, np.arange(n_tracks), "right") - 1
-        return cls(vectors, row, position, track, start, first, last, segmentation)
+        return cls(vectors, row, position, track, start, first, last, segmentation, hub)
 
 
 def candidates_per_segment(n_segments: int, match_k: int, segments_k: int) -> int:
@@ -97,9 +100,12 @@ def best_of(variants: Sequence[list[tuple[int, float, float]]], top_k: int) -> l
 
 
 def match_query(table: SegmentTable, query: QuerySegments, scores: np.ndarray, ids: np.ndarray, top_k: int,
-                drift: int) -> list[tuple[int, float, float]]:
+                drift: int, hub_penalty: float = 0.0) -> list[tuple[int, float, float]]:
     """One query's ``top_k`` tracks as (track index, score, offset_s), from its segments' FAISS hits ``ids`` [n, k] (``scores``
-    only tells which hits exist: every alignment is re-scored exactly)."""
+    only tells which hits exist: every alignment is re-scored exactly, each similarity less ``hub_penalty`` x the catalog
+    segment's hub score)."""
+    if hub_penalty and table.hub is None:
+        raise ValueError("hub_penalty is set but the catalog has no hub scores (embed it again with configs/index.yaml hubs)")
     del scores  # the FAISS distances of an ANN index are approximate; scores come from the vectors
     n = len(query)
     valid = ids >= 0
@@ -145,6 +151,8 @@ def match_query(table: SegmentTable, query: QuerySegments, scores: np.ndarray, i
     slot[used] = np.arange(len(used))
     with _one_blas_thread():
         products = np.asarray(table.vectors[table.row[used]], np.float32) @ query.vectors.T  # [U, n]; U x dim @ dim x n: the fast way round
+    if hub_penalty:
+        products -= np.float32(hub_penalty) * table.hub[table.row[used]][:, None]
     sims = products[slot[near], np.arange(n)[None, :, None]]  # [A, n, 2d+1]
     exact = sims[:, :, drift]
     best = exact.copy()

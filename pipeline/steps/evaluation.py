@@ -49,7 +49,7 @@ def load_candidate(run_id: str, name: str, kinds: list[str], catalogs: list[str]
     from pipeline.steps.retrieval import embedder_settings
 
     embedder = get_embedder(name, run_id, device, **embedder_settings())
-    manifest = embed_catalog(run_id, embedder, catalogs, settings=index_s["segments"], url=url, progress=progress)
+    manifest = embed_catalog(run_id, embedder, catalogs, settings=index_s["segments"], hubs=index_s["hubs"], url=url, progress=progress)
     for kind in kinds:
         files = paths.index(run_id, embedder.name, kind)
         if not files.manifest.exists() or json.loads(files.manifest.read_text()).get("embeddings_created_at") != manifest["created_at"]:
@@ -202,7 +202,8 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
     run_config = {"run": run_id, "embedders": embedders, "index_kinds": kinds, "catalogs": catalogs, "distractors": distractors,
                   "queries": queries, "query_tracks": len(query_tracks), "gallery_tracks": len(gallery),
                   "search": asdict(index_s["search"]),  # how queries are cut and matched
-                  "segments": asdict(index_s["segments"])}  # how the catalog is cut; another way of either is another evaluation
+                  "segments": asdict(index_s["segments"]),  # how the catalog is cut
+                  "hubs": asdict(index_s["hubs"])}  # how its hub scores are measured; another way of any is another evaluation
     reused = finished_evaluation(run_id, run_config, qs, background_dir, url)
     if reused:
         done, rows = reused

@@ -89,7 +89,8 @@ def _embed_one(run_id: str, name: str, device: str, catalogs: list[str] | None) 
     from pipeline.embed.registry import get_embedder
 
     embedder = get_embedder(name, run_id, resolve_device(device), **embedder_settings())
-    manifest = embed(run_id, embedder, catalogs, settings=config.load_index()["segments"])
+    index_s = config.load_index()
+    manifest = embed(run_id, embedder, catalogs, settings=index_s["segments"], hubs=index_s["hubs"])
     print(f"embed-catalog: {name}: {manifest['count']} segments of {manifest['tracks']} tracks", file=sys.stderr)
     return str(paths.embeddings(run_id, name).folder)
 
