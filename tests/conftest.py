@@ -17,10 +17,6 @@ from pipeline.store import db
 
 PG_URL = os.environ.get("CLOUDTUNE_TEST_PG_URL")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# the catalog's hub probes are generated noise only: the background recordings a bench fetched into this checkout's var/ are
-# not the tests' (set here for module-scoped fixtures too, and again by ``home`` after it clears every override)
-HERMETIC_ENV = {"CLOUDTUNE__HUBS__BACKGROUND_DIR": "null"}
-os.environ.update(HERMETIC_ENV)
 
 
 def pytest_configure(config):
@@ -54,15 +50,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
-    """Every test gets its own CLOUDTUNE_HOME and default SQLite DB; no env override leaks in but ``HERMETIC_ENV``."""
+    """Every test gets its own CLOUDTUNE_HOME and default SQLite DB; no env override leaks in."""
     path = tmp_path / "home"
     monkeypatch.setenv("CLOUDTUNE_HOME", str(path))
     monkeypatch.delenv("CLOUDTUNE_DB_URL", raising=False)
     for var in list(os.environ):
         if var.startswith("CLOUDTUNE__"):
             monkeypatch.delenv(var)
-    for var, value in HERMETIC_ENV.items():
-        monkeypatch.setenv(var, value)
     yield path
     db.dispose_engines()
 

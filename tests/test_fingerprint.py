@@ -215,7 +215,7 @@ def test_the_catalog_is_cut_into_the_models_segments(built, run_home):
 
     # hop_s null: the checkpoint's own grid, the one it was trained on
     own = get_embedder("fingerprint", "r1", "cpu", **(embedder_settings() | {"fingerprint": replace(inference, hop_s=None)}))
-    manifest = embed_catalog("r1", own, settings=config.load_index().segments, progress=False)
+    manifest = embed_catalog("r1", own, settings=config.load_index().segments, hubs=config.load_index().hubs, progress=False)
     seg = manifest["segmentation"]
     assert (seg["window_s"], seg["hop_s"]) == (1.0, 0.5)  # the model's, not index.yaml's 5 s / 1 s
     assert manifest["dim"] == 32 and manifest["tracks"] == 8
@@ -223,7 +223,7 @@ def test_the_catalog_is_cut_into_the_models_segments(built, run_home):
 
     # the default: a finer grid than the checkpoint's, for the catalog (re-embedded: its manifest differs) and the queries
     embedder = get_embedder("fingerprint", "r1", "cpu", **embedder_settings())
-    manifest = embed_catalog("r1", embedder, settings=config.load_index().segments, progress=False)
+    manifest = embed_catalog("r1", embedder, settings=config.load_index().segments, hubs=config.load_index().hubs, progress=False)
     assert manifest["segmentation"]["hop_s"] == 0.25 and manifest["count"] == 8 * (int((6 - 1.0) / 0.25) + 1)
 
 

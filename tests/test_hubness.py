@@ -5,7 +5,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from pipeline import config, paths
 from pipeline.audio.synth import build_catalog
@@ -17,14 +16,6 @@ from pipeline.steps.ingest import ingest
 from pipeline.steps.retrieval import embedder_settings
 
 
-def _recordings(folder, sr=16000):
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    sf.write(folder / "street.wav", (0.05 * rng.standard_normal(3 * sr)).astype(np.float32), sr)
-    sf.write(folder / "silence.flac", np.zeros(3 * sr, np.float32), sr)
-    return folder
-
-
 def test_hub_scores_are_each_rows_mean_of_its_k_highest_similarities():
     rng = np.random.default_rng(1)
     vectors, probes = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(7, 8)).astype(np.float32)
@@ -33,15 +24,14 @@ def test_hub_scores_are_each_rows_mean_of_its_k_highest_similarities():
     assert hub_scores(vectors, probes, 20) == pytest.approx(sims.mean(1), abs=1e-5)  # k beyond the probes: all of them
 
 
-def test_probes_are_noise_of_each_color_and_pieces_of_the_recordings_that_are_not_silent(tmp_path):
-    waves, counts = probe_waves(4000, 8000, 3, 0, None, seed=0)
-    assert counts == {"white": 3, "pink": 3, "brown": 3, "background": 0} and len(waves) == 9
-    waves, counts = probe_waves(4000, 8000, 2, 12, _recordings(tmp_path / "bg"), seed=0)
-    assert counts["background"] == len(waves) - 6 and 0 < counts["background"] < 12  # about half drawn from the silent file: dropped
-    assert all(len(w) == 4000 and np.sqrt(np.mean(w**2)) == pytest.approx(PROBE_RMS, rel=1e-3) for w in waves)
-    again, _ = probe_waves(4000, 8000, 2, 12, tmp_path / "bg", seed=0)
-    assert all(np.array_equal(a, b) for a, b in zip(waves, again, strict=True))  # seeded
-    assert probe_waves(4000, 8000, 2, 12, tmp_path / "missing", seed=0)[1]["background"] == 0
+def test_probes_are_seeded_noise_of_each_color_at_one_level():
+    waves = probe_waves(4000, 3, seed=0)
+    assert len(waves) == 9 and all(len(w) == 4000 and w.dtype == np.float32 for w in waves)
+    assert all(np.sqrt(np.mean(w.astype(np.float64) ** 2)) == pytest.approx(PROBE_RMS, rel=1e-3) for w in waves)
+    spectra = [np.abs(np.fft.rfft(w)) for w in waves[::3]]  # one of each: white, pink, brown
+    low_share = [s[1:50].sum() / s[1:].sum() for s in spectra]
+    assert low_share[0] < low_share[1] < low_share[2]  # ever more of the energy at low frequencies
+    assert all(np.array_equal(a, b) for a, b in zip(waves, probe_waves(4000, 3, seed=0), strict=True))
 
 
 def test_embed_catalog_writes_hub_scores_and_measures_them_again_only_when_their_settings_change(tmp_path):
@@ -49,12 +39,12 @@ def test_embed_catalog_writes_hub_scores_and_measures_them_again_only_when_their
     ingest([src], catalog="c", workers=1, progress=False)
     mel = get_embedder("mel-stats", **embedder_settings())
     index_s = config.load_index()
-    hubs = config.HubSettings(noise_probes=4, background_probes=6, background_dir=str(_recordings(tmp_path / "bg")), k=3, seed=0)
+    hubs = config.HubSettings(noise_probes=4, k=3, seed=0)
     files = paths.embeddings("r", "mel-stats")
     first = embed_catalog("r", mel, ["c"], settings=index_s.segments, hubs=hubs, progress=False)
     vectors, _, _ = load_embeddings(files)
-    waves, counts = probe_waves(round(index_s.segments.window_s * mel.sample_rate), mel.sample_rate, 4, 6, tmp_path / "bg", seed=0)
-    assert first["hubness"]["probes"] == counts and first["hubs"]["k"] == 3
+    waves = probe_waves(round(index_s.segments.window_s * mel.sample_rate), 4, seed=0)
+    assert first["hubness"]["probes"] == 12 and first["hubs"]["k"] == 3
     assert load_hubness(files, first) == pytest.approx(hub_scores(vectors, mel.embed(waves), 3), abs=1e-6)
 
     assert embed_catalog("r", mel, ["c"], settings=index_s.segments, hubs=hubs, progress=False) == first  # up to date: nothing done
@@ -63,10 +53,10 @@ def test_embed_catalog_writes_hub_scores_and_measures_them_again_only_when_their
     assert load_hubness(files, wider) == pytest.approx(hub_scores(vectors, mel.embed(waves), 8), abs=1e-6)
 
     build_index("r", "mel-stats", "flat", index_s)
-    penalised = replace(index_s.search, hub_penalty=0.5)
+    penalised = replace(index_s.search, hub_penalty=0.5)  # configs/index.yaml's
     assert load_index("r", mel.manifest(), "flat", penalised).table.hub == pytest.approx(load_hubness(files, wider))
     none = embed_catalog("r", mel, ["c"], settings=index_s.segments, hubs=None, progress=False)
     assert none["hubs"] is None and not files.hubness.exists()
-    assert load_index("r", mel.manifest(), "flat", index_s.search).table.hub is None  # no penalty: none needed
+    assert load_index("r", mel.manifest(), "flat", replace(index_s.search, hub_penalty=0.0)).table.hub is None  # none needed
     with pytest.raises(ValueError, match="no hub scores"):
         load_index("r", mel.manifest(), "flat", penalised)

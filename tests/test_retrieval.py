@@ -272,11 +272,11 @@ def test_an_index_refuses_another_embedder_and_stale_embeddings(run_env):
 def test_embed_catalog_is_idempotent_and_embeds_only_new_tracks(run_env, built, tmp_path):
     mel = get_embedder("mel-stats", **embedder_settings())
     before = json.loads((run_env / "runs" / "r1" / "embeddings" / "mel-stats" / "manifest.json").read_text())
-    segments = config.load_index()["segments"]
-    assert embed_catalog("r1", mel, settings=segments, progress=False)["created_at"] == before["created_at"]  # up to date: nothing rewritten
+    segments, hubs = config.load_index().segments, config.load_index().hubs
+    assert embed_catalog("r1", mel, settings=segments, hubs=hubs, progress=False)["created_at"] == before["created_at"]  # up to date: nothing rewritten
     extra = build_catalog(tmp_path / "extra", tracks=1, seconds=6, seed=99, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
     ingest([extra], catalog="c", workers=1, progress=False)
-    after = embed_catalog("r1", mel, settings=config.load_index()["segments"], progress=False)
+    after = embed_catalog("r1", mel, settings=segments, hubs=hubs, progress=False)
     assert after["tracks"] == before["tracks"] + 1 and after["reused_tracks"] == before["tracks"]
     assert after["count"] > before["count"]
     broken = build_catalog(tmp_path / "broken", tracks=1, seconds=6, seed=98, sample_rate=44100, channels=2, shared_motif_ratio=0.5)
@@ -286,13 +286,13 @@ def test_embed_catalog_is_idempotent_and_embeds_only_new_tracks(run_env, built, 
     track.audio_path.write_bytes(b"damaged")
     try:  # a track that keeps failing: an error row each time, the embeddings (and the indexes built from them) left alone
         for _ in range(2):
-            assert embed_catalog("r1", mel, settings=segments, progress=False)["created_at"] == after["created_at"]
+            assert embed_catalog("r1", mel, settings=segments, hubs=hubs, progress=False)["created_at"] == after["created_at"]
         with db.connect() as conn:
             failed = conn.execute(select(run_errors.c.item).where(run_errors.c.stage == "embed-catalog/mel-stats")).scalars().all()
         assert failed.count(track.track_id) == 2
     finally:
         track.audio_path.write_bytes(kept)
-    assert embed_catalog("r1", mel, settings=segments, progress=False)["tracks"] == after["tracks"] + 1  # mended: embedded
+    assert embed_catalog("r1", mel, settings=segments, hubs=hubs, progress=False)["tracks"] == after["tracks"] + 1  # mended: embedded
 
 
 def test_query_confusions_scores_the_evaluations_clips_and_names_the_tracks_that_draw_wrong_answers(run_env, capsys, monkeypatch):
@@ -353,7 +353,7 @@ def test_search_finds_where_a_clip_starts_with_the_segmentation_its_catalog_was_
     monkeypatch.setenv("CLOUDTUNE__SEGMENTS__HOP_S", "0.5")
     monkeypatch.setenv("CLOUDTUNE__SEGMENTS__MIN_S", "0.5")
     mel = get_embedder("mel-stats", **embedder_settings())
-    manifest = embed_catalog("r1", mel, settings=config.load_index()["segments"], progress=False)
+    manifest = embed_catalog("r1", mel, settings=config.load_index()["segments"], hubs=config.load_index().hubs, progress=False)
     assert manifest["segmentation"]["window_s"] == 1.0
     build_index("r1", "mel-stats", "flat", config.load_index())
     for key in ("WINDOW_S", "HOP_S", "MIN_S"):

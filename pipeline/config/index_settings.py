@@ -77,17 +77,12 @@ class HubSettings:
     """index.yaml ``hubs``: the probes each catalog segment's hub score is measured against (pipeline/embed/hubness.py)."""
 
     noise_probes: int
-    background_probes: int
-    background_dir: str | None
     k: int
     seed: int
 
     def __post_init__(self):
-        for key in ("noise_probes", "background_probes"):
-            if getattr(self, key) < 0:
-                raise _Invalid(key, f"expected 0 or more probes, got {getattr(self, key)}")
-        if self.noise_probes + self.background_probes < 1:
-            raise _Invalid("noise_probes", "expected at least one probe in all (noise_probes + background_probes)")
+        if self.noise_probes < 1:
+            raise _Invalid("noise_probes", f"expected at least 1, got {self.noise_probes}")
         if self.k < 1:
             raise _Invalid("k", f"expected at least 1, got {self.k}")
 

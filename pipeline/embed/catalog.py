@@ -99,7 +99,7 @@ def load_embeddings(files: paths.EmbeddingFiles) -> tuple[np.ndarray, pd.DataFra
 
 
 def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | None = None, *, settings: SegmentSettings,
-                  hubs: HubSettings | None = None, url: str | None = None, progress: bool = True) -> dict:
+                  hubs: HubSettings | None, url: str | None = None, progress: bool = True) -> dict:
     """Embed every segment of the run's catalogs (default: those of its split tracks) cut by ``settings`` (configs/index.yaml
     ``segments``) or by the embedder's own segmentation (:func:`segmentation_of`), and with ``hubs`` (configs/index.yaml
     ``hubs``; None: none) measure each segment's hub score. Returns the manifest."""
@@ -209,12 +209,12 @@ def _with_hubness(files: paths.EmbeddingFiles, embedder: SegmentEmbedder, vector
         manifest |= {"hubs": None, "hubness": None}
     else:
         started = time.perf_counter()
-        scores, info = catalog_hubness(embedder, vectors, window_s, hubs, config.PROJECT_ROOT)
+        scores, info = catalog_hubness(embedder, vectors, window_s, hubs)
         with atomic_path(files.hubness) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, scores)
         manifest |= {"hubs": asdict(hubs), "hubness": info | {"seconds": round(time.perf_counter() - started, 2)}}
-        print(f"embed-catalog: hub scores of {len(scores)} segments against {sum(info['probes'].values())} probes "
+        print(f"embed-catalog: hub scores of {len(scores)} segments against {info['probes']} noise probes "
               f"(mean {info['mean']}) -> {files.hubness}", file=sys.stderr)
     if write_manifest:
         write_json(files.manifest, manifest)

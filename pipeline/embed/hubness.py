@@ -8,15 +8,13 @@ parallel data", ICLR 2018) discounts a word by its mean similarity to its neares
 
     score(query segment q, catalog segment c) = q . c - search.hub_penalty x hub(c)
 
-where hub(c) is the mean of c's ``k`` highest similarities to *probes*: the embeddings of generated noise (white, pink, brown)
-and of pieces of real background recordings (configs/index.yaml ``hubs``; never the recordings the evaluation uses). The scores are
-written beside the catalog's vectors (``hubness.npy``, by :func:`pipeline.embed.catalog.embed_catalog`) and subtracted by
-:func:`pipeline.index.match.match_query`.
+where hub(c) is the mean of c's ``k`` highest similarities to *probes*: the embeddings of generated white, pink and brown noise
+(configs/index.yaml ``hubs``). Pieces of real background recordings as probes, beside or instead of these, measured no better
+(bench/RESULTS.md "Hubs"), and generated noise needs nothing fetched. The scores are written beside the catalog's vectors
+(``hubness.npy``, by :func:`pipeline.embed.catalog.embed_catalog`) and subtracted by :func:`pipeline.index.match.match_query`.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -27,24 +25,10 @@ PROBE_RMS = 0.1  # -20 dBFS: well inside every embedder's input range (the finge
 CHUNK = 32768  # catalog rows per product: [CHUNK, probes] float32 stays a few tens of MB
 
 
-def probe_waves(n_samples: int, sr: int, noise_probes: int, background_probes: int, background_dir: Path | None,
-                seed: int) -> tuple[list[np.ndarray], dict[str, int]]:
-    """``noise_probes`` clips of each noise color and ``background_probes`` pieces of the recordings in ``background_dir`` (none
-    when it is missing or empty), each ``n_samples`` long at level ``PROBE_RMS``; with the count of each kind."""
+def probe_waves(n_samples: int, per_color: int, seed: int) -> list[np.ndarray]:
+    """``per_color`` seeded clips of each noise color (white, pink, brown), ``n_samples`` long at level ``PROBE_RMS``."""
     rng = np.random.default_rng([seed, 4242])
-    waves = [degrade.colored_noise(n_samples, color, rng) for color in degrade.NOISE_COLORS for _ in range(noise_probes)]
-    counts = {color: noise_probes for color in degrade.NOISE_COLORS}
-    recordings = [r for r in degrade.load_background(background_dir, sr) if len(r) >= n_samples] if background_probes and \
-        degrade.background_files(background_dir) else []
-    for _ in range(background_probes if recordings else 0):
-        rec = recordings[rng.integers(len(recordings))]
-        start = int(rng.integers(len(rec) - n_samples + 1))
-        piece = rec[start : start + n_samples]
-        rms = float(np.sqrt(np.mean(np.square(piece, dtype=np.float64))))
-        if rms > 1e-5:  # a silent piece of a recording is no probe of background sound (silence is a hub only by the music's side)
-            waves.append((piece / rms).astype(np.float32))
-    counts["background"] = len(waves) - len(degrade.NOISE_COLORS) * noise_probes
-    return [(w * PROBE_RMS).astype(np.float32) for w in waves], counts
+    return [degrade.colored_noise(n_samples, color, rng) * np.float32(PROBE_RMS) for color in degrade.NOISE_COLORS for _ in range(per_color)]
 
 
 def hub_scores(vectors: np.ndarray, probes: np.ndarray, k: int) -> np.ndarray:
@@ -59,16 +43,9 @@ def hub_scores(vectors: np.ndarray, probes: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def catalog_hubness(embedder: SegmentEmbedder, vectors: np.ndarray, window_s: float, settings, root: Path) -> tuple[np.ndarray, dict]:
+def catalog_hubness(embedder: SegmentEmbedder, vectors: np.ndarray, window_s: float, settings) -> tuple[np.ndarray, dict]:
     """(hub score of every row of ``vectors``, what was measured) for a catalog embedded by ``embedder`` in windows of
-    ``window_s``; ``settings``: configs/index.yaml ``hubs``, a relative ``background_dir`` taken from ``root``."""
-    sr = embedder.sample_rate
-    folder = Path(settings.background_dir) if settings.background_dir else None
-    if folder is not None and not folder.is_absolute():
-        folder = root / folder
-    waves, counts = probe_waves(round(window_s * sr), sr, settings.noise_probes, settings.background_probes, folder, settings.seed)
-    probes = np.asarray(embedder.embed(waves), np.float32)
-    scores = hub_scores(vectors, probes, settings.k)
-    info = {"probes": counts, "k": settings.k, "seed": settings.seed, "background_dir": str(folder) if folder else None,
-            "mean": round(float(scores.mean()), 4) if len(scores) else None}
-    return scores, info
+    ``window_s``; ``settings``: configs/index.yaml ``hubs``."""
+    waves = probe_waves(round(window_s * embedder.sample_rate), settings.noise_probes, settings.seed)
+    scores = hub_scores(vectors, np.asarray(embedder.embed(waves), np.float32), settings.k)
+    return scores, {"probes": len(waves), "mean": round(float(scores.mean()), 4) if len(scores) else None}
