@@ -53,7 +53,7 @@ def test_embed_catalog_writes_hub_scores_and_measures_them_again_only_when_their
     assert load_hubness(files, wider) == pytest.approx(hub_scores(vectors, mel.embed(waves), 8), abs=1e-6)
 
     build_index("r", "mel-stats", "flat", index_s)
-    penalised = replace(index_s.search, hub_penalty=0.5)  # configs/index.yaml's
+    penalised = replace(index_s.search, hub_penalty=0.5)
     assert load_index("r", mel.manifest(), "flat", penalised).table.hub == pytest.approx(load_hubness(files, wider))
     none = embed_catalog("r", mel, ["c"], settings=index_s.segments, hubs=None, progress=False)
     assert none["hubs"] is None and not files.hubness.exists()
