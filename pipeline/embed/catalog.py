@@ -110,6 +110,7 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
     out = files.folder
     info = embedder.manifest()
     segmentation = asdict(settings) | {"sample_rate": embedder.sample_rate}
+    hub_config = asdict(hubs) if hubs else None  # as the manifest records it
     track_ids = [t.track_id for t in items]
 
     previous: dict[str, np.ndarray] = {}
@@ -119,7 +120,7 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
         if recorded["embedder"] == info and recorded["segmentation"] == segmentation:
             old = recorded
             if old["track_ids"] == track_ids:
-                if old.get("hubs") != (asdict(hubs) if hubs else None):
+                if old.get("hubs") != hub_config:
                     return _with_hubness(files, embedder, vectors, dict(old), settings.window_s, hubs, write_manifest=True)
                 print(f"embed-catalog: {out} is up to date ({old['count']} segments of {len(track_ids)} tracks); skipped", file=sys.stderr)
                 return old
@@ -177,7 +178,7 @@ def embed_catalog(run_id: str, embedder: SegmentEmbedder, catalogs: list[str] | 
         _record_errors(run_id, embedder.name, errors, url)
         print(f"embed-catalog: {out} is up to date ({old['count']} segments of {len(embedded_ids)} tracks; {len(errors)} still "
               "failing); kept", file=sys.stderr)
-        if old.get("hubs") != (asdict(hubs) if hubs else None):
+        if old.get("hubs") != hub_config:  # the scores follow the stored rows (reused tracks first), not this run's order
             return _with_hubness(files, embedder, np.asarray(np.load(files.vectors, mmap_mode="r")), dict(old), settings.window_s, hubs,
                                  write_manifest=True)
         return old
