@@ -378,11 +378,14 @@ def ingest(
     with engine.connect() as conn, db.recorded_run(conn, "ingest", run_config, run_id) as run:
         summary.run_id = run.run_id
         bar = tqdm(total=len(todo), desc="ingest", unit="file", disable=not progress or not todo)
-        for i, result in enumerate(_results(todo, home, audio, settings, workers), 1):
+        pending, committed = 0, time.monotonic()
+        for result in _results(todo, home, audio, settings, workers):
             _record(conn, result, catalog, run.run_id, summary)
             bar.update()
-            if i % settings.commit_every == 0:
+            pending += 1
+            if pending >= settings.commit_every or time.monotonic() - committed >= settings.commit_seconds:
                 conn.commit()
+                pending, committed = 0, time.monotonic()
         bar.close()
         conn.commit()
         summary.wall_seconds = time.perf_counter() - started

@@ -154,6 +154,38 @@ def test_a_crash_mid_run_keeps_committed_rows_and_rerun_completes(db_url, music,
     assert (s.unchanged, s.added, s.duplicates) == (2, GOOD - 1, 1) and count(db_url, tracks) == GOOD
 
 
+@pytest.mark.parametrize("commit_seconds", [0, 3600])
+def test_slow_files_are_committed_by_time_so_another_writer_never_waits_for_the_whole_batch(sqlite_url, music, monkeypatch, commit_seconds):
+    """SQLite's write lock covers the file from a transaction's first write to its commit: a batch of slow files held it past
+    other steps' busy timeout ("database is locked"). ``commit_seconds`` 0 commits after every file, whatever ``commit_every``;
+    an hour (the count alone, as before) keeps the lock from the first file on."""
+    import sqlite3
+
+    monkeypatch.setenv("CLOUDTUNE_DB_URL", sqlite_url)
+    monkeypatch.setenv("CLOUDTUNE__INGEST__COMMIT_EVERY", "1000")
+    monkeypatch.setenv("CLOUDTUNE__INGEST__COMMIT_SECONDS", str(commit_seconds))
+    real, writes = ingest_mod._record, []
+
+    def write_beside_then_record(conn, result, *args):
+        other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=0.2)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # takes the write lock, as another step's insert would
+            other.rollback()
+            writes.append("ok")
+        except sqlite3.OperationalError as exc:
+            writes.append(str(exc))
+        finally:
+            other.close()
+        real(conn, result, *args)
+
+    monkeypatch.setattr(ingest_mod, "_record", write_beside_then_record)
+    s = ingest([music], workers=1)
+    # before each file's rows: the other connection finds the lock free when the previous file's rows were committed
+    assert s.added == GOOD and len(writes) == GOOD + 2  # two copies of a.wav's audio: duplicates, recorded too
+    assert writes == ["ok"] * len(writes) if commit_seconds == 0 else writes == ["ok"] + ["database is locked"] * (len(writes) - 1)
+    assert count(sqlite_url, tracks) == GOOD
+
+
 def test_cli_exit_codes(music, bad, capsys):
     bad_dir, expected = bad
     assert main(["ingest", str(music), str(bad_dir), "--workers", "1"]) == 0

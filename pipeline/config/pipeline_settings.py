@@ -28,6 +28,7 @@ class IngestSettings:
     max_seconds: float
     workers: int
     commit_every: int
+    commit_seconds: float
 
 
 @dataclass(frozen=True)
