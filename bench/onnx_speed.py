@@ -1,5 +1,5 @@
 """The fingerprint embedder on the CPU: the traced torch model (``fingerprint_inference.backend: torch``) against ONNX Runtime
-over `cloudtune export onnx`'s export (``backend: onnx``) at 1 and 2 intra-op threads, interleaved.
+over `cloudtune export onnx`'s export (``backend: onnx``) at 1 and 2 intra-op threads, in float32 and int8, interleaved.
 
     .venv/bin/python bench/onnx_speed.py [--rounds 10] [--catalog-s 30] [--queries 10] [--with-front]
 
@@ -8,9 +8,10 @@ it and exported by the same code as the command; each backend is a ``Fingerprint
 are given at the model's 8 kHz, so no resampling (the same for every backend) is timed. Per round, in a rotating order, each
 backend embeds a ``--catalog-s`` track (1 s segments every 0.5 s, ``segments.batch_size`` per forward pass: segments per
 second) and ``--queries`` single 5 s queries (9 segments in one pass: latency). The backends: ``torch`` (torch's default
-threads: today's default), ``torch-1`` (one torch thread), ``onnx-1`` and ``onnx-2`` (ONNX Runtime's intra-op threads; the
-log-mel front end in torch at its default threads, as served); ``--with-front`` adds the whole model, front end included
-(ONNX's STFT), in ONNX Runtime at 1 thread.
+threads), ``torch-1`` (one torch thread), ``onnx-1`` and ``onnx-2`` (ONNX Runtime's intra-op threads; the log-mel front end in
+NumPy, as served), ``onnx-1-torchfront`` (the same with the front end in torch, as served before 2026-12-02), ``int8-1`` and
+``int8-2`` (the export quantized as ``precision: int8`` quantizes it, calibrated on 512 segments of another synthetic track,
+half under noise); ``--with-front`` adds the whole model, front end included (ONNX's STFT), in ONNX Runtime at 1 thread.
 
 ``OMP_WAIT_POLICY`` is set PASSIVE unless the environment sets it, as `cloudtune serve` does: on a machine that other jobs
 keep busy, torch's spin-waiting OpenMP threads made the 2-thread rows many times slower and erratic (``OMP_WAIT_POLICY=ACTIVE``
@@ -59,6 +60,19 @@ def spans(n: int, seg: int) -> list[tuple[int, int]]:
     return [(a, a + seg) for a in range(0, n - seg + 1, seg // 2)]
 
 
+class TorchFront:
+    """The model's torch front end behind the NumPy front end's call (what ONNX inference used before)."""
+
+    def __init__(self, front):
+        self.front = front
+
+    def numpy(self, waves: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.front(torch.from_numpy(waves)).numpy()
+
+
 class FullGraph:
     """The whole model (front end included) exported to ONNX and run in ONNX Runtime, wrapped like an embedder's ``net``."""
 
@@ -93,7 +107,8 @@ def main() -> None:
 
     from pipeline import config
     from pipeline.embed.fingerprint import FingerprintEmbedder
-    from pipeline.embed.fingerprint_onnx import export_checkpoint
+    from pipeline.data.fingerprint import calibration_segments
+    from pipeline.embed.fingerprint_onnx import export_checkpoint, quantize_int8
     from pipeline.models.fingerprint import FingerprintNet, save_fingerprint
 
     load_before = os.getloadavg()
@@ -114,6 +129,13 @@ def main() -> None:
     for threads in (1, 2):
         backends[f"onnx-{threads}"] = FingerprintEmbedder(ckpt, "cpu", batch, sr, onnx=tmp / "fingerprint.onnx", threads=threads)
         assert backends[f"onnx-{threads}"].backend == "onnx"
+    backends["onnx-1-torchfront"] = FingerprintEmbedder(ckpt, "cpu", batch, sr, onnx=tmp / "fingerprint.onnx", threads=1)
+    backends["onnx-1-torchfront"].net.front = TorchFront(model.front)
+    int8 = quantize_int8(tmp / "fingerprint.onnx", tmp / "fingerprint.int8.onnx", model.front.numpy(calibration_segments([music(120.0, sr, 3)], 512, seg, 0)),
+                         model.front.numpy(calibration_segments([music(120.0, sr, 4)], 512, seg, 1)), 0.0)
+    for threads in (1, 2):
+        backends[f"int8-{threads}"] = FingerprintEmbedder(ckpt, "cpu", batch, sr, int8=tmp / "fingerprint.int8.onnx", threads=threads)
+        assert backends[f"int8-{threads}"].precision == "int8"
     if args.with_front:
         full = FingerprintEmbedder(ckpt, "cpu", batch, sr)
         full.net, full.backend = FullGraph(model, tmp / "full.onnx"), "onnx-full-1"
@@ -146,7 +168,7 @@ def main() -> None:
     print(f"# fingerprint inference, commit {git_commit()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({default_threads} threads by default), "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average before/after {load_before[0]:.2f}/{load_after[0]:.2f}")
     print(f"# model: configs/fingerprint.yaml ({params / 1e6:.2f} M parameters, random weights), export opset {exported['opset']} "
-          f"(check max |diff| {exported['max_abs_diff']:.2g}); catalog {args.catalog_s:g} s = {len(track_spans)} segments in passes of {batch}; "
+          f"(check max |diff| {exported['max_abs_diff']:.2g}; int8: cosine to float32 mean {int8['mean_cosine']:.4f}, min {int8['min_cosine']:.4f}); catalog {args.catalog_s:g} s = {len(track_spans)} segments in passes of {batch}; "
           f"query 5 s = 9 segments; {args.rounds} rounds x {args.queries} queries, interleaved")
     base_rate, base_p50 = np.median(rate["torch"]), np.percentile(lat["torch"], 50)
     print(f"{'backend':<12} {'segments/s':>11} {'x torch':>8} {'query p50 ms':>13} {'p95 ms':>8} {'x torch':>8} {'max|diff|':>10}")

@@ -17,6 +17,7 @@ No other module spells an artifact path: they ask here (Kedro's ``catalog.yml`` 
         splits/{train,val,test}.txt             track-level splits (summary.json beside them)
         models/embedder.pt|.json|training_curve.png
         models/fingerprint.pt|.json|.onnx         the fingerprint model, its summary, its ONNX export
+        models/fingerprint.int8.onnx              ... quantized to int8 (fingerprint_inference.precision)
         embeddings/<embedder>/{manifest.json, vectors.npy, segments.csv}
         index/<embedder>/<kind>/{manifest.json, index.faiss}
         reports/{evaluation.html, evaluation.json, metrics.csv, catalog_vae/}
@@ -168,10 +169,11 @@ def fingerprint_checkpoint(run_id: str) -> Path:
     return models_dir(run_id) / "fingerprint.pt"
 
 
-def fingerprint_onnx(run_id: str) -> Path:
-    """The fingerprint model's network (log-mel in, vectors out) exported for ONNX Runtime (`cloudtune export onnx`); it names the
-    checkpoint it was exported from, so a checkpoint trained further is not served by an older export."""
-    return models_dir(run_id) / "fingerprint.onnx"
+def fingerprint_onnx(run_id: str, precision: str = "float32") -> Path:
+    """The fingerprint model's network (log-mel in, vectors out) exported for ONNX Runtime (`cloudtune export onnx`), in float32
+    or quantized to int8; it names the checkpoint it was exported from, so a checkpoint trained further is not served by an
+    older export."""
+    return models_dir(run_id) / ("fingerprint.onnx" if precision == "float32" else f"fingerprint.{precision}.onnx")
 
 
 def fingerprint_summary(run_id: str) -> Path:

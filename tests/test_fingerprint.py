@@ -111,6 +111,22 @@ def test_a_checkpoint_round_trips_and_a_broken_one_is_refused_naming_the_file(tm
         load_fingerprint(path)
 
 
+def test_the_numpy_front_end_makes_the_torch_front_ends_log_mel():
+    """ONNX inference takes its log-mel from the NumPy front end; the network must see what training gave it: noise at any
+    level, digital silence, a segment silent for half its length."""
+    front = FingerprintNet(small_settings()).front
+    rng = np.random.default_rng(0)
+    waves = (rng.standard_normal((6, 8000)) * rng.uniform(0.001, 0.5, (6, 1))).astype(np.float32)
+    waves[1] = 0.0
+    waves[2, :4000] = 0.0
+    waves[3] = np.sin(np.arange(8000) * 2 * np.pi * 440 / 8000)
+    with torch.inference_mode():
+        want = front(torch.from_numpy(waves)).numpy()
+    got = front.numpy(waves)
+    assert got.shape == want.shape and got.dtype == np.float32 and got.flags.c_contiguous
+    assert np.abs(got - want).max() < 1e-4
+
+
 def test_the_frozen_inference_model_gives_the_eager_vectors_at_any_batch_size():
     torch.manual_seed(1)
     model = FingerprintNet(small_settings())
@@ -294,3 +310,55 @@ def test_evaluate_and_search_go_through_the_fingerprint_with_offsets(built, run_
     shared = [r for r in again if (r["track_id"], r["offset_s"]) in onnx_hits]
     assert all(abs(onnx_hits[(r["track_id"], r["offset_s"])] - r["score"]) < 1e-4 for r in shared)
     assert {r["track_id"] for r in again} & {r["track_id"] for r in results}  # ties reorder the tracks, never replace them all
+
+
+def test_an_int8_export_calibrated_on_the_runs_tracks_embeds_a_catalog_that_only_int8_queries_search(built, run_home, tmp_path, capsys,
+                                                                                                     monkeypatch):
+    import json
+
+    import soundfile as sf
+
+    train_fingerprint_model(run_id="r1", config_path=built[0] / "fp.yaml", device="cpu", epochs=1, progress=False)  # and its float32 export
+    assert not evaluate("r1", embedders=["fingerprint"], index_kinds=["flat"], device="cpu", progress=False).get("reused")
+    monkeypatch.setenv("CLOUDTUNE__FINGERPRINT_INFERENCE__PRECISION", "int8")
+    monkeypatch.setenv("CLOUDTUNE__FINGERPRINT_INFERENCE__INT8_CALIBRATION", "64")
+    assert main(["export", "onnx", "--run-id", "r1"]) == 0
+    assert "export: int8 -> " in capsys.readouterr().out and paths.fingerprint_onnx("r1", "int8").exists()
+    assert main(["export", "onnx", "--run-id", "r1"]) == 0
+    assert "is already the int8 export of that checkpoint" in capsys.readouterr().out
+    again = evaluate("r1", embedders=["fingerprint"], index_kinds=["flat"], device="cpu", progress=False)  # int8 vectors: evaluated anew
+    assert not again.get("reused") and json.loads(paths.evaluation_json("r1").read_text())["config"]["fingerprint_precision"] == "int8"
+
+    settings = embedder_settings()
+    int8 = get_embedder("fingerprint", "r1", "cpu", **settings)
+    f32 = get_embedder("fingerprint", "r1", "cpu", **{**settings, "fingerprint": replace(settings["fingerprint"], precision="float32")})
+    assert (int8.backend, int8.precision, f32.precision) == ("onnx", "int8", "float32")
+    assert int8.manifest()["version"] == f32.manifest()["version"] + "-int8" and "precision" not in f32.manifest()
+    waves = [sf.read(p, dtype="float32")[0] for p in sorted(built[1].glob("*.flac"))[:3]]
+    a, b = int8.embed_spans(waves, [[(0, 22050), (11025, 33075)]] * 3), f32.embed_spans(waves, [[(0, 22050), (11025, 33075)]] * 3)
+    assert (a * b).sum(1).min() > 0.95  # a little off float32, never another vector
+
+    assert main(["embed-catalog", "--embedder", "fingerprint", "--run-id", "r1"]) == 0
+    assert main(["index", "build", "--kind", "flat", "--embedder", "fingerprint", "--run-id", "r1"]) == 0
+    wave, sr = sf.read(built[1] / "track_0003.flac")
+    sf.write(tmp_path / "clip.wav", wave[int(1.5 * sr) : int(4.5 * sr)], sr)
+    search = ["search", str(tmp_path / "clip.wav"), "--run-id", "r1", "--embedder", "fingerprint", "--kind", "flat", "--json"]
+    capsys.readouterr()
+    assert main(search) == 0
+    assert json.loads(capsys.readouterr().out)["results"]
+    monkeypatch.setenv("CLOUDTUNE__FINGERPRINT_INFERENCE__PRECISION", "float32")  # queries in float32 against the int8 catalog: refused
+    assert main(search) != 0
+    assert "built for embedder version='r1/fingerprint-1-int8', but the embedder has 'r1/fingerprint-1'" in capsys.readouterr().err
+
+
+def test_an_int8_export_its_check_refuses_is_not_written_and_float32_serves(built, run_home, capsys, monkeypatch):
+    train_fingerprint_model(run_id="r1", config_path=built[0] / "fp.yaml", device="cpu", epochs=1, progress=False)
+    monkeypatch.setenv("CLOUDTUNE__FINGERPRINT_INFERENCE__PRECISION", "int8")
+    monkeypatch.setenv("CLOUDTUNE__FINGERPRINT_INFERENCE__INT8_CALIBRATION", "32")
+    monkeypatch.setenv("CLOUDTUNE__FINGERPRINT_INFERENCE__INT8_MIN_COSINE", "1.0")  # no quantized vector is float32's exactly
+    assert main(["export", "onnx", "--run-id", "r1"]) == 2
+    err = capsys.readouterr().err
+    assert "fingerprint int8 export: its vectors' mean cosine to float32's is" in err and "nothing written" in err
+    assert sorted(p.name for p in paths.models_dir("r1").iterdir() if "onnx" in p.name) == ["fingerprint.onnx"]
+    emb = get_embedder("fingerprint", "r1", "cpu", **embedder_settings())
+    assert (emb.backend, emb.precision) == ("onnx", "float32") and "fingerprint: float32 inference: no ONNX export at" in capsys.readouterr().err

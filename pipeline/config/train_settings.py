@@ -79,7 +79,10 @@ class FingerprintInferenceSettings:
     opset: int
     tolerance: float
     hop_s: float | None
-    choices: ClassVar = {"backend": ("torch", "onnx")}
+    precision: str
+    int8_calibration: int
+    int8_min_cosine: float
+    choices: ClassVar = {"backend": ("torch", "onnx"), "precision": ("float32", "int8")}
 
     def __post_init__(self):
         if self.hop_s is not None and not self.hop_s > 0:
@@ -88,6 +91,10 @@ class FingerprintInferenceSettings:
             raise _Invalid("threads", f"expected 0 (ONNX Runtime's default) or more, got {self.threads}")
         if not self.tolerance > 0:
             raise _Invalid("tolerance", f"expected a positive number, got {self.tolerance}")
+        if self.int8_calibration < 16:
+            raise _Invalid("int8_calibration", f"expected at least 16 segments, got {self.int8_calibration}")
+        if not 0 < self.int8_min_cosine <= 1:
+            raise _Invalid("int8_min_cosine", f"expected a number in (0, 1], got {self.int8_min_cosine}")
 
 
 @dataclass(frozen=True)

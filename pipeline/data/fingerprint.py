@@ -7,6 +7,7 @@
   catalog holds it) and a degraded copy cut up to ``max_shift`` hops away (the positive, as a query meets it); as waves, or as
   the model's log-mel when given its front end (CPU training: the DataLoader workers compute it beside the model step).
 - :class:`SegmentProbe`: val Recall@1 of single augmented segments against every val segment, with fixed queries.
+- :func:`calibration_segments`: seeded segments, half of them noisy, on which an int8 export is calibrated and checked.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from pipeline import paths
+from pipeline.audio import degrade
 from pipeline.audio import io as audio_io
 from pipeline.audio.augment import Augmenter
 from pipeline.data.splits import split_track_ids
@@ -151,3 +153,20 @@ class SegmentProbe:
 
         nearest = (vectors(self.queries) @ vectors(self.gallery_waves).T).argmax(dim=1).numpy()
         return float(np.mean(self.gallery[nearest, 0] == np.asarray(self.query_track)))
+
+
+def calibration_segments(waves: list[np.ndarray], n: int, size: int, seed: int, snr_db: tuple[float, float] = (-10.0, 20.0)) -> np.ndarray:
+    """float32 [n, size]: seeded segments of ``waves`` (a wave drawn in proportion to its length), every second one under white,
+    pink or brown noise at an SNR in ``snr_db``: the inputs an int8 export's activation ranges are set on, clean as the catalog
+    and noisy as queries. A ValueError when no wave is one segment long."""
+    usable = [w for w in waves if len(w) >= size]
+    if not usable:
+        raise ValueError(f"calibration: none of the {len(waves)} tracks is one segment ({size} samples) long")
+    rng = np.random.default_rng([seed, 77])
+    room = np.array([len(w) - size + 1 for w in usable], np.float64)
+    out = np.empty((n, size), np.float32)
+    for i, t in enumerate(rng.choice(len(usable), n, p=room / room.sum())):
+        start = int(rng.integers(0, room[t]))
+        segment = usable[t][start : start + size]
+        out[i] = degrade.add_noise(segment, float(rng.uniform(*snr_db)), str(rng.choice(degrade.NOISE_COLORS)), rng) if i % 2 else segment
+    return out

@@ -25,9 +25,11 @@ class FingerprintEmbedder:
     name = "fingerprint"
 
     def __init__(self, checkpoint: str | Path, device: str, batch_size: int, sample_rate: int, *, onnx: str | Path | None = None, threads: int = 0,
-                 hop_s: float | None = None):
+                 hop_s: float | None = None, int8: str | Path | None = None):
         """``onnx``: an ONNX export of ``checkpoint`` to run the network with on the CPU (with ``threads`` intra-op threads, 0: ONNX
         Runtime's default); when it is missing, stale or unloadable, the note says why and the traced torch model runs instead.
+        ``int8``: its int8 export, tried first (``precision`` int8, which the embedder's version names: int8 vectors differ a
+        little from float32 ones, so a catalog and its queries must agree); when unusable, the note says why and float32 runs.
         ``hop_s``: the grid catalog and queries are cut on, None: the checkpoint's."""
         from pipeline.embed.fingerprint_onnx import ExportUnusable, load_onnx
         from pipeline.models.fingerprint import for_inference, load_fingerprint
@@ -39,13 +41,18 @@ class FingerprintEmbedder:
         self.dim, self.model_rate, self.n = s.dim, s.sample_rate, self.model.segment_samples
         self.epochs = len(ckpt.get("history", []))
         self.segmentation = {"window_s": s.segment_s, "hop_s": hop_s or s.hop_s}
-        self.backend, self.net = "torch", self.model
-        if device == "cpu" and onnx is not None:
+        self.backend, self.net, self.precision = "torch", self.model, "float32"
+        run = self.checkpoint.parent.parent.name
+        if device == "cpu" and int8 is not None:
+            try:
+                self.backend, self.net, self.precision = "onnx", load_onnx(int8, self.checkpoint, self.model.front, threads), "int8"
+            except ExportUnusable as exc:
+                print(f"fingerprint: float32 inference: {exc} (`cloudtune export onnx --run-id {run}` with precision int8 writes one)", file=sys.stderr)
+        if device == "cpu" and onnx is not None and self.backend == "torch":
             try:
                 self.backend, self.net = "onnx", load_onnx(onnx, self.checkpoint, self.model.front, threads)
             except ExportUnusable as exc:
-                print(f"fingerprint: torch inference: {exc} (`cloudtune export onnx --run-id {self.checkpoint.parent.parent.name}` writes one)",
-                      file=sys.stderr)
+                print(f"fingerprint: torch inference: {exc} (`cloudtune export onnx --run-id {run}` writes one)", file=sys.stderr)
         if device == "cpu" and self.backend == "torch":
             self.net = for_inference(self.model)
 
@@ -79,5 +86,8 @@ class FingerprintEmbedder:
         return self._vectors(segments) if segments else np.zeros((0, self.dim), np.float32)
 
     def manifest(self) -> dict:
+        """What a catalog's vectors were made with; float32 (torch or ONNX: the same vectors) names no precision, int8 does."""
+        version = f"{self.checkpoint.parent.parent.name}/fingerprint-{self.epochs}" + ("" if self.precision == "float32" else f"-{self.precision}")
         return {"name": self.name, "dim": self.dim, "sample_rate": self.sample_rate, "model_rate": self.model_rate, "checkpoint": str(self.checkpoint),
-                "epochs": self.epochs, **self.segmentation, "version": f"{self.checkpoint.parent.parent.name}/fingerprint-{self.epochs}"}
+                "epochs": self.epochs, **self.segmentation, **({} if self.precision == "float32" else {"precision": self.precision}),
+                "version": version}

@@ -22,7 +22,8 @@ def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", *, b
     config section); ``wav2vec2`` is built from ``wav2vec2`` (the ``wav2vec2:`` config section) for waves at ``sample_rate``
     (the catalog's ``audio.sample_rate``); ``batch_size``: segments per forward pass (index.yaml ``segments.batch_size``);
     ``fingerprint``: how the fingerprint runs on the CPU (fingerprint.yaml ``fingerprint_inference``; backend onnx: the run's
-    export runs/<run_id>/models/fingerprint.onnx when there is a current one; None: torch).
+    export runs/<run_id>/models/fingerprint.onnx when there is a current one, or with precision int8 fingerprint.int8.onnx;
+    None: torch).
     Raises :class:`EmbedderUnavailable` when the embedder cannot be built here: no trained
     checkpoint, no wav2vec2 settings given or no model in them (skipped with that reason, never replaced by a random model)."""
     if name == "mel-stats":
@@ -51,8 +52,10 @@ def get_embedder(name: str, run_id: str | None = None, device: str = "cpu", *, b
         if batch_size is None or sample_rate is None:
             raise ValueError("get_embedder('fingerprint'): pass batch_size (index.yaml segments.batch_size) and the catalog's audio.sample_rate")
         use_onnx = fingerprint is not None and fingerprint.backend == "onnx"
+        int8 = use_onnx and fingerprint.precision == "int8"
         return FingerprintEmbedder(ckpt, device, batch_size, sample_rate, onnx=paths.fingerprint_onnx(run_id) if use_onnx else None,
-                                   threads=fingerprint.threads if fingerprint else 0, hop_s=fingerprint.hop_s if fingerprint else None)
+                                   threads=fingerprint.threads if fingerprint else 0, hop_s=fingerprint.hop_s if fingerprint else None,
+                                   int8=paths.fingerprint_onnx(run_id, "int8") if int8 else None)
     if name == "wav2vec2":
         if wav2vec2 is None:
             raise EmbedderUnavailable("embedder wav2vec2: no wav2vec2 settings were given (the caller passes the wav2vec2: config section)")

@@ -204,6 +204,9 @@ def evaluate(run_id: str, *, embedders: list[str] | None = None, index_kinds: li
                   "search": asdict(index_s["search"]),  # how queries are cut and matched
                   "segments": asdict(index_s["segments"]),  # how the catalog is cut
                   "hubs": asdict(index_s["hubs"])}  # how its hub scores are measured; another way of any is another evaluation
+    precision = config.load_fingerprint().fingerprint_inference.precision
+    if "fingerprint" in embedders and precision != "float32":  # int8 vectors are others (float32 ones, torch or ONNX, are alike)
+        run_config["fingerprint_precision"] = precision
     reused = finished_evaluation(run_id, run_config, qs, background_dir, url)
     if reused:
         done, rows = reused

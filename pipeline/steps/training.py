@@ -102,7 +102,7 @@ def train_fingerprint_model(splits_dir: str | Path | None = None, *, run_id: str
                     resume=resume, run_config={"config": cfg.raw}, url=url, progress=progress, on_epoch_end=on_epoch_end)
     if cfg.fingerprint_inference.backend == "onnx":
         try:
-            summary["onnx"] = export_fingerprint_onnx(run_id)
+            summary["onnx"] = export_fingerprint_onnx(run_id, url)
         except (ImportError, ValueError, RuntimeError) as exc:  # no onnxruntime, or an export that failed its check: torch serves
             summary["onnx"] = f"not exported: {type(exc).__name__}: {one_line(exc)}"
             print(f"train fingerprint: {summary['onnx']} (the traced torch model serves it)", file=sys.stderr)
@@ -116,14 +116,50 @@ def train_fingerprint(run_id: str, splits_dir: str, epochs: int | None, device: 
                                    resume=True)["checkpoint"]
 
 
-def export_fingerprint_onnx(run_id: str) -> dict:
+def export_fingerprint_onnx(run_id: str, url: str | None = None) -> dict:
     """The run's fingerprint model exported for ONNX Runtime to runs/<run_id>/models/fingerprint.onnx, with the opset and the
-    check's tolerance of configs/fingerprint.yaml ``fingerprint_inference``; an export of the same checkpoint is kept. Returns
-    {"path", "opset", "max_abs_diff" (when written), "reused", "checkpoint_sha256", ...}."""
+    check's tolerance of configs/fingerprint.yaml ``fingerprint_inference``, and with ``precision: int8`` also quantized to
+    fingerprint.int8.onnx (``int8`` in the result: its record, or {"error": why} when its check refused it, and float32 serves);
+    an export of the same checkpoint is kept. Returns {"path", "opset", "max_abs_diff" (when written), "reused",
+    "checkpoint_sha256", ...}."""
     from pipeline.embed.fingerprint_onnx import export_checkpoint
 
     ckpt = paths.fingerprint_checkpoint(run_id)
     if not ckpt.exists():
         raise FileNotFoundError(f"{ckpt}: run {run_id} has no fingerprint model (cloudtune train fingerprint --run-id {run_id})")
     s = config.load_fingerprint().fingerprint_inference
-    return {"run_id": run_id, **export_checkpoint(ckpt, paths.fingerprint_onnx(run_id), s.opset, s.tolerance)}
+    out = {"run_id": run_id, **export_checkpoint(ckpt, paths.fingerprint_onnx(run_id), s.opset, s.tolerance)}
+    if s.precision == "int8":
+        try:
+            out["int8"] = export_fingerprint_int8(run_id, s, url)
+        except ValueError as exc:
+            out["int8"] = {"error": one_line(exc)}
+            print(f"export: {out['int8']['error']} (the float32 export serves)", file=sys.stderr)
+    return out
+
+
+CALIBRATION_HOURS = 0.5  # at most this much of a split's audio is read for the int8 calibration and its check (a seeded sample of tracks)
+
+
+def export_fingerprint_int8(run_id: str, s: config.FingerprintInferenceSettings, url: str | None = None) -> dict:
+    """The run's float32 export quantized to runs/<run_id>/models/fingerprint.int8.onnx, calibrated on ``s.int8_calibration``
+    segments of its train tracks and checked on as many of its val tracks (:func:`pipeline.data.fingerprint.calibration_segments`);
+    kept when it is already the int8 export of this checkpoint with this calibration. Returns {"path", "precision", "reused",
+    "mean_cosine", ...}; a ValueError when the check refuses it (:func:`pipeline.embed.fingerprint_onnx.quantize_int8`)."""
+    from pipeline.data.fingerprint import calibration_segments, load_split_audio
+    from pipeline.embed.fingerprint_onnx import checkpoint_digest, export_metadata, quantize_int8
+    from pipeline.models.fingerprint import load_fingerprint
+
+    ckpt, src, out = paths.fingerprint_checkpoint(run_id), paths.fingerprint_onnx(run_id), paths.fingerprint_onnx(run_id, "int8")
+    if out.exists():
+        meta = export_metadata(out)
+        if meta.get("checkpoint_sha256") == checkpoint_digest(ckpt) and meta.get("calibration") == str(s.int8_calibration):
+            return {"path": str(out), "precision": "int8", "reused": True, "mean_cosine": float(meta.get("mean_cosine", "nan"))}
+    model, _ = load_fingerprint(ckpt)
+    rate, size = model.settings.sample_rate, model.segment_samples
+
+    def log_mels(split: str, seed: int):
+        _, waves = load_split_audio(paths.splits_dir(run_id), split, rate, max_hours=CALIBRATION_HOURS, seed=seed, url=url, progress=False)
+        return model.front.numpy(calibration_segments(waves, s.int8_calibration, size, seed))
+
+    return {**quantize_int8(src, out, log_mels("train", 0), log_mels("val", 1), s.int8_min_cosine), "reused": False}
