@@ -24,7 +24,8 @@ def _catalog(tracks=30, segments=40, seed=0):
 
 
 def _search(**changes) -> config.SearchSettings:
-    return config.SearchSettings(**{"segments_k": 200, "match_k": 20, "match_drift": 1, "rates": (1.0,), "min_query_segments": 1,
+    return config.SearchSettings(**{"segments_k": 200, "match_k": 20, "match_drift": 1, "rates": (1.0,), "rates_max_s": 1e9, "rate_penalty": 0.0,
+                                    "min_query_segments": 1,
                                     "query_hop_steps": 1, "top_k": 10, "hub_penalty": 0.0, **changes})
 
 
@@ -206,6 +207,24 @@ def test_each_rate_plays_the_query_faster_or_slower_before_it_is_cut():
     (as_played, faster, slower), = embed_query_rates(emb, [np.zeros(100, np.float32)], catalog, _search(rates=(1.0, 1.25, 0.8)))
     assert emb.calls == [6, 19] and as_played.starts_s.tolist() == got[0].starts_s.tolist()  # 10 s: 6 segments; 8 s: 4; 12.5 s: 9, one call
     assert (len(faster), len(slower)) == (4, 9) and faster.vectors[:, 0].tolist() == [50] * 4
+
+
+def test_only_a_short_query_is_played_at_the_other_rates_and_each_variant_knows_its_rate():
+    emb = _Lengths()
+    catalog = Segmentation(window_s=5.0, hop_s=1.0, min_s=1.0)
+    short, long = np.zeros(20, np.float32), np.zeros(100, np.float32)  # 2 s and 10 s at the stand-in's 10 Hz
+    got = embed_query_rates(emb, [short, long], catalog, _search(rates=(1.0, 1.25, 0.8), rates_max_s=2.0))
+    assert [[v.rate for v in q] for q in got] == [[1.0, 1.25, 0.8], [1.0]]
+    assert [len(v) for v in got[1]] == [6] and emb.calls == [9]  # one call: the short query thrice (1 segment each), the long one once
+
+
+def test_a_score_at_another_rate_counts_the_rate_penalty_less():
+    from pipeline.index.match import best_of
+
+    as_played, faster = [(0, 0.80, 1.0), (1, 0.50, 2.0)], [(1, 0.83, 2.5), (0, 0.70, 1.0)]
+    assert best_of([as_played, faster], 5) == [(1, 0.83, 2.5), (0, 0.80, 1.0)]  # the best of either, as before
+    got = best_of([as_played, faster], 5, [0.0, 0.05])
+    assert [t for t, _, _ in got] == [0, 1] and got[1] == pytest.approx((1, 0.78, 2.5))  # 0.83 - 0.05 still beats 0.50 as played
 
 
 def test_the_neighbours_matching_read_are_the_exact_search_and_each_querys_first_rate_rows_pick_them():

@@ -40,7 +40,8 @@ ENV = {
     "CLOUDTUNE__EVALUATION__EMBEDDERS": "[mel-stats, contrastive]",  # the fingerprint's own run is in test_fingerprint.py
 }
 SETS = [f"{length}/{d}" for length in ("2s", "5s") for d in ("clean", "pink0db", "telephone")]
-SEARCH = config.SearchSettings(segments_k=1000, match_k=100, match_drift=1, rates=(1.0,), min_query_segments=1, query_hop_steps=1, top_k=10, hub_penalty=0.0)
+SEARCH = config.SearchSettings(segments_k=1000, match_k=100, match_drift=1, rates=(1.0,), rates_max_s=2.0, rate_penalty=0.05,
+                               min_query_segments=1, query_hop_steps=1, top_k=10, hub_penalty=0.0)
 
 
 @pytest.fixture(scope="module")

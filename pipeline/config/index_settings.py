@@ -55,6 +55,8 @@ class SearchSettings:
     match_k: int
     match_drift: int
     rates: tuple[float, ...]
+    rates_max_s: float
+    rate_penalty: float
     min_query_segments: int
     query_hop_steps: int
     top_k: int
@@ -70,6 +72,8 @@ class SearchSettings:
             raise _Invalid("rates", f"expected one or more playback rates above 0, got {list(self.rates)}")
         if self.hub_penalty < 0:
             raise _Invalid("hub_penalty", f"expected 0 or more, got {self.hub_penalty}")
+        if self.rates_max_s < 0 or self.rate_penalty < 0:
+            raise _Invalid("rates_max_s" if self.rates_max_s < 0 else "rate_penalty", "expected 0 or more")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ fewer segments cost less to embed), and a short query at a finer hop, for more s
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -39,10 +39,11 @@ class Segmentation:
 @dataclass(frozen=True)
 class QuerySegments:
     """One query cut into segments and embedded: ``vectors`` float32 [n, dim] (unit rows), ``starts_s`` [n] where each
-    segment starts in the query (seconds)."""
+    segment starts in the query (seconds); ``rate``: the playback rate it was played at (:func:`embed_query_rates`)."""
 
     vectors: np.ndarray
     starts_s: np.ndarray
+    rate: float = 1.0
 
     def __len__(self) -> int:
         return len(self.starts_s)
@@ -94,16 +95,16 @@ def embed_queries(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], s: Seg
 
 
 def embed_query_rates(embedder: SegmentEmbedder, waves: Sequence[np.ndarray], catalog: Segmentation, search: SearchSettings) -> list[tuple[QuerySegments, ...]]:
-    """The queries as search and evaluate match them against a catalog cut with ``catalog``: each played at each of
-    ``search.rates`` (a rate of 1.1 plays it 10 % faster, undoing a clip that was played 10 % slower), cut every
-    ``search.query_hop_steps`` of the catalog's hops (so every query segment still starts on the catalog's grid), and all
-    embedded in one call (:func:`embed_queries`); per query one QuerySegments per rate, in the order of ``rates``. A clip keeps
-    its start at every rate, so offsets need no correction."""
+    """The queries as search and evaluate match them against a catalog cut with ``catalog``: a query of at most
+    ``search.rates_max_s`` played at each of ``search.rates`` (a rate of 1.1 plays it 10 % faster, undoing a clip that was played
+    10 % slower), a longer one as played, cut every ``search.query_hop_steps`` of the catalog's hops (so every query segment
+    still starts on the catalog's grid), and all embedded in one call (:func:`embed_queries`); per query one QuerySegments per
+    rate, in the order of ``rates``. A clip keeps its start at every rate, so offsets need no correction."""
     from pipeline.audio.degrade import speed
 
     sr = embedder.sample_rate
-    played = [w if r == 1.0 else speed(w, sr, r) for w in waves for r in search.rates]
+    rates = [search.rates if len(w) <= search.rates_max_s * sr else (1.0,) for w in waves]
+    played = [w if r == 1.0 else speed(w, sr, r) for w, rs in zip(waves, rates, strict=True) for r in rs]
     cut = Segmentation(catalog.window_s, catalog.hop_s * search.query_hop_steps, catalog.min_s)
-    flat = embed_queries(embedder, played, cut, search.min_query_segments)
-    n = len(search.rates)
-    return [tuple(flat[i : i + n]) for i in range(0, len(flat), n)]
+    flat = iter(embed_queries(embedder, played, cut, search.min_query_segments))
+    return [tuple(replace(next(flat), rate=r) for r in rs) for rs in rates]

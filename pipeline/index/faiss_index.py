@@ -268,7 +268,7 @@ class TrackIndex:
             i += len(v)
         out, j = [], 0
         for g in groups:
-            out.append(matched[j] if len(g) == 1 else best_of(matched[j : j + len(g)], top_k))
+            out.append(matched[j] if len(g) == 1 else best_of(matched[j : j + len(g)], top_k, [0.0 if v.rate == 1.0 else s.rate_penalty for v in g]))
             j += len(g)
         return out, ids
 

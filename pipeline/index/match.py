@@ -20,7 +20,8 @@ the whole sequence fits, not the track of its single best segment.
    higher, so the offset stays the one the segments really meet.
 4. **Tracks.** A track scores its best alignment; tracks rank by score (then drift-free score). A result is (track index,
    score, offset_s), ``offset_s`` where in the track the clip starts (at least 0, to the millisecond).
-5. **Rates.** With ``search.rates`` the clip is also matched played at each rate (:func:`best_of`: a track keeps its best).
+5. **Rates.** With ``search.rates`` a short clip is also matched played at each rate (:func:`best_of`: a track keeps its best,
+   a score at a rate other than 1 lowered by ``search.rate_penalty``: more alignments are more chances for a wrong one).
 
 With one query segment this is the rule of :func:`pipeline.index.faiss_index.collapse_to_tracks`: every alignment is one
 segment, so a track scores its best segment (exactly, also where an ANN index's own distances are approximate).
@@ -88,14 +89,15 @@ def candidates_per_segment(n_segments: int, match_k: int, segments_k: int) -> in
     return max(match_k, -(-segments_k // max(1, n_segments)))
 
 
-def best_of(variants: Sequence[list[tuple[int, float, float]]], top_k: int) -> list[tuple[int, float, float]]:
+def best_of(variants: Sequence[list[tuple[int, float, float]]], top_k: int, penalties: Sequence[float] | None = None) -> list[tuple[int, float, float]]:
     """One query matched as several variants (playback rates): every track at its best score (with that variant's offset), the
-    ``top_k`` best. Each variant's own ``top_k`` holds every track of the merged ``top_k``."""
+    ``top_k`` best; ``penalties[i]`` is taken off every score of variant i first. Each variant's own ``top_k`` holds every track
+    of the merged ``top_k``."""
     best: dict[int, tuple[int, float, float]] = {}
-    for results in variants:
-        for hit in results:
-            if hit[0] not in best or hit[1] > best[hit[0]][1]:
-                best[hit[0]] = hit
+    for results, penalty in zip(variants, penalties or [0.0] * len(variants), strict=True):
+        for track, score, offset in results:
+            if track not in best or score - penalty > best[track][1]:
+                best[track] = (track, score - penalty, offset)
     return sorted(best.values(), key=lambda hit: -hit[1])[:top_k]
 
 
