@@ -106,8 +106,8 @@ def main() -> None:
     import torch
 
     from pipeline import config
-    from pipeline.embed.fingerprint import FingerprintEmbedder
     from pipeline.data.fingerprint import calibration_segments
+    from pipeline.embed.fingerprint import FingerprintEmbedder
     from pipeline.embed.fingerprint_onnx import export_checkpoint, quantize_int8
     from pipeline.models.fingerprint import FingerprintNet, save_fingerprint
 
@@ -168,7 +168,8 @@ def main() -> None:
     print(f"# fingerprint inference, commit {git_commit()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({default_threads} threads by default), "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average before/after {load_before[0]:.2f}/{load_after[0]:.2f}")
     print(f"# model: configs/fingerprint.yaml ({params / 1e6:.2f} M parameters, random weights), export opset {exported['opset']} "
-          f"(check max |diff| {exported['max_abs_diff']:.2g}; int8: cosine to float32 mean {int8['mean_cosine']:.4f}, min {int8['min_cosine']:.4f}); catalog {args.catalog_s:g} s = {len(track_spans)} segments in passes of {batch}; "
+          f"(check max |diff| {exported['max_abs_diff']:.2g}; int8: cosine to float32 mean {int8['mean_cosine']:.4f}, "
+          f"min {int8['min_cosine']:.4f}); catalog {args.catalog_s:g} s = {len(track_spans)} segments in passes of {batch}; "
           f"query 5 s = 9 segments; {args.rounds} rounds x {args.queries} queries, interleaved")
     base_rate, base_p50 = np.median(rate["torch"]), np.percentile(lat["torch"], 50)
     print(f"{'backend':<12} {'segments/s':>11} {'x torch':>8} {'query p50 ms':>13} {'p95 ms':>8} {'x torch':>8} {'max|diff|':>10}")
