@@ -27,6 +27,9 @@ from transformers.audio_utils import mel_filter_bank
 
 from pipeline.config import FingerprintSettings
 
+POWER_FLOOR = 1e-10  # mel power below this is taken as this before the log
+SILENCE = -12.0  # natural-log units below a segment's loudest bin (about 52 dB): everything quieter is silence
+
 
 class LogMelFrontEnd(nn.Module):
     def __init__(self, s: FingerprintSettings):
@@ -48,23 +51,23 @@ class LogMelFrontEnd(nn.Module):
         """float32 [B, samples] -> log-mel [B, 1, n_mels, frames], each segment's maximum at 0 (natural log units)."""
         spec = torch.stft(waves.float(), self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True)
         power = spec.real.square() + spec.imag.square()  # [B, n_freq, frames]
-        logmel = torch.log(torch.clamp(self.filters @ power, min=1e-10))
+        logmel = torch.log(torch.clamp(self.filters @ power, min=POWER_FLOOR))
         logmel = logmel - logmel.amax(dim=(1, 2), keepdim=True)
-        return torch.clamp(logmel, min=-12.0).unsqueeze(1)  # 80 dB below the peak is silence
+        return torch.clamp(logmel, min=SILENCE).unsqueeze(1)
 
     def numpy(self, waves: np.ndarray) -> np.ndarray:
         """:meth:`forward` in NumPy and SciPy's FFT for CPU inference: the same log-mel to float32 rounding (tests/test_fingerprint.py),
-        in 0.17 ms a segment against 0.30 for torch.stft and its power on one core of the 2-core CPU (bench/RESULTS.md "A faster
-        front end"). float32 [B, samples] -> [B, 1, n_mels, frames]."""
+        1.06-1.12x the segments/s of ONNX inference with the torch front end (bench/RESULTS.md "int8 inference, and the front end in
+        NumPy"). float32 [B, samples] -> [B, 1, n_mels, frames]."""
         import scipy.fft
 
         pad = self.n_fft // 2  # torch.stft's center=True: reflect-padded by half a window
         x = np.pad(np.asarray(waves, dtype=np.float32), ((0, 0), (pad, pad)), mode="reflect")
         frames = np.lib.stride_tricks.sliding_window_view(x, self.n_fft, axis=1)[:, :: self.hop_length] * self._window_np  # [B, T, n_fft]
         spec = scipy.fft.rfft(frames, axis=-1)[..., self._bins]
-        logmel = np.log(np.maximum((spec.real * spec.real + spec.imag * spec.imag) @ self._filters_np, 1e-10))  # [B, T, n_mels]
+        logmel = np.log(np.maximum((spec.real * spec.real + spec.imag * spec.imag) @ self._filters_np, POWER_FLOOR))  # [B, T, n_mels]
         logmel -= logmel.max(axis=(1, 2), keepdims=True)
-        return np.ascontiguousarray(np.maximum(logmel, -12.0, out=logmel).transpose(0, 2, 1)[:, None])
+        return np.ascontiguousarray(np.maximum(logmel, SILENCE, out=logmel).transpose(0, 2, 1)[:, None])
 
 
 class SeparableBlock(nn.Module):
