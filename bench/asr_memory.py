@@ -63,6 +63,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="0.6B")
     ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--quantize", default="none", choices=("none", "int8"), help="int8: qwen3_asr.quantize int8 (with --dtype bfloat16)")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--tokens-per-second", type=float, default=4.0)
     ap.add_argument("--first-token-only", action="store_true", help="skip the whole generation (long clips)")
@@ -86,7 +87,8 @@ def main() -> None:
     from pipeline.asr.qwen3 import load_qwen3_asr
     from pipeline.config.asr_settings import Qwen3AsrSettings
 
-    settings = Qwen3AsrSettings(model=folder, device="cpu", dtype=args.dtype, tokens_per_second=args.tokens_per_second, min_new_tokens=0,
+    settings = Qwen3AsrSettings(model=folder, device="cpu", dtype=args.dtype, quantize=args.quantize,
+                                tokens_per_second=args.tokens_per_second, min_new_tokens=0,
                                 repetition_guard=0, max_new_tokens=None)
     tr = phase("load", lambda: load_qwen3_asr(folder, settings))
     wave = (0.1 * np.random.default_rng(0).standard_normal(int(args.seconds * 16000))).astype(np.float32)

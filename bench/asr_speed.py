@@ -1,6 +1,8 @@
 """Qwen3-ASR speed on the CPU: full-size 0.6B / 1.7B architectures with random weights (the same compute as the real models).
 
-    .venv/bin/python bench/asr_speed.py [--sizes 0.6B,1.7B] [--dtypes float32,bfloat16] [--seconds 10] [--tokens-per-second 4]
+    .venv/bin/python bench/asr_speed.py [--sizes 0.6B,1.7B] [--dtypes float32,bfloat16,int8] [--seconds 10] [--tokens-per-second 4]
+
+``int8`` in ``--dtypes``: ``qwen3_asr.quantize: int8`` (int8 weights of every linear layer, bfloat16 activations).
 
 For each size, a random model in the real layout is saved once (bfloat16, as the release ships) under
 ``var/bench/qwen3-asr-random/<size>/`` and reused. Each (size, dtype) then runs in a fresh Python process, started by this one,
@@ -90,7 +92,9 @@ def child(folder: str, dtype: str, seconds: float, tokens_per_second: float, sta
     from pipeline.asr.qwen3 import load_qwen3_asr
     from pipeline.config.asr_settings import Qwen3AsrSettings
 
-    settings = Qwen3AsrSettings(model=folder, device="cpu", dtype=dtype, tokens_per_second=tokens_per_second, min_new_tokens=0,
+    quantize = "int8" if dtype == "int8" else "none"  # "int8": qwen3_asr.quantize int8, bfloat16 activations
+    settings = Qwen3AsrSettings(model=folder, device="cpu", dtype="bfloat16" if quantize == "int8" else dtype, quantize=quantize,
+                                tokens_per_second=tokens_per_second, min_new_tokens=0,
                                 repetition_guard=0, max_new_tokens=None)
     t_load = time.time()
     tr = load_qwen3_asr(folder, settings)
@@ -136,7 +140,7 @@ def git_commit() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="0.6B,1.7B")
-    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--dtypes", default="float32,bfloat16,int8")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--tokens-per-second", type=float, default=4.0)
     ap.add_argument("--child", nargs=5, metavar=("DIR", "DTYPE", "SECONDS", "TPS", "STARTED"), help=argparse.SUPPRESS)

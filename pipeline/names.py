@@ -11,6 +11,7 @@ IVF_REFINES = ("none", "flat", "sq8")  # ivfpq.refine: the PQ shortlist is not r
 TOKENIZER_BACKENDS = ("rvq", "moss")  # the built-in residual-VQ codec | MOSS-Audio-Tokenizer
 DEVICES = ("auto", "cpu", "cuda")  # --device; "cuda:N" is taken too where a torch device is resolved (pipeline.devices)
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # wav2vec2.dtype, moss.dtype and qwen3_asr.dtype
+ASR_QUANTIZE = ("none", "int8")  # qwen3_asr.quantize: the linear layers' weights as loaded, or int8 (pipeline/asr/int8.py)
 ASR_BACKENDS = ("qwen3-asr", "pocketsphinx")  # configs/asr.yaml asr.backend: Qwen3-ASR | the offline CMU PocketSphinx baseline
 MERIT_METRICS = ("recall", "mrr")  # configs/index.yaml publish.metric: what publishing by merit scores (pipeline.evaluate.merit)
 MERIT_AGGREGATES = ("min", "mean")  # publish.aggregate: over the query sets of one length, the worst one or the average

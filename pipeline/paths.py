@@ -12,6 +12,7 @@ No other module spells an artifact path: they ask here (Kedro's ``catalog.yml`` 
       airflow/                                  AIRFLOW_HOME of `cloudtune run` / `airflow standalone` / `airflow cluster`
       airflow/cluster.json  airflow/logs/       the cluster's processes and their logs (`cloudtune airflow cluster up`)
       models/qwen3-asr/<name>-<hash>/           a release-layout Qwen3-ASR checkpoint converted to transformers' layout (a cache)
+      models/qwen3-asr/<name>-<hash>.int8-<dtype>.safetensors   its linear layers quantized to int8 (qwen3_asr.quantize; a cache)
       runs/<run_id>/
         params.json  nightly.json  train.yaml   the DAG run's params, the nightly plan, the training config it used
         splits/{train,val,test}.txt             track-level splits (summary.json beside them)
@@ -116,6 +117,13 @@ def asr_model_cache(source: str | os.PathLike) -> Path:
         key.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}" if st else f"{f.name}:-")
     digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:12]
     return home() / "models" / "qwen3-asr" / f"{folder.name}-{digest}"
+
+
+def asr_int8_cache(source: str | os.PathLike, dtype: str) -> Path:
+    """The int8 weights of the Qwen3-ASR checkpoint in ``source`` (transformers' layout) with scales in ``dtype`` (bfloat16):
+    ``models/qwen3-asr/<name>-<hash>.int8-<dtype>.safetensors``, keyed like :func:`asr_model_cache`."""
+    cache = asr_model_cache(source)
+    return cache.with_name(f"{cache.name}.int8-{dtype}.safetensors")
 
 
 # --- a run's artifacts --------------------------------------------------------------------------------------

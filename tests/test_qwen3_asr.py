@@ -21,7 +21,8 @@ from pipeline.asr.qwen3_convert import convert_checkpoint, is_original_layout
 from pipeline.config.asr_settings import Qwen3AsrSettings
 
 SR = 16000
-SETTINGS = Qwen3AsrSettings(model=None, device="auto", dtype="auto", tokens_per_second=8.0, min_new_tokens=32, repetition_guard=0, max_new_tokens=None)
+SETTINGS = Qwen3AsrSettings(model=None, device="auto", dtype="auto", quantize="none",
+                            tokens_per_second=8.0, min_new_tokens=32, repetition_guard=0, max_new_tokens=None)
 N = 12  # new tokens per clip in the parity tests
 
 
@@ -68,6 +69,7 @@ def test_bfloat16_when_asked(dirs):
     tr = load_qwen3_asr(str(dirs["native"]), SETTINGS, device="cpu", dtype="bfloat16")
     tr.max_new_tokens = 3
     assert tr.dtype == torch.bfloat16
+    assert tr.model.model.audio_tower.conv2d1.weight.dtype == torch.float32  # convolutions in float32 on the CPU: no slow bfloat16 path
     assert isinstance(tr.transcribe([WAVES[1]], language="English")[0].text, str)
 
 
@@ -267,9 +269,9 @@ def test_a_cast_load_equals_transformers_own(dirs, dtype, monkeypatch):
     parameters, tied head and generation config as transformers' from_pretrained, including a tensor cast in several blocks."""
     from transformers import Qwen3ASRForConditionalGeneration
 
-    from pipeline.asr import qwen3
+    from pipeline.asr import qwen3, tensor_files
 
-    monkeypatch.setattr(qwen3, "CAST_CHUNK_BYTES", 1000)  # the embedding (vocab x 32) read in blocks of a few rows
+    monkeypatch.setattr(tensor_files, "CAST_CHUNK_BYTES", 1000)  # the embedding (vocab x 32) read in blocks of a few rows
     ours = qwen3._load_model(dirs["native"], dtype)
     theirs = Qwen3ASRForConditionalGeneration.from_pretrained(str(dirs["native"]), dtype=dtype)
     assert ours.dtype == dtype and ours.lm_head.weight is ours.model.language_model.embed_tokens.weight

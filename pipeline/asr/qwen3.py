@@ -30,7 +30,6 @@ a forced language is prefilled so it writes the text only); the language is the 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -47,6 +46,7 @@ import numpy as np
 from pipeline import paths
 from pipeline.asr.base import Transcript
 from pipeline.asr.qwen3_convert import convert_checkpoint, is_original_layout
+from pipeline.asr.tensor_files import FLOAT_KINDS, CastSlice, tensor_places, weight_files
 from pipeline.devices import resolve_device, resolve_dtype
 from pipeline.errors import one_line
 
@@ -131,66 +131,6 @@ def _hub_dir(model: str) -> Path:
         raise ValueError(f"qwen3-asr: {model!r} is not a local directory and cannot be fetched from the hub: {one_line(exc)[:300]}") from None
 
 
-def _weight_files(folder: Path) -> list[Path]:
-    """The safetensors files of a transformers-layout checkpoint (the shards of its index, or model.safetensors); [] for none."""
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    single = folder / "model.safetensors"
-    return [single] if single.is_file() else []
-
-
-SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
-CAST_CHUNK_BYTES = 16 << 20  # a tensor is read and cast in blocks of rows of about this many bytes (in the target dtype)
-
-
-def _tensor_places(path: Path) -> dict[str, tuple[str, list[int], int]]:
-    """Each tensor of a safetensors file: (its dtype as the file names it, its shape, the file offset of its first byte), from
-    the file's header (8 bytes of little-endian header length, the JSON header, then the data)."""
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-    header.pop("__metadata__", None)
-    return {key: (info["dtype"], info["shape"], 8 + size + info["data_offsets"][0]) for key, info in header.items()}
-
-
-def _read_into(fd: int, buffer: memoryview, offset: int) -> None:
-    """Fill ``buffer`` with the bytes of ``fd`` from ``offset`` (``pread``, so threads can share the descriptor)."""
-    done = 0
-    while done < len(buffer):
-        got = os.preadv(fd, [buffer[done:]], offset + done)
-        if got <= 0:
-            raise OSError(f"safetensors file ends inside a tensor (offset {offset + done})")
-        done += got
-
-
-class _CastSlice:
-    """A lazy tensor of a safetensors file for ``from_pretrained(state_dict=...)``: ``x[...]`` reads it with ``pread`` in row
-    blocks of about :data:`CAST_CHUNK_BYTES` (in ``dtype``), casting each block into one tensor of ``dtype``, so no whole copy
-    in the checkpoint's dtype is ever made (transformers would read the whole tensor, then cast it: for the 0.6B model's
-    151936 x 1024 embedding, 300 MB at once, times its four loader threads). The reads are our own: a slice of safetensors'
-    ``pread`` backend reads the whole tensor every time (0.15 s per block of the 0.6B embedding: 6 s of a 14 s load)."""
-
-    def __init__(self, fd: int, offset: int, shape: list[int], stored: torch.dtype, dtype: torch.dtype):
-        self.fd, self.offset, self.shape, self.stored, self.dtype = fd, offset, shape, stored, dtype
-
-    def __getitem__(self, index: Any) -> torch.Tensor:
-        import torch
-
-        out = torch.empty(self.shape, dtype=self.dtype)
-        rows = self.shape[0] if self.shape else 1
-        row = math.prod(self.shape[1:])  # elements per row (1 for a 1-d tensor or a scalar)
-        rows_out = out.view(rows, row)
-        row_bytes = row * self.stored.itemsize
-        step = max(1, CAST_CHUNK_BYTES // max(1, row * out.element_size()))
-        stage = bytearray(min(step, rows) * row_bytes)
-        for start in range(0, rows, step):
-            n = min(step, rows - start)
-            _read_into(self.fd, memoryview(stage)[:n * row_bytes], self.offset + start * row_bytes)
-            rows_out[start:start + n] = torch.frombuffer(stage, dtype=self.stored, count=n * row).view(n, row)
-        return out if index is Ellipsis else out[index]
-
-
 def _load_model(folder: Path, dtype: torch.dtype) -> Any:
     """``Qwen3ASRForConditionalGeneration`` of a transformers-layout ``folder`` in ``dtype``, at a peak memory of about the
     loaded weights (bench/asr_load_memory.py).
@@ -201,7 +141,7 @@ def _load_model(folder: Path, dtype: torch.dtype) -> Any:
     transformers copies every tensor out of the map and casts it, and the mapped pages it touched stay in the process's RSS
     until the files are closed at the end: the peak is the float32 weights plus the whole checkpoint file (0.6B: 2.9 + 1.5 GiB),
     and each large tensor also passes through a whole copy in the file's dtype. Then this function hands the same
-    ``from_pretrained`` a state dict of :class:`_CastSlice`, each tensor read with ``pread`` at the offset the file's header
+    ``from_pretrained`` a state dict of :class:`CastSlice`, each tensor read with ``pread`` at the offset the file's header
     gives (the file's pages stay in the OS page cache, outside the process) and cast block by block into its final tensor."""
     import contextlib
 
@@ -209,11 +149,11 @@ def _load_model(folder: Path, dtype: torch.dtype) -> Any:
     from safetensors import safe_open
     from transformers import GenerationConfig, Qwen3ASRConfig, Qwen3ASRForConditionalGeneration
 
-    files = _weight_files(folder)
+    files = weight_files(folder)
     if not files:  # not safetensors (pytorch_model.bin): transformers' own loading
         return Qwen3ASRForConditionalGeneration.from_pretrained(str(folder), dtype=dtype)
-    places = {path: _tensor_places(path) for path in files}
-    stored = {SAFETENSORS_DTYPES.get(kind) for tensors in places.values() for kind, _, _ in tensors.values()} - {None}
+    places = {path: tensor_places(path) for path in files}
+    stored = {FLOAT_KINDS.get(kind) for tensors in places.values() for kind, _, _ in tensors.values()} - {None}
     if stored <= {str(dtype).removeprefix("torch.")}:  # nothing to cast: transformers' zero-copy memory map
         return Qwen3ASRForConditionalGeneration.from_pretrained(str(folder), dtype=dtype)
     with contextlib.ExitStack() as stack:
@@ -223,7 +163,7 @@ def _load_model(folder: Path, dtype: torch.dtype) -> Any:
             stack.callback(os.close, fd)
             handle = stack.enter_context(safe_open(str(path), framework="pt", backend="pread"))  # for tensors other than floats
             for key, (kind, shape, offset) in tensors.items():
-                state[key] = (_CastSlice(fd, offset, shape, getattr(torch, SAFETENSORS_DTYPES[kind]), dtype) if kind in SAFETENSORS_DTYPES
+                state[key] = (CastSlice(fd, offset, shape, getattr(torch, FLOAT_KINDS[kind]), dtype) if kind in FLOAT_KINDS
                               else handle.get_slice(key))
         net = Qwen3ASRForConditionalGeneration.from_pretrained(None, config=Qwen3ASRConfig.from_pretrained(str(folder)), state_dict=state,
                                                                dtype=dtype)
@@ -231,6 +171,24 @@ def _load_model(folder: Path, dtype: torch.dtype) -> Any:
     if (folder / "generation_config.json").is_file():
         net.generation_config = GenerationConfig.from_pretrained(str(folder))
     return net
+
+
+def _float32_convolutions(net: Any, dtype: torch.dtype) -> int:
+    """On the CPU with bfloat16 or float16 activations, run every convolution (the audio encoder's 2-d stack over the log-mel)
+    in float32: its weights cast once (a few MiB), the input cast up and the output back to ``dtype``. Without native
+    bfloat16 (AVX2) PyTorch takes its slow reference path for a bfloat16 convolution: 13.0 s against 0.39 s in float32 for one
+    480-channel layer over a 10 s clip, two thirds of a transcription's time (docs/asr.md). Returns the layers changed."""
+    import torch
+    from torch import nn
+
+    if dtype not in (torch.bfloat16, torch.float16):
+        return 0
+    convolutions = [m for m in net.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+    for conv in convolutions:
+        conv.float()
+        conv.register_forward_pre_hook(lambda module, args: (args[0].float(), *args[1:]))
+        conv.register_forward_hook(lambda module, args, out: out.to(dtype))
+    return len(convolutions)
 
 
 def _encode_by_window(encoder: Any) -> None:
@@ -268,9 +226,26 @@ def _encode_by_window(encoder: Any) -> None:
     encoder.forward = by_window
 
 
-def load_qwen3_asr(model: str, settings: Qwen3AsrSettings, device: str | None = None, dtype: str | None = None) -> Qwen3AsrTranscriber:
+def _compute_dtype(dtype: str, quantize: str, device: str) -> torch.dtype:
+    """``qwen3_asr.dtype`` resolved: auto is float32 on the CPU and bfloat16 on CUDA, and bfloat16 everywhere with int8 weights,
+    whose CPU kernel takes bfloat16 activations (its float32 path is 25x slower: pipeline/asr/int8.py)."""
+    import torch
+
+    if quantize == "int8":
+        if dtype == "auto":
+            return torch.bfloat16
+        if device == "cpu" and dtype != "bfloat16":
+            raise ValueError(f"qwen3_asr.quantize int8 runs bfloat16 activations on the CPU: set qwen3_asr.dtype to auto or bfloat16, not {dtype}")
+    elif quantize != "none":
+        raise ValueError(f"qwen3_asr.quantize {quantize!r}: expected none or int8")
+    return resolve_dtype(dtype, device, "qwen3_asr.dtype", cpu_bfloat16=False)
+
+
+def load_qwen3_asr(model: str, settings: Qwen3AsrSettings, device: str | None = None, dtype: str | None = None,
+                   quantize: str | None = None) -> Qwen3AsrTranscriber:
     """The Qwen3-ASR transcriber of ``model`` (a local directory in either layout, or a hub id), on ``device`` in ``dtype``
-    (None: ``settings.device`` / ``settings.dtype``). A ValueError with a one-line reason when it cannot be loaded."""
+    with ``quantize`` none|int8 weights (None: ``settings.device`` / ``.dtype`` / ``.quantize``). A ValueError with a one-line
+    reason when it cannot be loaded."""
     from transformers import Qwen3ASRProcessor
     from transformers.utils import logging as hf_logging
 
@@ -278,7 +253,8 @@ def load_qwen3_asr(model: str, settings: Qwen3AsrSettings, device: str | None = 
     if not model:
         raise ValueError("qwen3-asr: no model given: set qwen3_asr.model to a local directory or hub id")
     device_name = resolve_device(device or settings.device)
-    torch_dtype = resolve_dtype(dtype or settings.dtype, device_name, "qwen3_asr.dtype", cpu_bfloat16=False)
+    quantize = quantize or settings.quantize
+    torch_dtype = _compute_dtype(dtype or settings.dtype, quantize, device_name)
     local = _local_dir(model)
     folder = _native_dir(local if local is not None else _hub_dir(model))
     t0 = time.perf_counter()
@@ -287,9 +263,16 @@ def load_qwen3_asr(model: str, settings: Qwen3AsrSettings, device: str | None = 
         net = _load_model(folder, torch_dtype)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"qwen3-asr: cannot load a model from {model!r}: {one_line(exc)[:300]}") from None
+    weights = ""
+    if quantize == "int8":
+        from pipeline.asr.int8 import quantize_linears
+
+        weights = ", " + quantize_linears(net, folder, torch_dtype, paths.asr_int8_cache(folder, str(torch_dtype).removeprefix("torch.")))
     net.to(device_name).eval()
+    if device_name == "cpu":
+        _float32_convolutions(net, torch_dtype)
     _encode_by_window(net.model.audio_tower)
-    log.info("qwen3-asr: %s on %s (%s) loaded in %.2f s", folder, device_name, str(torch_dtype).removeprefix("torch."), time.perf_counter() - t0)
+    log.info("qwen3-asr: %s on %s (%s%s) loaded in %.2f s", folder, device_name, str(torch_dtype).removeprefix("torch."), weights, time.perf_counter() - t0)
     return Qwen3AsrTranscriber(net, processor, model_id=model, settings=settings)
 
 

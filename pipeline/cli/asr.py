@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline import config
 from pipeline.cli.common import EXIT_FAILED, EXIT_USAGE, CommandError, one_line
-from pipeline.names import ASR_BACKENDS, DEVICES, DTYPES
+from pipeline.names import ASR_BACKENDS, ASR_QUANTIZE, DEVICES, DTYPES
 
 ASR_COMMAND_MODULES = ("pipeline.cli.asr_eval", "pipeline.cli.asr_convert")  # each: add_asr_commands(asr_sub); missing ones are skipped
 
@@ -28,7 +28,7 @@ def _settings(args: argparse.Namespace) -> tuple[config.AsrConfig, config.AsrSet
     cfg = config.load_asr(args.config)
     asr = config.section(config.AsrSettings, cfg.raw, "asr", backend=args.backend, batch_size=args.batch_size, language=args.language)
     qwen3 = config.section(config.Qwen3AsrSettings, cfg.raw, "qwen3_asr", model=args.model, device=args.device, dtype=args.dtype,
-                           max_new_tokens=args.max_new_tokens)
+                           quantize=args.quantize, max_new_tokens=args.max_new_tokens)
     raw = {**cfg.raw, "asr": dataclasses.asdict(asr), "qwen3_asr": dataclasses.asdict(qwen3)}
     return config.AsrConfig({**cfg, "asr": asr, "qwen3_asr": qwen3}, raw), asr
 
@@ -130,6 +130,7 @@ def add_infer_command(asr_sub) -> None:
     s.add_argument("--model", help="qwen3-asr: a local checkpoint directory (or hub id when online); config qwen3_asr.model")
     s.add_argument("--device", choices=DEVICES, help="qwen3-asr: config qwen3_asr.device (pocketsphinx runs on the CPU)")
     s.add_argument("--dtype", choices=DTYPES, help="qwen3-asr: config qwen3_asr.dtype")
+    s.add_argument("--quantize", choices=ASR_QUANTIZE, help="qwen3-asr: int8 weights, bfloat16 activations (config qwen3_asr.quantize)")
     s.add_argument("--config", type=Path, help="a YAML file merged over configs/asr.yaml (only the keys it changes)")
     s.add_argument("--language", help="force the language, e.g. English, Chinese (config asr.language; default: detected)")
     s.add_argument("--batch-size", type=int, help="pieces per forward pass, 1 to 4 (config asr.batch_size)")

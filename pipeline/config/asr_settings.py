@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from pipeline.config.base import _Invalid
-from pipeline.names import ASR_BACKENDS, DEVICES, DTYPES
+from pipeline.names import ASR_BACKENDS, ASR_QUANTIZE, DEVICES, DTYPES
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,17 @@ class Qwen3AsrSettings:
     model: str | None
     device: str
     dtype: str
+    quantize: str
     tokens_per_second: float
     min_new_tokens: int
     max_new_tokens: int | None
     repetition_guard: int
-    choices: ClassVar = {"device": DEVICES, "dtype": DTYPES}
+    choices: ClassVar = {"device": DEVICES, "dtype": DTYPES, "quantize": ASR_QUANTIZE}
+
+    def __post_init__(self):
+        if self.quantize == "int8" and self.dtype not in ("auto", "bfloat16"):
+            raise _Invalid("dtype", f"quantize int8 runs bfloat16 activations (its CPU kernel's float32 path is 25x slower): "
+                                    f"set dtype auto or bfloat16, not {self.dtype}")
 
 
 @dataclass(frozen=True)
