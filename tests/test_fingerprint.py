@@ -333,7 +333,7 @@ def test_an_int8_export_calibrated_on_the_runs_tracks_embeds_a_catalog_that_only
     int8 = get_embedder("fingerprint", "r1", "cpu", **settings)
     f32 = get_embedder("fingerprint", "r1", "cpu", **{**settings, "fingerprint": replace(settings["fingerprint"], precision="float32")})
     assert (int8.backend, int8.precision, f32.precision) == ("onnx", "int8", "float32")
-    assert int8.manifest()["version"] == f32.manifest()["version"] + "-int8" and "precision" not in f32.manifest()
+    assert int8.manifest()["version"] == f32.manifest()["version"] + "-int8-w7a8" and "precision" not in f32.manifest()
     waves = [sf.read(p, dtype="float32")[0] for p in sorted(built[1].glob("*.flac"))[:3]]
     a, b = int8.embed_spans(waves, [[(0, 22050), (11025, 33075)]] * 3), f32.embed_spans(waves, [[(0, 22050), (11025, 33075)]] * 3)
     assert (a * b).sum(1).min() > 0.95  # a little off float32, never another vector
@@ -348,7 +348,7 @@ def test_an_int8_export_calibrated_on_the_runs_tracks_embeds_a_catalog_that_only
     assert json.loads(capsys.readouterr().out)["results"]
     monkeypatch.setenv("CLOUDTUNE__FINGERPRINT_INFERENCE__PRECISION", "float32")  # queries in float32 against the int8 catalog: refused
     assert main(search) != 0
-    assert "built for embedder version='r1/fingerprint-1-int8', but the embedder has 'r1/fingerprint-1'" in capsys.readouterr().err
+    assert "built for embedder version='r1/fingerprint-1-int8-w7a8', but the embedder has 'r1/fingerprint-1'" in capsys.readouterr().err
 
 
 def test_an_int8_export_its_check_refuses_is_not_written_and_float32_serves(built, run_home, capsys, monkeypatch):
@@ -362,3 +362,26 @@ def test_an_int8_export_its_check_refuses_is_not_written_and_float32_serves(buil
     assert sorted(p.name for p in paths.models_dir("r1").iterdir() if "onnx" in p.name) == ["fingerprint.onnx"]
     emb = get_embedder("fingerprint", "r1", "cpu", **embedder_settings())
     assert (emb.backend, emb.precision) == ("onnx", "float32") and "fingerprint: float32 inference: no ONNX export at" in capsys.readouterr().err
+
+
+def test_an_int8_export_of_an_older_scheme_is_not_used_and_is_made_again(built, run_home, capsys, monkeypatch):
+    """An int8 export whose metadata name no scheme (8-bit weights, which saturate on x86 without VNNI) or another one: search
+    runs float32 and says why, and `export onnx` quantizes again instead of keeping it."""
+    import onnx
+
+    train_fingerprint_model(run_id="r1", config_path=built[0] / "fp.yaml", device="cpu", epochs=1, progress=False)
+    monkeypatch.setenv("CLOUDTUNE__FINGERPRINT_INFERENCE__PRECISION", "int8")
+    monkeypatch.setenv("CLOUDTUNE__FINGERPRINT_INFERENCE__INT8_CALIBRATION", "32")
+    assert main(["export", "onnx", "--run-id", "r1"]) == 0
+    path = paths.fingerprint_onnx("r1", "int8")
+    proto = onnx.load(str(path))
+    assert {p.key: p.value for p in proto.metadata_props}["scheme"] == "w7a8"
+    onnx.helper.set_model_props(proto, {p.key: p.value for p in proto.metadata_props if p.key != "scheme"})
+    onnx.save_model(proto, str(path))
+    capsys.readouterr()
+    emb = get_embedder("fingerprint", "r1", "cpu", **embedder_settings())
+    assert (emb.backend, emb.precision) == ("onnx", "float32")
+    assert "was quantized by another int8 scheme (8-bit weights; this code makes w7a8)" in capsys.readouterr().err
+    assert main(["export", "onnx", "--run-id", "r1"]) == 0
+    assert "export: int8 -> " in capsys.readouterr().out
+    assert get_embedder("fingerprint", "r1", "cpu", **embedder_settings()).precision == "int8"

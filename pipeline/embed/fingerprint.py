@@ -31,7 +31,7 @@ class FingerprintEmbedder:
         ``int8``: its int8 export, tried first (``precision`` int8, which the embedder's version names: int8 vectors differ a
         little from float32 ones, so a catalog and its queries must agree); when unusable, the note says why and float32 runs.
         ``hop_s``: the grid catalog and queries are cut on, None: the checkpoint's."""
-        from pipeline.embed.fingerprint_onnx import ExportUnusable, load_onnx
+        from pipeline.embed.fingerprint_onnx import INT8_SCHEME, ExportUnusable, load_onnx
         from pipeline.models.fingerprint import for_inference, load_fingerprint
 
         self.checkpoint = Path(checkpoint)
@@ -45,7 +45,7 @@ class FingerprintEmbedder:
         run = self.checkpoint.parent.parent.name
         if device == "cpu" and int8 is not None:
             try:
-                self.backend, self.net, self.precision = "onnx", load_onnx(int8, self.checkpoint, self.model.front, threads), "int8"
+                self.backend, self.net, self.precision = "onnx", load_onnx(int8, self.checkpoint, self.model.front, threads, INT8_SCHEME), "int8"
             except ExportUnusable as exc:
                 print(f"fingerprint: float32 inference: {exc} (`cloudtune export onnx --run-id {run}` with precision int8 writes one)", file=sys.stderr)
         if device == "cpu" and onnx is not None and self.backend == "torch":
@@ -86,8 +86,12 @@ class FingerprintEmbedder:
         return self._vectors(segments) if segments else np.zeros((0, self.dim), np.float32)
 
     def manifest(self) -> dict:
-        """What a catalog's vectors were made with; float32 (torch or ONNX: the same vectors) names no precision, int8 does."""
-        version = f"{self.checkpoint.parent.parent.name}/fingerprint-{self.epochs}" + ("" if self.precision == "float32" else f"-{self.precision}")
+        """What a catalog's vectors were made with; float32 (torch or ONNX: the same vectors) names no precision, int8 does, and
+        its scheme (:data:`pipeline.embed.fingerprint_onnx.INT8_SCHEME`: a catalog of another scheme's vectors is embedded anew)."""
+        from pipeline.embed.fingerprint_onnx import INT8_SCHEME
+
+        suffix = "" if self.precision == "float32" else f"-{self.precision}-{INT8_SCHEME}"
+        version = f"{self.checkpoint.parent.parent.name}/fingerprint-{self.epochs}{suffix}"
         return {"name": self.name, "dim": self.dim, "sample_rate": self.sample_rate, "model_rate": self.model_rate, "checkpoint": str(self.checkpoint),
                 "epochs": self.epochs, **self.segmentation, **({} if self.precision == "float32" else {"precision": self.precision}),
                 "version": version}

@@ -145,16 +145,16 @@ def export_fingerprint_int8(run_id: str, s: config.FingerprintInferenceSettings,
     """The run's float32 export quantized to runs/<run_id>/models/fingerprint.int8.onnx, calibrated on ``s.int8_calibration``
     segments of its train tracks and checked on as many of its val tracks (:func:`pipeline.data.fingerprint.calibration_segments`);
     kept when it is already the int8 export of this checkpoint (SHA-256 ``digest``, as the float32 export found it) with this
-    calibration. Returns {"path", "precision", "reused",
+    calibration and int8 scheme. Returns {"path", "precision", "reused",
     "mean_cosine", ...}; a ValueError when the check refuses it (:func:`pipeline.embed.fingerprint_onnx.quantize_int8`)."""
     from pipeline.data.fingerprint import calibration_segments, load_split_audio
-    from pipeline.embed.fingerprint_onnx import export_metadata, quantize_int8
+    from pipeline.embed.fingerprint_onnx import INT8_SCHEME, export_metadata, quantize_int8
     from pipeline.models.fingerprint import load_fingerprint
 
     ckpt, src, out = paths.fingerprint_checkpoint(run_id), paths.fingerprint_onnx(run_id), paths.fingerprint_onnx(run_id, "int8")
     if out.exists():
         meta = export_metadata(out)
-        if meta.get("checkpoint_sha256") == digest and meta.get("calibration") == str(s.int8_calibration):
+        if meta.get("checkpoint_sha256") == digest and meta.get("calibration") == str(s.int8_calibration) and meta.get("scheme") == INT8_SCHEME:
             return {"path": str(out), "precision": "int8", "reused": True, "mean_cosine": float(meta.get("mean_cosine", "nan"))}
     model, _ = load_fingerprint(ckpt)
     rate, size = model.settings.sample_rate, model.segment_samples
