@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/asr_baseline.py                 # WER/CER, per-source WER, mean RTF (the `cloudtune asr eval` step)
     .venv/bin/python bench/asr_baseline.py --files 1000    # RSS while transcribing 1000 files in a row in one process
+    .venv/bin/python bench/asr_baseline.py --files 1000 --backend qwen3-asr   # the same with configs/asr.yaml's qwen3_asr
+                                                           # (CLOUDTUNE__QWEN3_ASR__MODEL=DIR, __QUANTIZE, __MAX_NEW_TOKENS)
 
 The speech comes from two Debian packages, fetched with `apt-get download` into var/bench/debs and unpacked into
 var/bench/asr_speech/ (run `apt-get update` first on a fresh machine):
@@ -113,7 +115,7 @@ def evaluate(rows: list[tuple[Path, str, str]], home: Path) -> None:
     print(f"exactly right: {exact}/{len(db_rows)}; report {result['report']}")
 
 
-def rss_run(rows: list[tuple[Path, str, str]], n: int) -> None:
+def rss_run(rows: list[tuple[Path, str, str]], n: int, backend: str) -> None:
     import numpy as np
 
     from pipeline import config
@@ -127,7 +129,7 @@ def rss_run(rows: list[tuple[Path, str, str]], n: int) -> None:
         return float("nan")
 
     cfg = config.load_asr()
-    transcriber = get_transcriber("pocketsphinx", cfg)
+    transcriber = get_transcriber(backend, cfg)
     clips = [audio for audio, _, _ in rows]
     done, errors, samples = 0, 0, [(0, rss_mb())]
     t0 = time.perf_counter()
@@ -152,6 +154,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bench-dir", type=Path, default=ROOT / "var" / "bench")
     ap.add_argument("--files", type=int, nargs="?", const=1000, help="the RSS run: N files in a row in one process (default 1000)")
+    ap.add_argument("--backend", default="pocketsphinx", choices=("pocketsphinx", "qwen3-asr"), help="the RSS run's backend")
     args = ap.parse_args()
     rows = corpus(fetch_speech(args.bench_dir))
     home = args.bench_dir / "asr_home"
@@ -159,12 +162,12 @@ def main() -> int:
         shutil.rmtree(home, ignore_errors=True)
     os.environ["CLOUDTUNE_HOME"] = str(home)
     os.environ.pop("CLOUDTUNE_DB_URL", None)
-    print(f"# asr baseline (pocketsphinx), commit {git_commit()}, load average {os.getloadavg()[0]:.2f}, {len(rows)} clips "
+    print(f"# asr baseline ({args.backend if args.files else 'pocketsphinx'}), commit {git_commit()}, load average {os.getloadavg()[0]:.2f}, {len(rows)} clips "
           f"({', '.join(f'{sum(r[2] == p for r in rows)} {p}' for p in PACKAGES)})", flush=True)
     if args.files is None:
         evaluate(rows, home)
     else:
-        rss_run(rows, args.files)
+        rss_run(rows, args.files, args.backend)
     return 0
 
 
