@@ -30,6 +30,13 @@ FLOAT_KINDS = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 CAST_CHUNK_BYTES = 16 << 20  # a tensor is read and cast in blocks of rows of about this many bytes (in the target dtype)
 
 
+def file_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors file's header ({} when it has none)."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        return dict(json.loads(f.read(size)).get("__metadata__") or {})
+
+
 def tensor_places(path: Path) -> dict[str, tuple[str, list[int], int]]:
     """Each tensor of a safetensors file: (its dtype as the file names it, its shape, the file offset of its first byte), from
     the file's header (8 bytes of little-endian header length, the JSON header, then the data)."""
