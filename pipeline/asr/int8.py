@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.asr.tensor_files import FLOAT_KINDS, CastSlice, file_metadata, read_into, tensor_places, weight_files, write_tensors
+from pipeline.asr.tensor_files import FLOAT_KINDS, CastSlice, read_header, read_into, tensor_places, weight_files, write_tensors
 from pipeline.fsutil import atomic_path
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,9 @@ def dequantized(layer: Int8Linear) -> torch.Tensor:
 
 def _from_cache(cache: Path, linears: list[tuple[str, nn.Linear]], dtype: torch.dtype) -> dict[str, Int8Linear] | None:
     """The layers of an int8 cache file, read with ``pread``; None when it is not one of this format for these layers."""
-    if file_metadata(cache).get("format") != CACHE_FORMAT:
+    metadata, places = read_header(cache)
+    if metadata.get("format") != CACHE_FORMAT:
         return None
-    places = tensor_places(cache)
     want = {f"{name}.{part}" for name, _ in linears for part in ("weight", "scales")}
     if not want <= places.keys():
         return None

@@ -30,21 +30,19 @@ FLOAT_KINDS = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 CAST_CHUNK_BYTES = 16 << 20  # a tensor is read and cast in blocks of rows of about this many bytes (in the target dtype)
 
 
-def file_metadata(path: Path) -> dict[str, str]:
-    """The ``__metadata__`` strings of a safetensors file's header ({} when it has none)."""
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        return dict(json.loads(f.read(size)).get("__metadata__") or {})
-
-
-def tensor_places(path: Path) -> dict[str, tuple[str, list[int], int]]:
-    """Each tensor of a safetensors file: (its dtype as the file names it, its shape, the file offset of its first byte), from
-    the file's header (8 bytes of little-endian header length, the JSON header, then the data)."""
+def read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, list[int], int]]]:
+    """A safetensors file's header, read once: its ``__metadata__`` strings ({} when it has none), and each tensor's (dtype as
+    the file names it, shape, file offset of its first byte)."""
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(size))
-    header.pop("__metadata__", None)
-    return {key: (info["dtype"], info["shape"], 8 + size + info["data_offsets"][0]) for key, info in header.items()}
+    metadata = dict(header.pop("__metadata__", None) or {})
+    return metadata, {key: (info["dtype"], info["shape"], 8 + size + info["data_offsets"][0]) for key, info in header.items()}
+
+
+def tensor_places(path: Path) -> dict[str, tuple[str, list[int], int]]:
+    """Each tensor of a safetensors file: (its dtype as the file names it, its shape, the file offset of its first byte)."""
+    return read_header(path)[1]
 
 
 def read_into(fd: int, buffer: memoryview, offset: int) -> None:
@@ -92,7 +90,7 @@ class CastSlice:
         return out if index is Ellipsis else out[index]
 
 
-KIND_OF = {"torch.float32": "F32", "torch.bfloat16": "BF16", "torch.float16": "F16", "torch.int8": "I8"}
+KIND_OF = {f"torch.{name}": kind for kind, name in FLOAT_KINDS.items()} | {"torch.int8": "I8"}  # a torch dtype's name in the header
 
 
 def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
