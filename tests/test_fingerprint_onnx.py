@@ -64,7 +64,7 @@ def test_the_command_writes_a_checked_export_with_a_dynamic_batch_axis_and_keeps
     assert "opset 18, dynamic batch" in out and "max |diff|" in out, out
     session = ort.InferenceSession(str(paths.fingerprint_onnx("r1")), providers=["CPUExecutionProvider"])
     (inp,), (outp,) = session.get_inputs(), session.get_outputs()
-    assert inp.name == "logmel" and isinstance(inp.shape[0], str) and inp.shape[1:] == [1, 64, 32]  # n_mels 64, 32 frames a segment
+    assert inp.name == "logmel" and isinstance(inp.shape[0], str) and inp.shape[1:] == [1, 128, 32]  # n_mels 128, 32 frames a segment
     assert outp.shape[1:] == [32]
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["checkpoint_sha256"] == fingerprint_onnx.checkpoint_digest(paths.fingerprint_checkpoint("r1")) and meta["opset"] == "18"
